@@ -1,0 +1,1 @@
+"""twoway: persistent, bi-directional TCP services."""

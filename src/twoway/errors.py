@@ -1,0 +1,94 @@
+"""The errors twoway raises, and who is to blame for each.
+
+::
+
+    TwowayError
+     ├── ConfigError            the user's settings are invalid (names the key and the value)
+     ├── ServiceError           an unknown service, or a service that cannot start
+     ├── ListenError            the server cannot listen (port in use, permission denied)
+     ├── ConnectError           the client cannot connect
+     │    ├── RetryableConnectError   refused, reset or timed out: trying again may help
+     │    └── FatalConnectError       unknown host, bad address: trying again will not help
+     └── ConnectionClosed       an operation on a connection that is already closed
+
+The peer's bad input is never an exception: it becomes an event or an error line to the peer.
+``OSError`` from the kernel is translated into one of these at the boundary, chained with
+``from`` so the original stays available, and only the CLI turns them into an exit code.
+"""
+
+from __future__ import annotations
+
+import errno
+
+__all__ = [
+    "ConfigError",
+    "ConnectError",
+    "ConnectionClosed",
+    "FatalConnectError",
+    "ListenError",
+    "RetryableConnectError",
+    "ServiceError",
+    "TwowayError",
+    "describe_oserror",
+]
+
+
+class TwowayError(Exception):
+    """Base class of every error twoway raises on purpose; ``str()`` is one line for a user."""
+
+
+class ConfigError(TwowayError):
+    """A setting is invalid: the message names the key, the value and where it came from."""
+
+
+class ServiceError(TwowayError):
+    """A service is unknown or cannot be built from the given settings."""
+
+
+class ListenError(TwowayError):
+    """The server could not bind or listen on the requested address."""
+
+
+class ConnectError(TwowayError):
+    """The client could not connect."""
+
+
+class RetryableConnectError(ConnectError):
+    """Refused, reset or timed out: the same attempt may succeed later."""
+
+
+class FatalConnectError(ConnectError):
+    """Unknown host or an address that can never work: retrying will not help."""
+
+
+class ConnectionClosed(TwowayError):
+    """The connection is closed, so it can neither send nor receive any more."""
+
+
+_PHRASES = {
+    errno.EADDRINUSE: "address already in use",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EADDRNOTAVAIL: "address not available on this machine",
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset by peer",
+    errno.ETIMEDOUT: "timed out",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+    errno.EPIPE: "broken pipe",
+    errno.EMFILE: "too many open files",
+    errno.ENFILE: "too many open files in the system",
+    errno.ENOSPC: "no space left on device",
+}
+
+
+def describe_oserror(exc: BaseException) -> str:
+    """A short lower-case phrase for an ``OSError`` ("address already in use"), else ``str``."""
+    if isinstance(exc, OSError):
+        if exc.errno in _PHRASES:
+            return _PHRASES[exc.errno]
+        if exc.strerror:
+            return exc.strerror[0].lower() + exc.strerror[1:]
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__

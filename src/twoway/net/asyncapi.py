@@ -1,0 +1,66 @@
+"""The async/await convenience layer: an ``async def handler(conn)`` over the same protocol.
+
+:class:`AsyncService` adapts a coroutine function to the callback API: received lines (or
+chunks) go into the connection's bounded inbox, ``async for line in conn`` takes them out, and
+reading pauses while the inbox is over ``inbox_limit``. When the handler returns, the
+connection is closed; if it raises, the error is logged and the connection aborted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from twoway.errors import ConnectionClosed
+from twoway.net.handlers import Framing, LineService
+
+if TYPE_CHECKING:
+    from twoway.net.connection import Connection
+
+__all__ = ["AsyncHandler", "AsyncService"]
+
+AsyncHandler = Callable[["Connection"], Awaitable[None]]
+
+
+class AsyncService(LineService):
+    """Runs ``handler(conn)`` as one task per connection."""
+
+    quit_command = False  # the handler sees every line, ``quit`` included
+    name = "async"
+
+    def __init__(self, handler: AsyncHandler, framing: Framing = "line") -> None:
+        self.handler = handler
+        self.framing = framing  # type: ignore[misc]
+        self.name = getattr(handler, "__name__", "async")  # type: ignore[misc]
+
+    def on_connect(self, conn: Connection) -> None:
+        conn._task = asyncio.get_running_loop().create_task(self._run(conn))
+
+    async def _run(self, conn: Connection) -> None:
+        try:
+            await self.handler(conn)
+        except (ConnectionClosed, ConnectionError):
+            conn.abort()
+        except asyncio.CancelledError:
+            conn.abort()
+            raise
+        except Exception as exc:
+            conn._report(exc)
+            conn.abort()
+        else:
+            conn.close()
+
+    def on_line(self, conn: Connection, line: str) -> None:
+        conn._inbox_put(line)
+
+    def on_data(self, conn: Connection, data: bytes) -> None:
+        conn._inbox_put(data)
+
+    def on_eof(self, conn: Connection) -> None:
+        """The handler reads the end of the stream and decides when to close."""
+
+    def on_shutdown(self, conn: Connection, reason: str) -> None:
+        if self.framing != "raw":
+            conn.send_line(reason)
+        conn.close()

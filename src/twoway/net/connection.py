@@ -1,0 +1,717 @@
+"""One TCP connection: an ``asyncio.Protocol`` that is also the user-facing connection object.
+
+The protocol callbacks are the hot path. ``data_received`` counts the bytes, cuts them into
+lines (or passes them raw), calls the service synchronously and returns: no task per line, no
+await. Replies written while any ``data_received`` runs are coalesced per peer and handed to
+the transport once, at the end of that callback (a chat line fanned out to a hundred peers
+costs a hundred ``write`` calls per read, not per line).
+
+Memory is bounded both ways. Outbound: above ``write_high`` the connection stops reading from
+its peer (the ``pipe`` behaviour of Node.js) and ``drain()`` waits; a peer that lets more than
+``max_queued`` bytes pile up, or stays above ``write_high`` for ``slow_grace`` seconds, is
+handed to :meth:`Service.on_slow`. Inbound: the line decoder holds at most ``max_line + 1``
+bytes and the async inbox pauses reading at ``inbox_limit``.
+
+Closing is explicit and bounded: :meth:`Connection.close` flushes, sends FIN, reads and
+discards whatever the peer still sends (so the kernel answers with a FIN, not an RST, and the
+peer can read our last line), and aborts after ``close_timeout``. :meth:`Connection.abort`
+resets at once. Both are idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import socket
+import struct
+import time
+from collections.abc import Awaitable, Generator
+from typing import TYPE_CHECKING, Any, cast
+
+from twoway.errors import ConnectionClosed
+from twoway.net.handlers import LineService, Service
+from twoway.net.options import ConnectionOptions
+from twoway.sansio.framing import Line, LineDecoder, LineTooLong, PartialLine
+
+if TYPE_CHECKING:
+    from twoway.net.server import Server
+
+__all__ = ["ChunkConnection", "Connection", "LineConnection", "RawConnection", "format_address"]
+
+log = logging.getLogger("twoway.connection")
+
+_PAUSE_USER = 1
+_PAUSE_WRITE = 2
+_PAUSE_INBOX = 4
+
+# Connections written to during the current data_received callback (see module docstring).
+_dirty: list[Connection] = []
+_batching = False
+
+
+class _Ready:
+    """An awaitable that is already done: what ``write()`` returns when no drain is needed."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return iter(())  # type: ignore[return-value]
+
+
+_READY = _Ready()
+
+
+def format_address(addr: Any) -> str:
+    """``127.0.0.1:4001`` or ``[::1]:4001`` from a socket address (``?`` if unknown)."""
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host = str(addr[0])
+        if host.startswith("::ffff:") and "." in host:
+            host = host[7:]
+        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+    return "?" if not addr else str(addr)
+
+
+def _flush_dirty() -> None:
+    for conn in _dirty:
+        pending = conn._pending
+        conn._pending = None
+        transport = conn.transport
+        if pending is None or transport is None:
+            continue
+        transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        if conn._write_paused:
+            conn._check_queue()
+    _dirty.clear()
+
+
+class Connection(asyncio.Protocol):
+    """A connection, server or client side. Use :class:`RawConnection` and friends.
+
+    Attributes a user reads: ``peer`` (``"host:port"``), ``remote_address``,
+    ``local_address``, ``bytes_read``, ``bytes_written``, ``opened_at`` (epoch seconds),
+    :attr:`duration`, ``state`` (free for the service's per-connection data).
+    """
+
+    __slots__ = (
+        "_close_timer",
+        "_closed",
+        "_closing",
+        "_drain_waiters",
+        "_ended",
+        "_eof",
+        "_idle_seen",
+        "_idle_since",
+        "_inbox",
+        "_inbox_bytes",
+        "_inbox_waiter",
+        "_ip",
+        "_lost",
+        "_newline",
+        "_opened_mono",
+        "_pause",
+        "_pending",
+        "_slow",
+        "_slow_timer",
+        "_task",
+        "_write_paused",
+        "bytes_read",
+        "bytes_written",
+        "close_reason",
+        "local_address",
+        "opened_at",
+        "options",
+        "peer",
+        "remote_address",
+        "server",
+        "service",
+        "state",
+        "transport",
+    )
+
+    def __init__(
+        self, service: Service, options: ConnectionOptions, server: Server | None = None
+    ) -> None:
+        self.service = service
+        self.options = options
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self.opened_at = 0.0
+        self.state: Any = None
+        self.peer = "?"
+        self.remote_address: Any = None
+        self.local_address: Any = None
+        #: Why the connection was closed by this side ("quit", "idle", "too slow", ...).
+        self.close_reason: str | None = None
+        self._opened_mono = 0.0
+        self._newline = b"\n"
+        self._closing = False
+        self._closed = False
+        self._ended = False
+        self._eof = False
+        self._pause = 0
+        self._write_paused = False
+        self._slow = False
+        self._pending: list[bytes] | None = None
+        self._drain_waiters: list[asyncio.Future[None]] | None = None
+        self._inbox: collections.deque[Any] | None = None
+        self._inbox_bytes = 0
+        self._inbox_waiter: asyncio.Future[None] | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._slow_timer: asyncio.TimerHandle | None = None
+        self._lost: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._idle_seen = 0
+        self._idle_since = 0.0
+        self._ip: str | None = None
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def duration(self) -> float:
+        """Seconds since the connection was opened."""
+        return time.monotonic() - self._opened_mono
+
+    @property
+    def is_closing(self) -> bool:
+        """True once :meth:`close` or :meth:`abort` was called or the peer is gone."""
+        return self._closing
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the transport is gone (``on_close`` has run)."""
+        return self._closed
+
+    @property
+    def at_eof(self) -> bool:
+        """True once the peer has half-closed (sent FIN)."""
+        return self._eof
+
+    @property
+    def write_buffer_size(self) -> int:
+        """Bytes queued for the peer and not yet accepted by the kernel."""
+        size = self.transport.get_write_buffer_size() if self.transport is not None else 0
+        if self._pending:
+            size += sum(map(len, self._pending))
+        return size
+
+    @property
+    def newline(self) -> bytes:
+        """The line ending replies use: the one of the peer's last line (default LF)."""
+        return self._newline
+
+    # ------------------------------------------------------------------ protocol callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        self.opened_at = time.time()
+        self._opened_mono = time.monotonic()
+        opts = self.options
+        self.remote_address = transport.get_extra_info("peername")
+        self.local_address = transport.get_extra_info("sockname")
+        self.peer = format_address(self.remote_address)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                if not opts.nodelay:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+                if opts.keepalive is not None:
+                    _set_keepalive(sock, opts.keepalive)
+            except OSError as exc:  # the socket may already be gone
+                log.debug("%s: socket options not set: %s", self.peer, exc)
+        transport.set_write_buffer_limits(high=opts.write_high, low=opts.write_low)
+        if self.server is not None and not self.server._admit(self):
+            return
+        if opts.idle_timeout is not None:
+            _sweeper_for(asyncio.get_running_loop()).add(self)
+        self._call(self.service.on_connect)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._closing = True
+        self._pending = None
+        for timer in (self._close_timer, self._slow_timer):
+            if timer is not None:
+                timer.cancel()
+        self._close_timer = self._slow_timer = None
+        self._wake_drainers()
+        self._wake_inbox()
+        if self.options.idle_timeout is not None:
+            _sweeper_for(asyncio.get_running_loop()).discard(self)
+        try:
+            self.service.on_close(self, exc)
+        except Exception as err:
+            self._report(err)
+        if self.server is not None:
+            self.server._forget(self, exc)
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
+        self.transport = None
+
+    def eof_received(self) -> bool:
+        if self._closing:
+            return False  # we sent FIN and were draining the peer's input: done
+        self._eof = True
+        self._call(self._at_eof)
+        return True
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._pause_reading(_PAUSE_WRITE)
+        grace = self.options.slow_grace
+        if grace is not None and self._slow_timer is None:
+            self._slow_timer = asyncio.get_running_loop().call_later(grace, self._too_slow)
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._slow_timer is not None:
+            self._slow_timer.cancel()
+            self._slow_timer = None
+        self._resume_reading(_PAUSE_WRITE)
+        self._wake_drainers()
+
+    # ------------------------------------------------------------------ writing
+
+    def write(self, data: bytes) -> Awaitable[None]:
+        """Queue ``data`` for the peer. Never blocks; dropped silently once closing.
+
+        Returns an awaitable that completes when the write buffer is below its low-water
+        mark, so ``await conn.write(b"...")`` applies backpressure while callback code can
+        ignore the result.
+        """
+        if self._closing or self._ended:
+            return _READY
+        self.bytes_written += len(data)
+        if _batching:
+            pending = self._pending
+            if pending is None:
+                self._pending = [data]
+                _dirty.append(self)
+            else:
+                pending.append(data)
+            return _READY
+        assert self.transport is not None
+        self.transport.write(data)
+        if self._write_paused:
+            self._check_queue()
+            return self._drain_waiter()
+        return _READY
+
+    def send_line(self, text: str) -> Awaitable[None]:
+        """Write ``text`` (UTF-8) and the peer's line ending; see :meth:`write`."""
+        return self.write(text.encode() + self._newline)
+
+    async def send(self, data: bytes | str) -> None:
+        """Write ``data`` (``str`` is UTF-8 encoded, nothing added) and wait for the drain.
+
+        Raises :class:`ConnectionClosed` if the connection is closed.
+        """
+        if self._closing or self._ended:
+            raise ConnectionClosed(f"connection to {self.peer} is closed")
+        await self.write(data.encode() if isinstance(data, str) else data)
+        if self._closed:
+            raise ConnectionClosed(f"connection to {self.peer} was lost")
+
+    async def drain(self) -> None:
+        """Wait until the write buffer is below its low-water mark. Raises if lost."""
+        if self._closed:
+            raise ConnectionClosed(f"connection to {self.peer} is closed")
+        if self._write_paused:
+            await self._drain_waiter()
+        if self._closed:
+            raise ConnectionClosed(f"connection to {self.peer} was lost")
+
+    # ------------------------------------------------------------------ reading control
+
+    def pause_reading(self) -> None:
+        """Stop reading from the peer until :meth:`resume_reading` (the kernel buffers)."""
+        self._pause_reading(_PAUSE_USER)
+
+    def resume_reading(self) -> None:
+        """Undo :meth:`pause_reading`; reading may stay paused for flow control."""
+        self._resume_reading(_PAUSE_USER)
+
+    # ------------------------------------------------------------------ ending
+
+    def end(self) -> None:
+        """Half-close: flush what is queued, send FIN, keep reading. Idempotent."""
+        if self._ended or self._closing or self.transport is None:
+            return
+        self._flush_own()
+        self._ended = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+
+    def close(self, timeout: float | None = None, reason: str | None = None) -> None:
+        """Flush what is queued, send FIN, then close; abort after ``timeout`` seconds
+        (default ``close_timeout``) if the peer does not read or does not close. Idempotent.
+        """
+        if self._closing or self.transport is None:
+            return
+        if reason is not None and self.close_reason is None:
+            self.close_reason = reason
+        self._flush_own()
+        self._closing = True
+        transport = self.transport
+        if self._eof or self._ended or not transport.can_write_eof():
+            transport.close()
+        else:
+            transport.write_eof()
+            # Keep reading (and discarding) so unread input does not turn our close into an
+            # RST that would destroy the last lines the peer has not read yet.
+            self._pause = 0
+            transport.resume_reading()
+        delay = self.options.close_timeout if timeout is None else timeout
+        self._close_timer = asyncio.get_running_loop().call_later(delay, self.abort)
+
+    def abort(self, reason: str | None = None) -> None:
+        """Drop the connection at once with an RST; queued data is discarded. Idempotent."""
+        if self._closed or self.transport is None:
+            return
+        if reason is not None and self.close_reason is None:
+            self.close_reason = reason
+        self._closing = True
+        self._pending = None
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+        self.transport.abort()
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is gone (``on_close`` has run)."""
+        if self._closed:
+            return
+        if self._lost is None:
+            self._lost = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._lost)
+
+    # ------------------------------------------------------------------ async reading
+
+    async def _receive(self) -> Any:
+        """The next inbox item (``str`` line or ``bytes`` chunk), ``None`` at the end."""
+        while True:
+            inbox = self._inbox
+            if inbox:
+                item = inbox.popleft()
+                self._inbox_bytes -= len(item)
+                if (
+                    self._pause & _PAUSE_INBOX
+                    and self._inbox_bytes <= self.options.inbox_limit // 2
+                ):
+                    self._resume_reading(_PAUSE_INBOX)
+                return item
+            if self._eof or self._closing:
+                return None
+            waiter = self._inbox_waiter = asyncio.get_running_loop().create_future()
+            await waiter
+
+    async def readline(self) -> str | None:
+        """The next line (without terminator), or ``None`` once the peer has finished."""
+        item = await self._receive()
+        if item is None or isinstance(item, str):
+            return item
+        return bytes(item).decode("utf-8", "replace")
+
+    async def read(self) -> bytes:
+        """The next received chunk (raw framing), or ``b""`` once the peer has finished."""
+        item = await self._receive()
+        if item is None:
+            return b""
+        return item.encode() if isinstance(item, str) else bytes(item)
+
+    def __aiter__(self) -> Connection:
+        return self
+
+    async def __anext__(self) -> str:
+        line = await self.readline()
+        if line is None:
+            raise StopAsyncIteration
+        return line
+
+    def _inbox_put(self, item: Any) -> None:
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = collections.deque()
+        inbox.append(item)
+        self._inbox_bytes += len(item)
+        if self._inbox_bytes > self.options.inbox_limit:
+            self._pause_reading(_PAUSE_INBOX)
+        self._wake_inbox()
+
+    # ------------------------------------------------------------------ internals
+
+    def _call(self, callback: Any, *args: Any) -> None:
+        """Run a service callback with write coalescing and exception containment."""
+        global _batching
+        if _batching:
+            try:
+                callback(self, *args)
+            except Exception as exc:
+                self._report(exc)
+                self.abort()
+            return
+        _batching = True
+        try:
+            callback(self, *args)
+        except Exception as exc:
+            self._report(exc)
+            self.abort()
+        finally:
+            _batching = False
+            _flush_dirty()
+
+    def _at_eof(self, _conn: Connection) -> None:
+        self._wake_inbox()
+        self.service.on_eof(self)
+
+    def _report(self, exc: Exception) -> None:
+        try:
+            self.service.on_error(self, exc)
+        except Exception:
+            log.exception("%s: error while reporting an error", self.peer)
+
+    def _flush_own(self) -> None:
+        pending = self._pending
+        if pending and self.transport is not None:
+            self._pending = None
+            self.transport.write(b"".join(pending))
+
+    def _pause_reading(self, why: int) -> None:
+        if not self._pause and self.transport is not None and not self._closing:
+            self.transport.pause_reading()
+        self._pause |= why
+
+    def _resume_reading(self, why: int) -> None:
+        if not self._pause & why:
+            return
+        self._pause &= ~why
+        if not self._pause and self.transport is not None and not self._closed:
+            self.transport.resume_reading()
+
+    def _drain_waiter(self) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._drain_waiters is None:
+            self._drain_waiters = [fut]
+        else:
+            self._drain_waiters.append(fut)
+        return fut
+
+    def _wake_drainers(self) -> None:
+        waiters = self._drain_waiters
+        if waiters:
+            self._drain_waiters = None
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    def _wake_inbox(self) -> None:
+        waiter = self._inbox_waiter
+        if waiter is not None:
+            self._inbox_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _check_queue(self) -> None:
+        limit = self.options.max_queued
+        if limit is not None and not self._slow and self.write_buffer_size > limit:
+            self._too_slow()
+
+    def _too_slow(self) -> None:
+        self._slow_timer = None
+        if self._slow or self._closed:
+            return
+        self._slow = True
+        if self.close_reason is None:
+            self.close_reason = "too slow"
+        log.info("%s: too slow (%d bytes queued), disconnecting", self.peer, self.write_buffer_size)
+        if self.server is not None:
+            self.server.stats.slow_disconnects += 1
+        try:
+            self.service.on_slow(self)
+        except Exception as exc:
+            self._report(exc)
+            self.abort()
+
+    def _idle_tick(self, now: float, timeout: float) -> None:
+        seen = self.bytes_read + self.bytes_written
+        if seen != self._idle_seen or not self._idle_since:
+            self._idle_seen = seen
+            self._idle_since = now
+        elif now - self._idle_since >= timeout and not self._closing:
+            if self.close_reason is None:
+                self.close_reason = "idle"
+            if self.server is not None:
+                self.server.stats.idle_timeouts += 1
+            self._call(self.service.on_idle)
+
+
+class RawConnection(Connection):
+    """A connection whose service gets every received chunk as bytes (``on_data``)."""
+
+    __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_read += len(data)
+        if self._closing:
+            return
+        self._call(self.service.on_data, data)
+
+
+class LineConnection(Connection):
+    """A connection whose service gets decoded lines (``on_line``)."""
+
+    __slots__ = ("_decoder",)
+
+    def __init__(
+        self, service: Service, options: ConnectionOptions, server: Server | None = None
+    ) -> None:
+        super().__init__(service, options, server)
+        self._decoder = LineDecoder(options.max_line)
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_read += len(data)
+        if self._closing:
+            return
+        events = self._decoder.feed(data)
+        if events:
+            self._call(self._dispatch, events)
+
+    def _dispatch(self, _conn: Connection, events: list[Any]) -> None:
+        service = cast(LineService, self.service)
+        for event in events:
+            if type(event) is Line:
+                raw, crlf = event
+                self._newline = b"\r\n" if crlf else b"\n"
+                text = raw.decode("utf-8", "replace")
+                if len(text) == 4 and service.quit_command and text.lower() == "quit":
+                    service.on_quit(self)
+                else:
+                    service.on_line(self, text)
+            elif type(event) is LineTooLong:
+                service.on_line_too_long(self, event.limit)
+            if self._closing:
+                return
+
+    def _at_eof(self, _conn: Connection) -> None:
+        events = self._decoder.feed_eof()
+        service = cast(LineService, self.service)
+        for event in events:
+            if self._closing or not isinstance(event, PartialLine):
+                break
+            text = event.data.decode("utf-8", "replace")
+            if len(text) == 4 and service.quit_command and text.lower() == "quit":
+                service.on_quit(self)
+            else:
+                service.on_line(self, text)
+        super()._at_eof(_conn)
+
+
+class ChunkConnection(Connection):
+    """A line-service connection that treats each received chunk as one message.
+
+    For clients that send without newlines (``client.write('I am Chuck Norris!')``). TCP
+    keeps no message boundaries: two quick writes may arrive as one chunk, or one as two.
+    A trailing CRLF or LF is removed; the reply uses it, else LF.
+    """
+
+    __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_read += len(data)
+        if self._closing:
+            return
+        self._call(self._dispatch, data)
+
+    def _dispatch(self, _conn: Connection, data: bytes) -> None:
+        service = cast(LineService, self.service)
+        limit = self.options.max_line
+        if data.endswith(b"\n"):
+            self._newline = b"\r\n" if data.endswith(b"\r\n") else b"\n"
+            data = data.rstrip(b"\r\n")
+        if limit is not None and len(data) > limit:
+            service.on_line_too_long(self, limit)
+            return
+        text = data.decode("utf-8", "replace")
+        if len(text) == 4 and service.quit_command and text.lower() == "quit":
+            service.on_quit(self)
+        else:
+            service.on_line(self, text)
+
+
+def connection_class(service: Service) -> type[Connection]:
+    """The connection class matching ``service.framing``."""
+    framing = service.framing
+    if framing == "line":
+        return LineConnection
+    if framing == "chunk":
+        return ChunkConnection
+    if framing == "raw":
+        return RawConnection
+    raise ValueError(f"unknown framing {framing!r} (raw, line or chunk)")
+
+
+def _set_keepalive(sock: Any, ka: Any) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if hasattr(socket, "TCP_KEEPIDLE"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(ka.idle)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(ka.interval)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, max(1, int(ka.count)))
+
+
+class _Sweeper:
+    """One timer per event loop that checks every connection with an idle timeout.
+
+    Cheaper than a timer per connection re-armed on every packet: the hot path only counts
+    bytes (which it does anyway); the sweep compares the counts with the last sweep's.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.conns: set[Connection] = set()
+        self.handle: asyncio.TimerHandle | None = None
+        self.period = 1.0
+
+    def add(self, conn: Connection) -> None:
+        timeout = conn.options.idle_timeout
+        assert timeout is not None
+        conn._idle_since = self.loop.time()
+        self.conns.add(conn)
+        period = max(0.02, min(1.0, timeout / 8))
+        if period < self.period or self.handle is None:
+            self.period = min(self.period, period)
+            if self.handle is not None:
+                self.handle.cancel()
+            self.handle = self.loop.call_later(self.period, self.tick)
+
+    def discard(self, conn: Connection) -> None:
+        self.conns.discard(conn)
+        if not self.conns and self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+            self.period = 1.0
+
+    def tick(self) -> None:
+        now = self.loop.time()
+        for conn in list(self.conns):
+            timeout = conn.options.idle_timeout
+            if timeout is not None:
+                conn._idle_tick(now, timeout)
+        self.handle = self.loop.call_later(self.period, self.tick) if self.conns else None
+
+
+_sweepers: dict[asyncio.AbstractEventLoop, _Sweeper] = {}
+
+
+def _sweeper_for(loop: asyncio.AbstractEventLoop) -> _Sweeper:
+    sweeper = _sweepers.get(loop)
+    if sweeper is None or sweeper.loop.is_closed():
+        for old in [lp for lp in _sweepers if lp.is_closed()]:
+            del _sweepers[old]
+        sweeper = _sweepers[loop] = _Sweeper(loop)
+    return sweeper

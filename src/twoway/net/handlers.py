@@ -1,0 +1,110 @@
+"""The callback API: what a service implements to handle connections.
+
+A :class:`Service` is one object shared by every connection of a server, like the
+``'connection'`` listener of a Node.js ``net.Server``; per-connection state lives on the
+connection (``conn.state``). Its callbacks run inside the protocol callbacks, synchronously:
+they must not block and cannot await. That is the fast path. For ``async def`` handlers, see
+:func:`twoway.net.server.serve`, which wraps them in an :class:`~twoway.net.asyncapi.AsyncService`.
+
+An exception escaping a callback is a bug in the service: it is logged with its traceback via
+:meth:`Service.on_error` and the connection is aborted; the server keeps running.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from twoway.net.connection import Connection
+    from twoway.net.server import Server
+
+__all__ = ["Framing", "LineService", "Service"]
+
+Framing = Literal["raw", "line", "chunk"]
+
+log = logging.getLogger("twoway.service")
+
+
+class Service:
+    """Base class of a raw-bytes service: override the ``on_*`` methods you need."""
+
+    #: How received bytes are cut before they reach the service: ``raw`` calls
+    #: :meth:`on_data` with every chunk; line services use ``line`` or ``chunk``.
+    framing: ClassVar[Framing] = "raw"
+    #: The service's name in logs.
+    name: ClassVar[str] = "service"
+
+    def on_listening(self, server: Server) -> None:
+        """The server is listening (``server.addresses`` holds the real ports)."""
+
+    def on_connect(self, conn: Connection) -> None:
+        """A connection was accepted (or, on the client side, established)."""
+
+    def on_data(self, conn: Connection, data: bytes) -> None:
+        """Bytes arrived (``raw`` framing)."""
+
+    def on_eof(self, conn: Connection) -> None:
+        """The peer half-closed (sent FIN). Default: finish writing, then close."""
+        conn.close()
+
+    def on_close(self, conn: Connection, exc: BaseException | None) -> None:
+        """The connection is gone; ``exc`` is the OS error that ended it, if any."""
+
+    def on_error(self, conn: Connection, exc: BaseException) -> None:
+        """A callback of this service raised: log it. The connection is aborted afterwards."""
+        log.error("%s: error in service %s: %r", conn.peer, self.name, exc, exc_info=exc)
+
+    def on_shutdown(self, conn: Connection, reason: str) -> None:
+        """The server is shutting down: finish what is queued and close (the default)."""
+        conn.close()
+
+    def on_idle(self, conn: Connection) -> None:
+        """Nothing was sent or received for ``idle_timeout`` seconds: close (the default)."""
+        conn.close()
+
+    def on_slow(self, conn: Connection) -> None:
+        """The peer is not reading fast enough (see ``max_queued``/``slow_grace``): drop it."""
+        conn.close(timeout=1.0)
+
+
+class LineService(Service):
+    """Base class of a line service: :meth:`on_line` is called once per received line.
+
+    Lines are decoded as UTF-8 with replacement (bad bytes never crash anything) and have no
+    terminator; :meth:`Connection.send_line` answers with the peer's own line ending.
+    An over-long line is reported to the peer by :meth:`on_line_too_long` and skipped; a
+    line that is exactly ``quit`` (any case) gets ``Bye Bye!`` and ends the connection
+    unless :attr:`quit_command` is false.
+    """
+
+    framing: ClassVar[Framing] = "line"
+    #: Whether a bare ``quit`` line ends the connection (handled before :meth:`on_line`).
+    quit_command: ClassVar[bool] = True
+
+    def on_line(self, conn: Connection, line: str) -> None:
+        """One complete line (or, with ``chunk`` framing, one received chunk)."""
+
+    def on_line_too_long(self, conn: Connection, limit: int) -> None:
+        """A line exceeded ``max_line``: tell the peer; the connection stays usable."""
+        conn.send_line(f"error: line too long (max {limit} bytes)")
+
+    def on_quit(self, conn: Connection) -> None:
+        """The peer sent ``quit``: say goodbye and close."""
+        conn.send_line("Bye Bye!")
+        conn.close()
+
+    def on_shutdown(self, conn: Connection, reason: str) -> None:
+        """Tell the peer why (``server shutting down``), then close."""
+        conn.send_line(reason)
+        conn.close()
+
+    def on_idle(self, conn: Connection) -> None:
+        """Tell the peer it was idle too long, then close."""
+        conn.send_line(f"error: idle for {conn.options.idle_timeout:g} s, disconnecting")
+        conn.close()
+
+    def on_slow(self, conn: Connection) -> None:
+        """Drop a peer that does not read, after one last line saying so."""
+        conn.send_line("error: too slow, disconnecting")
+        conn.close(timeout=1.0)

@@ -1,0 +1,159 @@
+"""The process around a server: event loop, signals, limits, logging, exit codes.
+
+Only this module and :mod:`twoway.cli` install signal handlers, configure logging or decide
+how the process ends. :func:`run` is the library entry point (``twoway.run(MyService())``);
+:func:`serve_settings` is what ``twoway serve`` calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import resource
+import signal
+import time
+from typing import Any
+
+from twoway.config import Settings
+from twoway.errors import describe_oserror
+from twoway.logs import setup_logging
+from twoway.net.handlers import Service
+from twoway.net.loops import loop_factory, resolve_loop
+from twoway.net.options import ConnectionOptions
+from twoway.net.server import Server
+
+__all__ = ["ExceptionFilter", "raise_nofile_limit", "run", "run_server", "serve_settings"]
+
+log = logging.getLogger("twoway")
+
+_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+def raise_nofile_limit() -> int:
+    """Raise the soft open-files limit to the hard limit; return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            return target
+        except (ValueError, OSError):
+            return soft
+    return soft
+
+
+class ExceptionFilter:
+    """A loop exception handler that turns accept failures for lack of resources (out of file
+    descriptors, buffers or memory) into at most one log line per second, where plain asyncio
+    logs a traceback per failed accept. Everything else goes to the default handler."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.suppressed = 0
+        self._last = 0.0
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRNOS:
+            now = time.monotonic()
+            if now - self._last >= self.interval:
+                more = f" ({self.suppressed} more since the last report)" if self.suppressed else ""
+                log.error(
+                    "cannot accept connections: %s%s; still serving", describe_oserror(exc), more
+                )
+                self._last = now
+                self.suppressed = 0
+            else:
+                self.suppressed += 1
+            return
+        loop.default_exception_handler(context)
+
+
+async def run_server(server: Server, grace: float, *, name: str = "twoway") -> int:
+    """Start ``server``, log the ready line, serve until SIGINT/SIGTERM, shut down gracefully.
+
+    The first signal starts a shutdown that lasts at most ``grace`` seconds; a second one
+    aborts every connection at once. Returns the exit code (0).
+    """
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(ExceptionFilter())
+    await server.start()
+    for host, port in server.addresses:
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        log.info("%s %s listening on %s", name, server.service.name, where)
+    stop = asyncio.Event()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            log.info(
+                "%s received: shutting down (grace %g s, %d connection(s))",
+                signal.Signals(signum).name,
+                grace,
+                server.connection_count,
+            )
+            stop.set()
+        else:
+            log.warning(
+                "%s received again: closing every connection now", signal.Signals(signum).name
+            )
+            for conn in server.connections:
+                conn.abort(reason="forced shutdown")
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await stop.wait()
+        await server.shutdown(grace)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    s = server.stats
+    log.info(
+        "stopped: %d connection(s) served, in %d B, out %d B", s.accepted, s.bytes_in, s.bytes_out
+    )
+    return 0
+
+
+def serve_settings(settings: Settings, service: Service, **conn_overrides: Any) -> int:
+    """Run ``service`` as configured by ``settings`` until a signal; return the exit code.
+
+    Raises :class:`~twoway.errors.TwowayError` for expected failures (the CLI prints them).
+    """
+    setup_logging(settings.log_level, settings.log_format)
+    limit = raise_nofile_limit()
+    loop_name = resolve_loop(settings.loop)
+    log.debug("event loop %s, open files limit %d", loop_name, limit)
+    server = Server(
+        service,
+        settings.host,
+        settings.port,
+        options=settings.connection_options(**conn_overrides),
+        max_connections=settings.max_conns,
+        max_connections_per_ip=settings.max_conns_per_ip,
+    )
+    with asyncio.Runner(loop_factory=loop_factory(loop_name)) as runner:
+        return runner.run(run_server(server, settings.grace))
+
+
+def run(
+    service: Service,
+    host: str = "127.0.0.1",
+    port: int = 4001,
+    *,
+    grace: float = 5.0,
+    loop: str = "auto",
+    log_level: str = "info",
+    options: ConnectionOptions | None = None,
+    **server_kwargs: Any,
+) -> int:
+    """Run ``service`` like ``twoway serve`` does: logging to stderr, signals, graceful
+    shutdown. Blocks until SIGINT/SIGTERM; returns the exit code."""
+    setup_logging(log_level)
+    raise_nofile_limit()
+    server = Server(service, host, port, options=options, **server_kwargs)
+    with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+        return runner.run(run_server(server, grace))

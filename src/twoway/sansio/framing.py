@@ -1,0 +1,154 @@
+"""Line framing: bytes in, line events out.
+
+A line ends with ``\\n``; one ``\\r`` before it is part of the terminator (CRLF), and any
+further ``\\r`` at the end of the content is dropped too, so a bare carriage return at a
+line's end never reaches a service. The limit counts the content, not the terminator: a
+line of exactly ``max_line`` bytes is accepted, one byte more is not.
+
+The limit is enforced while scanning, before the newline arrives: a peer that sends an
+endless line costs at most ``max_line + 1`` buffered bytes. The over-long line becomes one
+:class:`LineTooLong` event, the rest of it is discarded up to the next newline and decoding
+resumes there, so no fragment of it is ever delivered as a line (asyncio's ``readline`` hands
+back the tail of such a line as if it were one; this decoder never does).
+
+Every way of splitting the same byte stream gives the same events: the tests check it with
+hypothesis. Scanning remembers where it stopped, so a long line arriving one byte at a time
+stays O(n).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+__all__ = ["DEFAULT_MAX_LINE", "Event", "Line", "LineDecoder", "LineTooLong", "PartialLine"]
+
+# 64 KiB: far longer than any line a person types or a chat message needs, small enough that
+# ten thousand peers each holding a maximal partial line cost well under 1 GiB.
+DEFAULT_MAX_LINE = 64 * 1024
+
+_CR = 13
+
+
+class Line(NamedTuple):
+    """A complete line: its content without the terminator, and whether it ended in CRLF."""
+
+    data: bytes
+    crlf: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LineTooLong:
+    """A line grew past ``limit`` bytes; it is being discarded up to its newline."""
+
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class PartialLine:
+    """The stream ended in the middle of a line: its content so far (never empty)."""
+
+    data: bytes
+
+
+Event = Line | LineTooLong | PartialLine
+
+
+def _content(raw: bytes) -> tuple[bytes, bool]:
+    if raw and raw[-1] == _CR:
+        return raw.rstrip(b"\r"), True
+    return raw, False
+
+
+class LineDecoder:
+    """Incremental line decoder with a length limit (``None`` disables the limit).
+
+    :meth:`feed` and :meth:`feed_eof` never raise on any input; bad input becomes events.
+    After :meth:`feed_eof` the decoder is empty and may be fed a new stream.
+    """
+
+    __slots__ = ("_buf", "_discarding", "max_line")
+
+    def __init__(self, max_line: int | None = DEFAULT_MAX_LINE) -> None:
+        if max_line is not None and max_line < 1:
+            raise ValueError(f"max_line must be at least 1 (got {max_line})")
+        self.max_line = max_line
+        self._buf = bytearray()
+        self._discarding = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for an incomplete line (at most ``max_line + 1``)."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Decode ``data`` and return the events it completes (often an empty list)."""
+        out: list[Event] = []
+        if not data:
+            return out
+        if self._discarding:
+            i = data.find(b"\n")
+            if i < 0:
+                return out
+            self._discarding = False
+            data = data[i + 1 :]
+            if not data:
+                return out
+        buf = self._buf
+        if buf:
+            # ``buf`` has already been scanned and holds no newline: search only the new part.
+            i = data.find(b"\n")
+            if i < 0:
+                buf += data
+                self._check_pending(out)
+                return out
+            buf += data[:i]
+            self._emit(bytes(buf), out)
+            buf.clear()
+            data = data[i + 1 :]
+            if not data:
+                return out
+        parts = data.split(b"\n")
+        tail = parts.pop()
+        emit = self._emit
+        for raw in parts:
+            emit(raw, out)
+        if tail:
+            buf += tail
+            self._check_pending(out)
+        return out
+
+    def feed_eof(self) -> list[Event]:
+        """End of stream: a pending partial line becomes a :class:`PartialLine` event."""
+        out: list[Event] = []
+        if self._buf:
+            content, _ = _content(bytes(self._buf))
+            self._buf.clear()
+            if content:
+                out.append(PartialLine(content))
+        self._discarding = False
+        return out
+
+    def _emit(self, raw: bytes, out: list[Event]) -> None:
+        limit = self.max_line
+        if (
+            limit is not None
+            and len(raw) > limit
+            and not (len(raw) == limit + 1 and raw[-1] == _CR)
+        ):
+            out.append(LineTooLong(limit))
+            return
+        if raw and raw[-1] == _CR:
+            out.append(Line(raw.rstrip(b"\r"), True))
+        else:
+            out.append(Line(raw, False))
+
+    def _check_pending(self, out: list[Event]) -> None:
+        limit = self.max_line
+        buf = self._buf
+        n = len(buf)
+        # One extra byte is allowed only if it may turn out to be the CR of a CRLF terminator.
+        if limit is not None and n > limit and not (n == limit + 1 and buf[-1] == _CR):
+            out.append(LineTooLong(limit))
+            buf.clear()
+            self._discarding = True
