@@ -1,1 +1,54 @@
-"""twoway: persistent, bi-directional TCP services."""
+"""twoway: persistent, bi-directional TCP services, as a library and a command-line tool.
+
+Write a service as a callback class (the fast path, run inside the protocol callbacks)::
+
+    import twoway
+
+    class Shout(twoway.LineService):
+        def on_line(self, conn: twoway.Connection, line: str) -> None:
+            conn.send_line(f'You said "{line.upper()}"')
+
+    twoway.run(Shout(), port=4001)
+
+or as an ``async def handler(conn)`` with ``async for line in conn`` (see :func:`serve`).
+This module imports no optional dependency.
+"""
+
+from __future__ import annotations
+
+from twoway._version import __version__
+from twoway.errors import (
+    ConfigError,
+    ConnectError,
+    ConnectionClosed,
+    FatalConnectError,
+    ListenError,
+    RetryableConnectError,
+    ServiceError,
+    TwowayError,
+)
+from twoway.net.connection import Connection
+from twoway.net.handlers import LineService, Service
+from twoway.net.options import ConnectionOptions, Keepalive
+from twoway.net.server import Server, serve
+from twoway.runner import run
+
+__all__ = [
+    "ConfigError",
+    "ConnectError",
+    "Connection",
+    "ConnectionClosed",
+    "ConnectionOptions",
+    "FatalConnectError",
+    "Keepalive",
+    "LineService",
+    "ListenError",
+    "RetryableConnectError",
+    "Server",
+    "Service",
+    "ServiceError",
+    "TwowayError",
+    "__version__",
+    "run",
+    "serve",
+]

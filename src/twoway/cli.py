@@ -137,4 +137,3 @@ def main(argv: list[str] | None = None) -> None:
 
 def _lower_first(text: str) -> str:
     return text[:1].lower() + text[1:] if text else text
-

@@ -151,6 +151,62 @@ OPTIONS: tuple[OptionSpec, ...] = (
         choices=("auto", "asyncio", "uvloop"),
     ),
     OptionSpec(
+        "motd",
+        "path",
+        None,
+        "file whose lines greet every chat client",
+        services=("chat",),
+        metavar="FILE",
+    ),
+    OptionSpec(
+        "history",
+        "int",
+        20,
+        "messages per room replayed to people who join (0: none)",
+        services=("chat",),
+        minimum=0,
+        metavar="N",
+    ),
+    OptionSpec(
+        "flood-rate",
+        "float",
+        5.0,
+        "lines per second a chat client may send after its burst (0: no flood control)",
+        services=("chat",),
+        minimum=0,
+        metavar="LINES",
+    ),
+    OptionSpec(
+        "flood-burst",
+        "int",
+        10,
+        "lines a chat client may send at once",
+        services=("chat",),
+        minimum=1,
+        metavar="LINES",
+    ),
+    OptionSpec(
+        "max-queued",
+        "size",
+        256 * 1024,
+        "bytes queued for one client before it is dropped as too slow (0: no limit)",
+        services=("chat",),
+        minimum=0,
+        zero_disables=True,
+        metavar="BYTES",
+    ),
+    OptionSpec(
+        "slow-grace",
+        "duration",
+        10.0,
+        "seconds a client may stay over a quarter of max-queued before it is dropped "
+        "(0: only the hard limit)",
+        services=("chat",),
+        minimum=0,
+        zero_disables=True,
+        metavar="SECONDS",
+    ),
+    OptionSpec(
         "log-level", "choice", "info", "log level", choices=("debug", "info", "warning", "error")
     ),
     OptionSpec("log-format", "choice", "text", "log format", choices=("text", "json")),
@@ -175,6 +231,12 @@ class Settings:
     no_delay: bool = True
     grace: float = 5.0
     loop: str = "auto"
+    motd: str | None = None
+    history: int = 20
+    flood_rate: float = 5.0
+    flood_burst: int = 10
+    max_queued: int | None = 256 * 1024
+    slow_grace: float | None = 10.0
     log_level: str = "info"
     log_format: str = "text"
     #: Where each value came from (``default``, ``config file X``, ``environment``, ``flag``).

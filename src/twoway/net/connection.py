@@ -33,11 +33,20 @@ from twoway.errors import ConnectionClosed
 from twoway.net.handlers import LineService, Service
 from twoway.net.options import ConnectionOptions
 from twoway.sansio.framing import Line, LineDecoder, LineTooLong, PartialLine
+from twoway.sansio.telnet import TelnetFilter
 
 if TYPE_CHECKING:
     from twoway.net.server import Server
 
-__all__ = ["ChunkConnection", "Connection", "LineConnection", "RawConnection", "format_address"]
+__all__ = [
+    "ChunkConnection",
+    "Connection",
+    "LineConnection",
+    "RawConnection",
+    "TelnetLineConnection",
+    "connection_class",
+    "format_address",
+]
 
 log = logging.getLogger("twoway.connection")
 
@@ -612,6 +621,32 @@ class LineConnection(Connection):
         super()._at_eof(_conn)
 
 
+class TelnetLineConnection(LineConnection):
+    """A line connection that also speaks just enough telnet for a real ``telnet`` client:
+    IAC sequences are consumed (never reach the service), options are refused, and
+    ``\\r\\0`` ends a line. Used when the service sets ``telnet = True``."""
+
+    __slots__ = ("_telnet",)
+
+    def __init__(
+        self, service: Service, options: ConnectionOptions, server: Server | None = None
+    ) -> None:
+        super().__init__(service, options, server)
+        self._telnet = TelnetFilter()
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_read += len(data)
+        if self._closing:
+            return
+        data, reply = self._telnet.feed(data)
+        if reply:
+            self.write(reply)
+        if data:
+            events = self._decoder.feed(data)
+            if events:
+                self._call(self._dispatch, events)
+
+
 class ChunkConnection(Connection):
     """A line-service connection that treats each received chunk as one message.
 
@@ -648,7 +683,7 @@ def connection_class(service: Service) -> type[Connection]:
     """The connection class matching ``service.framing``."""
     framing = service.framing
     if framing == "line":
-        return LineConnection
+        return TelnetLineConnection if getattr(service, "telnet", False) else LineConnection
     if framing == "chunk":
         return ChunkConnection
     if framing == "raw":

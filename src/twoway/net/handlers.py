@@ -81,6 +81,8 @@ class LineService(Service):
     framing: ClassVar[Framing] = "line"
     #: Whether a bare ``quit`` line ends the connection (handled before :meth:`on_line`).
     quit_command: ClassVar[bool] = True
+    #: Whether to consume telnet negotiation (IAC) bytes and refuse options.
+    telnet: ClassVar[bool] = False
 
     def on_line(self, conn: Connection, line: str) -> None:
         """One complete line (or, with ``chunk`` framing, one received chunk)."""

@@ -58,10 +58,16 @@ def _chat(settings: Settings) -> Service:
     return build_chat(settings)
 
 
+def _chat_options(settings: Settings) -> dict[str, Any]:
+    from twoway.services.chat import chat_connection_options
+
+    return chat_connection_options(settings)
+
+
 SERVICES: dict[str, ServiceSpec] = {
     spec.name: spec
     for spec in (
-        ServiceSpec("chat", "line chat with nicks, rooms and history", _chat),
+        ServiceSpec("chat", "line chat with nicks, rooms and history", _chat, _chat_options),
         ServiceSpec("echo", "sends back every byte, unchanged", _echo),
         ServiceSpec("upper", 'answers each line with You said "<LINE UPPERCASED>"', _upper),
         ServiceSpec("stamp", "greets, then answers HH:MM:SS - server reply: <line>", _stamp),

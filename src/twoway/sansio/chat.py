@@ -1,0 +1,547 @@
+"""The chat service as a pure state machine: calls in, effects out.
+
+:class:`ChatCore` knows the clients (by an integer id the I/O layer chooses), their nicks,
+the rooms and each room's topic and recent history. Every method takes plain values and
+returns a list of *effects* for the I/O layer to carry out, in order:
+
+* :class:`Send` — one line to one client;
+* :class:`ToRoom` — one line to every member of a room except one;
+* :class:`Close` — end a client's connection once the lines already queued are written;
+* :class:`Log` — a lifecycle line for the server log.
+
+The core does no I/O, keeps no clock (time is passed in) and never raises because of what
+a client sent: bad input becomes an ``error: ...`` line to that client. Effects hold only
+ints, strings and ``None``, so they can be serialised onto a bus between processes.
+
+The state is updated *before* the effects are returned: when the I/O layer delivers a
+``ToRoom`` it sees the room's membership after the call (a client that just left is no
+longer in it, one that just joined is, hence ``exclude``). Effect text never contains a line
+terminator (the I/O layer appends the client's own) nor any control character except TAB:
+all text that came from a client went through :func:`~twoway.sansio.text.escape_controls`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from collections import deque
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+
+from twoway.sansio.text import escape_controls
+
+__all__ = [
+    "DEFAULT_HISTORY",
+    "DEFAULT_MAX_NAMES",
+    "ChatCore",
+    "ChatCounters",
+    "Close",
+    "Effect",
+    "Log",
+    "Send",
+    "ToRoom",
+]
+
+# 20 lines: enough to see what a conversation is about when you join, short enough to read
+# on one screen. Memory is bounded by rooms * history * line length.
+DEFAULT_HISTORY = 20
+# Names listed in one "peers here" or /who line: 100 short nicks make a line of about a
+# kilobyte; the full list of a 10 000-person lobby would be a 100 KB line per join.
+DEFAULT_MAX_NAMES = 100
+# Bad input quoted back in an error message is cut to this many characters.
+_QUOTE_MAX = 40
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send one line, ``text``, to the client ``cid``."""
+
+    cid: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToRoom:
+    """Send one line, ``text``, to every member of ``room`` except ``exclude`` (if not None)."""
+
+    room: str
+    text: str
+    exclude: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """End ``cid``'s connection after the lines already queued for it; ``reason`` is for logs.
+
+    The core has already forgotten ``cid``: do not call :meth:`ChatCore.disconnect` for it
+    (doing so is harmless, it returns no effects).
+    """
+
+    cid: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    """A lifecycle line for the server log: joins, departures, nick changes."""
+
+    message: str
+
+
+Effect = Send | ToRoom | Close | Log
+
+
+@dataclass(slots=True)
+class ChatCounters:
+    """Running totals, for metrics. ``joins - parts`` is always the number of clients."""
+
+    lines_in: int = 0  # lines received from connected clients
+    messages: int = 0  # room messages and /me actions broadcast
+    private_messages: int = 0  # /msg delivered
+    commands: int = 0  # command lines, bare "quit" included (valid or not)
+    errors: int = 0  # "error: ..." lines sent
+    joins: int = 0  # a client entered a room (connecting included)
+    parts: int = 0  # a client left a room (disconnecting included)
+    nick_changes: int = 0
+
+
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_COMMAND = re.compile(r"/(\S*)\s*(.*)", re.DOTALL)
+_EMPTY: frozenset[int] = frozenset()
+
+_HELP = (
+    "* commands:",
+    "* /nick NAME        change your nick (1-32 letters, digits, - or _)",
+    "* /join ROOM        go to a room, creating it if needed (the # is optional)",
+    "* /part             go back to the lobby",
+    "* /rooms            list the rooms and how many people are in each",
+    "* /who              list the people in this room",
+    "* /msg NICK text    send a private message",
+    "* /me action        describe what you are doing",
+    "* /topic [text]     show, or set, the topic of this room",
+    "* /peers            count the other people on this server",
+    "* /quit [reason]    leave (typing quit does the same)",
+    "* //text            send a message that starts with /",
+    "* /help             this list",
+)
+
+
+class _Room:
+    __slots__ = ("history", "members", "name", "topic")
+
+    def __init__(self, name: str, history: int) -> None:
+        self.name = name
+        # cid -> client, in join order. The keys are what members() exposes.
+        self.members: dict[int, _Client] = {}
+        self.history: deque[str] | None = deque(maxlen=history) if history else None
+        self.topic: str | None = None
+
+
+class _Client:
+    __slots__ = ("address", "cid", "connected_at", "guest", "key", "nick", "room")
+
+    def __init__(self, cid: int, nick: str, guest: int, room: _Room, now: float) -> None:
+        self.cid = cid
+        self.nick = nick
+        self.key = nick.lower()  # nicks are ASCII, so lower() is the case-insensitive key
+        self.guest = guest  # the guest number this connection holds until it leaves
+        self.room = room
+        self.address = ""
+        self.connected_at = now
+
+
+def _quote(s: str) -> str:
+    """Client input quoted in an error: cut to a sensible length, then made safe."""
+    if len(s) > _QUOTE_MAX:
+        s = s[:_QUOTE_MAX] + "..."
+    return '"' + escape_controls(s) + '"'
+
+
+def _guest_number(key: str) -> int | None:
+    """The N of a nick key spelled exactly ``guestN`` (no leading zero), else None."""
+    digits = key[5:]
+    if key.startswith("guest") and digits.isdigit() and digits.isascii() and digits[0] != "0":
+        return int(digits)
+    return None
+
+
+def _name_list(names: Iterable[str], count: int, limit: int | None) -> str:
+    """``a, b, c`` sorted case-insensitively, at most ``limit`` names then ``and N more``."""
+    if limit is None or count <= limit:
+        return ", ".join(sorted(names, key=str.lower))
+    shown = heapq.nsmallest(limit, names, key=str.lower)
+    return ", ".join(shown) + f", and {count - limit} more"
+
+
+class ChatCore:
+    """The state of one chat server: clients, nicks, rooms, topics and history.
+
+    Keyword arguments: ``history`` is how many messages each room keeps and replays to
+    people who join it (0 disables); ``motd`` is shown at connection, one ``* `` line per
+    line; ``server_name`` appears in the welcome line; ``lobby`` is the room everybody
+    starts in, which always exists (``#`` optional, case-insensitive); ``max_names`` caps
+    the names listed in one line (the peers line, ``/who``, ``/rooms``; None lists all).
+
+    Client ids are chosen by the caller and must be unique among connected clients.
+    Methods given an id that is not connected return ``[]``. Methods never raise because
+    of client input; invalid arguments to the constructor raise :class:`ValueError`.
+    The core is not thread-safe: call it from one thread (the event loop).
+    """
+
+    __slots__ = (
+        "_clients",
+        "_free_guests",
+        "_history",
+        "_lobby",
+        "_max_names",
+        "_motd",
+        "_next_guest",
+        "_nicks",
+        "_parked_guests",
+        "_rooms",
+        "_welcome",
+        "counters",
+    )
+
+    def __init__(
+        self,
+        *,
+        history: int = DEFAULT_HISTORY,
+        motd: str | None = None,
+        server_name: str = "twoway",
+        lobby: str = "#lobby",
+        max_names: int | None = DEFAULT_MAX_NAMES,
+    ) -> None:
+        if history < 0:
+            raise ValueError(f"history must be >= 0 (got {history})")
+        if max_names is not None and max_names < 1:
+            raise ValueError(f"max_names must be >= 1 or None (got {max_names})")
+        lobby_name = lobby.removeprefix("#")
+        if not _NAME.fullmatch(lobby_name):
+            raise ValueError(f"invalid lobby room name {lobby!r}")
+        self._history = history
+        self._max_names = max_names
+        self._welcome = f"* welcome to {escape_controls(server_name)} chat"
+        self._motd = tuple(f"* {escape_controls(line)}" for line in (motd or "").splitlines())
+        self._lobby = _Room("#" + lobby_name.lower(), history)
+        self._rooms: dict[str, _Room] = {self._lobby.name: self._lobby}
+        self._clients: dict[int, _Client] = {}
+        self._nicks: dict[str, _Client] = {}  # lower-case nick -> client
+        # Guest numbers: every number below _next_guest is held by a connected client, or
+        # in the _free_guests heap, or parked because someone chose that guestN as a nick
+        # (it goes back to the heap when that nick is released). Connecting is O(log n).
+        self._next_guest = 1
+        self._free_guests: list[int] = []
+        self._parked_guests: set[int] = set()
+        self.counters = ChatCounters()
+
+    # -- queries ---------------------------------------------------------------------------
+
+    @property
+    def connection_count(self) -> int:
+        """How many clients are connected."""
+        return len(self._clients)
+
+    @property
+    def lobby(self) -> str:
+        """The lobby's room name, e.g. ``#lobby``."""
+        return self._lobby.name
+
+    def members(self, room: str) -> Collection[int]:
+        """The ids of the clients in ``room`` (an exact room name as found in effects).
+
+        This is the live collection, not a copy: do not mutate it, and copy it first if
+        you call into the core while iterating (a delivery failure that disconnects a
+        client, for instance). An unknown room gives an empty collection.
+        """
+        r = self._rooms.get(room)
+        return _EMPTY if r is None else r.members.keys()
+
+    def rooms(self) -> list[str]:
+        """The names of the existing rooms, sorted."""
+        return sorted(self._rooms)
+
+    def nick(self, cid: int) -> str | None:
+        """``cid``'s nick, or None if it is not connected."""
+        c = self._clients.get(cid)
+        return None if c is None else c.nick
+
+    def room_of(self, cid: int) -> str | None:
+        """The name of the room ``cid`` is in, or None if it is not connected."""
+        c = self._clients.get(cid)
+        return None if c is None else c.room.name
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def connect(self, cid: int, now: float, address: str = "") -> list[Effect]:
+        """A client connected: give it a guest nick, put it in the lobby, welcome it.
+
+        ``address`` is only used in the log line. Raises :class:`ValueError` if ``cid`` is
+        already connected (a bug in the caller, not the client's doing).
+        """
+        if cid in self._clients:
+            raise ValueError(f"client id {cid} is already connected")
+        guest = self._take_guest_number()
+        client = _Client(cid, f"guest{guest}", guest, self._lobby, now)
+        client.address = address
+        self._clients[cid] = client
+        self._nicks[client.key] = client
+        out: list[Effect] = [Send(cid, self._welcome)]
+        out.extend(Send(cid, line) for line in self._motd)
+        out.append(Send(cid, f"* you are {client.nick}"))
+        self._enter(client, self._lobby, out)
+        out.append(Send(cid, "* type /help for commands"))
+        source = f" from {escape_controls(address)}" if address else ""
+        out.append(Log(f"{client.nick} joined {self._lobby.name}{source}"))
+        return out
+
+    def disconnect(self, cid: int, reason: str) -> list[Effect]:
+        """The client is gone (``reason``: "closed", "idle", "too slow", "flooding"...).
+
+        Tells the room and forgets the client. Idempotent: an id that is not connected
+        (never was, already disconnected, or closed by the core itself) gives ``[]``.
+        """
+        client = self._clients.get(cid)
+        if client is None:
+            return []
+        out: list[Effect] = []
+        self._depart(client, escape_controls(reason), out)
+        return out
+
+    def line(self, cid: int, text: str, now: float) -> list[Effect]:
+        """Handle one line from ``cid``: ``text`` is decoded, without its terminator, raw.
+
+        A plain line is broadcast to the others in the room as ``nick: text``; a line
+        starting with ``/`` is a command (``//`` escapes a leading slash); ``quit`` alone,
+        in any case, leaves. An empty line is ignored. ``now`` is not used yet: it is part of
+        the signature so that time-based rules can move into the core without changing
+        callers.
+        """
+        client = self._clients.get(cid)
+        if client is None:
+            return []
+        counters = self.counters
+        counters.lines_in += 1
+        if not text:
+            return []
+        # The hot path: a plain message. Keep it to one escape, one format, one append.
+        if text[0] == "/":
+            if text[1:2] != "/":
+                counters.commands += 1
+                return self._command(client, text)
+            text = text[1:]
+        elif len(text) == 4 and text.lower() == "quit":
+            counters.commands += 1
+            return self._quit(client, "")
+        room = client.room
+        msg = f"{client.nick}: {escape_controls(text)}"
+        if room.history is not None:
+            room.history.append(msg)
+        counters.messages += 1
+        return [ToRoom(room.name, msg, cid)]
+
+    # -- commands --------------------------------------------------------------------------
+
+    def _command(self, client: _Client, text: str) -> list[Effect]:
+        m = _COMMAND.fullmatch(text)
+        assert m is not None  # the pattern matches every string that starts with "/"
+        word, arg = m.group(1), m.group(2).strip()
+        handler = _HANDLERS.get(word.lower())
+        if handler is None:
+            return self._error(client, f"unknown command {_quote('/' + word)} (type /help)")
+        return handler(self, client, arg)
+
+    def _cmd_help(self, client: _Client, arg: str) -> list[Effect]:
+        return [Send(client.cid, line) for line in _HELP]
+
+    def _cmd_quit(self, client: _Client, arg: str) -> list[Effect]:
+        return self._quit(client, arg)
+
+    def _cmd_nick(self, client: _Client, arg: str) -> list[Effect]:
+        if not arg:
+            return self._error(client, "usage: /nick NAME")
+        if not _NAME.fullmatch(arg):
+            return self._error(client, f"invalid nick {_quote(arg)} (1-32 letters, digits, - or _)")
+        if arg == client.nick:
+            return self._error(client, f"you are already known as {arg}")
+        key = arg.lower()
+        holder = self._nicks.get(key)
+        if holder is not None and holder is not client:
+            return self._error(client, f"nick {_quote(arg)} is already taken")
+        old = client.nick
+        del self._nicks[client.key]
+        self._release_guest_nick(client.key)
+        client.nick, client.key = arg, key
+        self._nicks[key] = client
+        self.counters.nick_changes += 1
+        text = f"* {old} is now known as {arg}"
+        return [ToRoom(client.room.name, text, None), Log(f"{old} is now known as {arg}")]
+
+    def _cmd_join(self, client: _Client, arg: str) -> list[Effect]:
+        if not arg:
+            return self._error(client, "usage: /join ROOM")
+        name = arg[1:] if arg[0] == "#" else arg
+        if not _NAME.fullmatch(name):
+            return self._error(client, f"invalid room name {_quote(arg)}")
+        return self._move(client, "#" + name.lower())
+
+    def _cmd_part(self, client: _Client, arg: str) -> list[Effect]:
+        return self._move(client, self._lobby.name)
+
+    def _cmd_rooms(self, client: _Client, arg: str) -> list[Effect]:
+        rooms = self._rooms
+        limit = self._max_names
+        names = sorted(rooms)
+        listed = ", ".join(f"{n} ({len(rooms[n].members)})" for n in names[:limit])
+        if limit is not None and len(names) > limit:
+            listed += f", and {len(names) - limit} more"
+        return [Send(client.cid, f"* rooms: {listed}")]
+
+    def _cmd_who(self, client: _Client, arg: str) -> list[Effect]:
+        members = client.room.members
+        names = _name_list((c.nick for c in members.values()), len(members), self._max_names)
+        return [Send(client.cid, f"* in {client.room.name}: {names}")]
+
+    def _cmd_msg(self, client: _Client, arg: str) -> list[Effect]:
+        parts = arg.split(None, 1)
+        if len(parts) < 2:
+            return self._error(client, "usage: /msg NICK text")
+        target_nick, message = parts
+        target = self._nicks.get(target_nick.lower()) if target_nick.isascii() else None
+        if target is None:
+            return self._error(client, f"no such nick {_quote(target_nick)}")
+        message = escape_controls(message)
+        self.counters.private_messages += 1
+        return [
+            Send(target.cid, f"[msg from {client.nick}] {message}"),
+            Send(client.cid, f"[msg to {target.nick}] {message}"),
+        ]
+
+    def _cmd_me(self, client: _Client, arg: str) -> list[Effect]:
+        if not arg:
+            return self._error(client, "usage: /me action")
+        room = client.room
+        msg = f"* {client.nick} {escape_controls(arg)}"
+        if room.history is not None:
+            room.history.append(msg)
+        self.counters.messages += 1
+        return [ToRoom(room.name, msg, client.cid)]
+
+    def _cmd_topic(self, client: _Client, arg: str) -> list[Effect]:
+        room = client.room
+        if not arg:
+            if room.topic is None:
+                return [Send(client.cid, f"* no topic set for {room.name}")]
+            return [Send(client.cid, f"* topic for {room.name}: {room.topic}")]
+        room.topic = escape_controls(arg)
+        text = f"* {client.nick} set the topic: {room.topic}"
+        return [ToRoom(room.name, text, None), Log(f"{client.nick} set the topic of {room.name}")]
+
+    def _cmd_peers(self, client: _Client, arg: str) -> list[Effect]:
+        n = len(self._clients) - 1
+        return [Send(client.cid, f"You have {n} peer{'' if n == 1 else 's'} on this server")]
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _error(self, client: _Client, message: str) -> list[Effect]:
+        self.counters.errors += 1
+        return [Send(client.cid, "error: " + message)]
+
+    def _quit(self, client: _Client, reason: str) -> list[Effect]:
+        out: list[Effect] = [Send(client.cid, "Bye Bye!")]
+        self._depart(client, f"quit: {escape_controls(reason)}" if reason else "quit", out)
+        out.append(Close(client.cid, "quit"))
+        return out
+
+    def _depart(self, client: _Client, why: str, out: list[Effect]) -> None:
+        """Forget ``client``: tell its room ``* nick left #room (why)`` and log it."""
+        room = client.room
+        self._leave_room(client)
+        del self._clients[client.cid]
+        del self._nicks[client.key]
+        self._release_guest_nick(client.key)
+        self._release_guest_number(client.guest)
+        text = f"{client.nick} left {room.name} ({why})"
+        # Sent even when nobody is left locally: with a bus, the room may have members in
+        # other processes.
+        out.append(ToRoom(room.name, "* " + text, client.cid))
+        out.append(Log(text))
+
+    def _move(self, client: _Client, name: str) -> list[Effect]:
+        old = client.room
+        if name == old.name:
+            return self._error(client, f"you are already in {name}")
+        self._leave_room(client)
+        new = self._rooms.get(name)
+        if new is None:
+            new = self._rooms[name] = _Room(name, self._history)
+        out: list[Effect] = [ToRoom(old.name, f"* {client.nick} left {old.name}", client.cid)]
+        self._enter(client, new, out)
+        out.append(Log(f"{client.nick} left {old.name} for {new.name}"))
+        return out
+
+    def _leave_room(self, client: _Client) -> None:
+        room = client.room
+        del room.members[client.cid]
+        self.counters.parts += 1
+        if not room.members and room is not self._lobby:
+            # Nobody to keep it for: the room goes, with its history and topic.
+            del self._rooms[room.name]
+
+    def _enter(self, client: _Client, room: _Room, out: list[Effect]) -> None:
+        """Put ``client`` in ``room``: tell the room, then show the client where it is."""
+        cid = client.cid
+        others = room.members
+        count = len(others)
+        if count == 0:
+            peers = "* you are alone here"
+        else:
+            names = _name_list((c.nick for c in others.values()), count, self._max_names)
+            peers = f"* {count} peer{'' if count == 1 else 's'} here: {names}"
+        others[cid] = client
+        client.room = room
+        self.counters.joins += 1
+        out.append(ToRoom(room.name, f"* {client.nick} joined {room.name}", cid))
+        out.append(Send(cid, f"* you are in {room.name}"))
+        if room.topic is not None:
+            out.append(Send(cid, f"* topic: {room.topic}"))
+        out.append(Send(cid, peers))
+        if room.history:
+            out.extend(Send(cid, "[history] " + text) for text in room.history)
+
+    def _take_guest_number(self) -> int:
+        nicks = self._nicks
+        while True:
+            if self._free_guests:
+                n = heapq.heappop(self._free_guests)
+            else:
+                n = self._next_guest
+                self._next_guest += 1
+            if f"guest{n}" not in nicks:
+                return n
+            # Someone renamed himself guestN: skip N until that nick is released.
+            self._parked_guests.add(n)
+
+    def _release_guest_number(self, n: int) -> None:
+        heapq.heappush(self._free_guests, n)
+
+    def _release_guest_nick(self, key: str) -> None:
+        n = _guest_number(key)
+        if n is not None and n in self._parked_guests:
+            self._parked_guests.discard(n)
+            heapq.heappush(self._free_guests, n)
+
+
+_HANDLERS = {
+    "help": ChatCore._cmd_help,
+    "quit": ChatCore._cmd_quit,
+    "nick": ChatCore._cmd_nick,
+    "join": ChatCore._cmd_join,
+    "part": ChatCore._cmd_part,
+    "rooms": ChatCore._cmd_rooms,
+    "who": ChatCore._cmd_who,
+    "msg": ChatCore._cmd_msg,
+    "me": ChatCore._cmd_me,
+    "topic": ChatCore._cmd_topic,
+    "peers": ChatCore._cmd_peers,
+}
