@@ -1,4 +1,4 @@
-"""The ``twoway`` command: ``serve``, ``check-config``, ``--version``.
+"""The ``twoway`` command: ``serve``, ``connect``, ``check-config``, ``--version``.
 
 Every expected failure (bad flag, bad config, unknown service, port in use, ...) becomes one
 line on stderr, ``twoway: ...``, and a non-zero exit code: 2 for usage and configuration
@@ -64,6 +64,7 @@ def cli() -> None:
 
 @cli.command(context_settings={"show_default": False})
 @click.argument("service", required=False, metavar="[SERVICE]")
+@click.argument("target", required=False, metavar="[PATH]")
 @click.option(
     "--config",
     "config_file",
@@ -71,8 +72,11 @@ def cli() -> None:
     help="TOML config file (keys are the long option names); env TWOWAY_CONFIG",
 )
 @_with_options
-def serve(service: str | None, config_file: str | None, **flags: Any) -> None:
-    """Run a built-in SERVICE: chat, echo, upper, stamp or peers.
+def serve(service: str | None, target: str | None, config_file: str | None, **flags: Any) -> None:
+    """Run a built-in SERVICE: chat, echo, upper, stamp, peers, dump or file.
+
+    `twoway serve file PATH` sends PATH to every client; `twoway serve dump --dir DIR`
+    stores what every client sends.
 
     Settings come from flags, then TWOWAY_* environment variables, then the config file,
     then defaults. The server logs `listening on HOST:PORT` on stderr when it is ready and
@@ -85,6 +89,10 @@ def serve(service: str | None, config_file: str | None, **flags: Any) -> None:
 
     config_file = config_file or os.environ.get("TWOWAY_CONFIG") or None
     raw = {spec.key: flags[spec.attr] for spec in OPTIONS}
+    if target is not None:
+        if raw.get("path") is not None:
+            _fail("give the file once: either PATH or --path", EXIT_USAGE)
+        raw["path"] = target
     try:
         settings = load_settings(service=service, flags=raw, config_file=config_file)
         svc = build_service(settings)
@@ -115,6 +123,129 @@ def check_config(file: str) -> None:
     click.echo(f"# {file}: ok")
     for line in settings.describe():
         click.echo(line)
+
+
+@cli.command("connect", context_settings={"show_default": True})
+@click.argument("host")
+@click.argument("port", type=click.IntRange(1, 65535))
+@click.option(
+    "--send", metavar="TEXT", help="Send TEXT periodically; {random} {seq} {time} {name}."
+)
+@click.option(
+    "--every",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2.0,
+    metavar="SECONDS",
+    help="Period of --send.",
+)
+@click.option("--count", type=click.IntRange(min=1), metavar="N", help="Stop after N sends.")
+@click.option(
+    "--linger",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    metavar="SECONDS",
+    help="After the last send, Ctrl-D or /quit: wait this long for a reply, then for the close.",
+)
+@click.option("--reconnect", is_flag=True, help="Reconnect with exponential backoff.")
+@click.option(
+    "--buffer",
+    type=click.IntRange(min=0),
+    default=100,
+    metavar="N",
+    help="Lines kept while disconnected (the oldest are dropped beyond).",
+)
+@click.option(
+    "--retry-delay",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    metavar="SECONDS",
+    help="First reconnect delay; doubles per failed attempt.",
+)
+@click.option(
+    "--retry-max",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    metavar="SECONDS",
+    help="Longest reconnect delay.",
+)
+@click.option(
+    "--connections",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Open N connections; output lines start with [1], [2], ...",
+)
+@click.option("--names", metavar="A,B,...", help="One connection per name; lines start with [A].")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Drop a connection that received nothing for SECONDS (reconnect with --reconnect).",
+)
+@click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    metavar="SECONDS",
+    help="Give up on a connection attempt after SECONDS.",
+)
+@click.option(
+    "--keepalive",
+    type=click.IntRange(min=1),
+    is_flag=False,
+    flag_value=15,
+    default=None,
+    metavar="[SECONDS]",
+    help="TCP keep-alive: probe after SECONDS of silence (15 if no value).",
+)
+@click.option("-o", "--output", metavar="FILE", help="Write what arrives to FILE, not stdout.")
+@click.option("--crlf", is_flag=True, help="End the lines typed or sent with CRLF.")
+@click.option("-v", "--verbose", is_flag=True, help="Log lookup, connect, end, close (bytes).")
+@click.option(
+    "--loop",
+    type=click.Choice(["auto", "asyncio", "uvloop"]),
+    default="auto",
+    help="Event loop.",
+)
+def connect(
+    host: str,
+    port: int,
+    connections: int | None,
+    names: str | None,
+    keepalive: int | None,
+    **kwargs: Any,
+) -> None:
+    """Connect to HOST PORT: a chat client on a terminal, nc -N in a pipe.
+
+    \b
+    Interactive (stdin and stdout are a terminal): received lines print above the
+      input line; Ctrl-D or /quit leaves.
+    Pipe (stdin is not a terminal): stdin to the server, the server to stdout, raw;
+      half-close when stdin ends; exit 0 when the server closes.
+    --send TEXT: send TEXT every --every seconds ({random} {seq} {time} {name}).
+    --reconnect: reconnect with backoff; lines wait in a --buffer meanwhile.
+
+    Exit 0 when the server closes; 1 when a connection fails (one line on stderr).
+    """
+    from twoway.client import ClientOptions, run_client
+    from twoway.client.multi import link_names
+    from twoway.net.options import Keepalive
+
+    try:
+        opts = ClientOptions(
+            host=host,
+            port=port,
+            names=link_names(connections, names),
+            keepalive=(
+                None
+                if keepalive is None
+                else Keepalive(idle=keepalive, interval=max(1, keepalive // 3), count=3)
+            ),
+            **kwargs,
+        )
+    except ValueError as exc:
+        _fail(str(exc), EXIT_USAGE)
+        return
+    sys.exit(run_client(opts))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,7 +35,7 @@ __all__ = [
 
 ENV_PREFIX = "TWOWAY_"
 #: Every built-in service, in the order ``--help`` lists them.
-SERVICE_NAMES = ("chat", "echo", "upper", "stamp", "peers")
+SERVICE_NAMES = ("chat", "echo", "upper", "stamp", "peers", "dump", "file")
 _LINE_SERVICES = ("upper", "stamp", "peers", "chat")
 
 
@@ -207,6 +207,85 @@ OPTIONS: tuple[OptionSpec, ...] = (
         metavar="SECONDS",
     ),
     OptionSpec(
+        "dir",
+        "path",
+        "dumps",
+        "directory for one file per connection (created if missing)",
+        services=("dump",),
+        metavar="DIR",
+    ),
+    OptionSpec(
+        "file",
+        "path",
+        None,
+        "append every connection to this one file instead (interleaved by whole chunks)",
+        services=("dump",),
+        metavar="PATH",
+    ),
+    OptionSpec(
+        "lines",
+        "bool",
+        False,
+        "with --file, interleave connections by whole lines",
+        services=("dump",),
+        flag="--lines/--no-lines",
+    ),
+    OptionSpec(
+        "fsync",
+        "choice",
+        "close",
+        "when to fsync: never, interval (each second), "
+        "close (before the FIN), always (every write)",
+        services=("dump",),
+        choices=("never", "interval", "close", "always"),
+    ),
+    OptionSpec(
+        "max-bytes",
+        "size",
+        None,
+        "most bytes stored per connection (0: no limit)",
+        services=("dump",),
+        minimum=0,
+        zero_disables=True,
+        metavar="BYTES",
+    ),
+    OptionSpec(
+        "path",
+        "path",
+        None,
+        "the file to send (also the argument after the service)",
+        services=("file",),
+        metavar="PATH",
+    ),
+    OptionSpec(
+        "keep-open",
+        "bool",
+        False,
+        "keep the connection open after the file",
+        services=("file",),
+        flag="--keep-open/--no-keep-open",
+    ),
+    OptionSpec(
+        "rate",
+        "size",
+        None,
+        "bytes per second per connection (0: no limit)",
+        services=("file",),
+        minimum=0,
+        zero_disables=True,
+        metavar="BYTES",
+    ),
+    OptionSpec(
+        "write-timeout",
+        "duration",
+        30.0,
+        "drop a reader that takes nothing for this many seconds (0: never)",
+        services=("file",),
+        minimum=0,
+        zero_disables=True,
+        metavar="SECONDS",
+    ),
+    OptionSpec(
         "log-level", "choice", "info", "log level", choices=("debug", "info", "warning", "error")
     ),
     OptionSpec("log-format", "choice", "text", "log format", choices=("text", "json")),
@@ -237,6 +316,15 @@ class Settings:
     flood_burst: int = 10
     max_queued: int | None = 256 * 1024
     slow_grace: float | None = 10.0
+    dir: str = "dumps"
+    file: str | None = None
+    lines: bool = False
+    fsync: str = "close"
+    max_bytes: int | None = None
+    path: str | None = None
+    keep_open: bool = False
+    rate: int | None = None
+    write_timeout: float | None = 30.0
     log_level: str = "info"
     log_format: str = "text"
     #: Where each value came from (``default``, ``config file X``, ``environment``, ``flag``).

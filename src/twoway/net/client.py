@@ -6,34 +6,47 @@ new connection each time the previous one is lost, waiting an exponential backof
 between attempts (1 s first, as in the classic Node client) and starting over after a
 connection that stayed up ``stable_after`` seconds.
 
-Failures are sorted: :class:`RetryableConnectError` (refused, reset, timed out, unreachable)
-is retried by the reconnecting form; :class:`FatalConnectError` (unknown host, an address
-that cannot work) is raised at once. Both carry a one-line message.
+Host names are resolved once per attempt and their addresses raced with Happy Eyeballs
+(RFC 8305): the next address is tried ``happy_eyeballs_delay`` seconds after the previous one
+started, or at once when it fails; the first to connect wins and the others are closed. This
+is done here rather than with asyncio's ``happy_eyeballs_delay`` argument because uvloop's
+``create_connection`` has no such argument, and because asyncio 3.11 folds the errors of
+several addresses into one ``OSError`` whose only content is a message.
+
+Failures are sorted: :class:`RetryableConnectError` (refused, reset, timed out, unreachable,
+a temporary name-lookup failure) is retried by the reconnecting form;
+:class:`FatalConnectError` (unknown host, an address that cannot work) is raised at once.
+Both carry a one-line message and chain the original error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
 import random
 import socket
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from typing import Any
 
 from twoway.errors import FatalConnectError, RetryableConnectError, describe_oserror
 from twoway.net.asyncapi import AsyncService
-from twoway.net.connection import Connection, connection_class
+from twoway.net.connection import Connection, connection_class, format_address
 from twoway.net.handlers import Framing, Service
 from twoway.net.options import ConnectionOptions
 from twoway.sansio.backoff import backoff_delays
 
-__all__ = ["ClientService", "connect"]
+__all__ = ["ClientService", "connect", "happy_eyeballs"]
 
 log = logging.getLogger("twoway.client")
 
+# An address this machine can never use: trying again changes nothing.
 _FATAL_ERRNOS = {errno.EADDRNOTAVAIL, errno.EINVAL, errno.EAFNOSUPPORT, errno.EACCES}
+# "No such host" answers; EAI_AGAIN (a resolver that did not answer) stays retryable.
 _FATAL_GAI = {socket.EAI_NONAME, socket.EAI_SERVICE, getattr(socket, "EAI_NODATA", -5)}
+
+AddrInfo = tuple[int, int, int, str, Any]
 
 
 class ClientService(AsyncService):
@@ -57,6 +70,7 @@ class ClientService(AsyncService):
 
 
 def _classify(exc: BaseException, where: str) -> RetryableConnectError | FatalConnectError:
+    """The typed, one-line error for a failed attempt to reach ``where``."""
     if isinstance(exc, socket.gaierror):
         if exc.errno in _FATAL_GAI:
             return FatalConnectError(f"cannot connect to {where}: unknown host")
@@ -68,14 +82,154 @@ def _classify(exc: BaseException, where: str) -> RetryableConnectError | FatalCo
     return RetryableConnectError(f"cannot connect to {where}: {describe_oserror(exc)}")
 
 
-class connect:
-    """Connect to ``host:port``: ``await`` it for one connection, or ``async for`` it with
-    ``reconnect=True`` for a connection after every loss.
+class _AllFailed(OSError):
+    """Every address of a host failed; ``errors`` holds one error per address, in order."""
 
-    ``handler`` is a :class:`Service` (callbacks) or ``None`` (read with ``async for``).
-    ``connect_timeout`` bounds each attempt (``None``: the kernel's). Host names are tried
-    with Happy Eyeballs (``happy_eyeballs_delay``). Backoff: ``initial_delay``, ``factor``,
-    ``max_delay``, ``jitter``; ``rng`` is the random source (tests pass a fixed one).
+    def __init__(self, errors: Sequence[OSError]) -> None:
+        first = errors[0]
+        super().__init__(first.errno, first.strerror or str(first))
+        self.errors = list(errors)
+
+
+def _interleave(infos: Sequence[AddrInfo]) -> list[AddrInfo]:
+    """Alternate address families, first family first (RFC 8305 section 4)."""
+    by_family: dict[int, list[AddrInfo]] = {}
+    for info in infos:
+        by_family.setdefault(info[0], []).append(info)
+    queues = list(by_family.values())
+    out: list[AddrInfo] = []
+    while queues:
+        for queue in queues:
+            out.append(queue.pop(0))
+        queues = [q for q in queues if q]
+    return out
+
+
+async def _attempt(info: AddrInfo, local_addr: tuple[str, int] | None) -> socket.socket:
+    """Connect one non-blocking socket to one resolved address; close it on any failure."""
+    family, type_, proto, _, address = info
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setblocking(False)
+        if local_addr is not None:
+            sock.bind(local_addr)
+        await asyncio.get_running_loop().sock_connect(sock, address)
+    except BaseException:  # cancellation included: never leak the descriptor
+        sock.close()
+        raise
+    return sock
+
+
+async def happy_eyeballs(
+    infos: Sequence[AddrInfo],
+    delay: float | None,
+    local_addr: tuple[str, int] | None = None,
+) -> socket.socket:
+    """Connect to the first of ``infos`` (``getaddrinfo`` results) that answers.
+
+    Attempts start in order, each ``delay`` seconds after the previous one or as soon as it
+    fails (``delay=None``: one after the other). The first connected socket is returned
+    (non-blocking); every other socket is closed, whether it lost the race or was still
+    trying, and also when the caller is cancelled. If all fail, raises an ``OSError`` whose
+    ``errors`` attribute lists each address's error.
+    """
+    if not infos:
+        raise OSError(errno.EADDRNOTAVAIL, "no address to connect to")
+    if len(infos) == 1:
+        return await _attempt(infos[0], local_addr)
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Task[socket.socket]] = []
+    winner: socket.socket | None = None
+    pending = list(infos)
+    try:
+        while winner is None:
+            if pending:
+                tasks.append(loop.create_task(_attempt(pending.pop(0), local_addr)))
+            running = {t for t in tasks if not t.done()}
+            if not running:
+                if pending:
+                    continue
+                break
+            done, _ = await asyncio.wait(
+                running,
+                timeout=delay if pending else None,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            for task in done:
+                if task.exception() is None:
+                    winner = task.result()
+                    break
+    finally:
+        for task in tasks:
+            task.cancel()
+        # Wait for the losers so that their sockets are closed before we return; a loser
+        # that connected in the same instant as the winner is closed here too.
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in tasks:
+            if not task.cancelled() and task.exception() is None:
+                sock = task.result()
+                if sock is not winner:
+                    sock.close()
+    if winner is not None:
+        return winner
+    errors: list[OSError] = []
+    for task in tasks:
+        exc = None if task.cancelled() else task.exception()
+        if isinstance(exc, OSError):
+            errors.append(exc)
+    if not errors:
+        raise OSError(errno.ECONNREFUSED, "connection failed")
+    raise _AllFailed(errors)
+
+
+def _summarise(exc: BaseException) -> BaseException:
+    """The one error that describes a failed race: the shared one if all addresses failed
+    the same way, otherwise the first that is not 'refused' (the least expected)."""
+    if not isinstance(exc, _AllFailed):
+        return exc
+    errs = exc.errors
+    if all(e.errno == errs[0].errno for e in errs):
+        return errs[0]
+    for err in errs:
+        if err.errno != errno.ECONNREFUSED:
+            return err
+    return errs[0]
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+class connect:
+    """Connect to ``host:port``: ``await`` it for one connection, or ``async for`` it for a
+    connection after every loss (``reconnect=True``).
+
+    ``handler`` is a :class:`Service` (callbacks, the fast path) or ``None``: then lines
+    (``framing="line"``) or chunks (``"raw"``) are read with ``readline``/``read``/
+    ``async for line in conn``. ``options`` sets limits, idle timeout, keep-alive and
+    ``TCP_NODELAY`` (on by default, as for every twoway connection).
+
+    ``connect_timeout`` bounds each attempt, name lookup included (``None``: the kernel's,
+    about two minutes). A host name's addresses are raced with Happy Eyeballs: the next one
+    starts ``happy_eyeballs_delay`` seconds after the previous (``None``: in turn).
+
+    ``await connect(...)`` makes one attempt and raises :class:`RetryableConnectError` or
+    :class:`FatalConnectError`. ``async for conn in connect(..., reconnect=True)`` yields a
+    connection, and when the loop body is done with it (it returned, or the connection was
+    lost and the body's reads ended) closes it gracefully, waits ``next(backoff)`` seconds and
+    connects again. The backoff is ``initial_delay`` (1 s) times ``factor`` per attempt, capped
+    at ``max_delay`` (30 s), spread by ``±jitter`` using ``rng`` (tests pass a fixed one); it
+    starts over after a connection that stayed up ``stable_after`` seconds, so a server that
+    accepts and drops at once is not hammered. Failed attempts are retried, fatal ones raised;
+    after ``max_attempts`` consecutive failures the last error is raised. Without
+    ``reconnect`` the loop runs once. ``on_wait(delay, attempt, error)`` is called before
+    each wait (``error`` is ``None`` after a lost connection); by default it logs.
+
+    Leaving the loop (``break``, an exception, cancellation) closes the current connection.
     """
 
     def __init__(
@@ -100,6 +254,8 @@ class connect:
         rng: Callable[[], float] | None = random.random,
         on_wait: Callable[[float, int, BaseException | None], None] | None = None,
     ) -> None:
+        # Fail on bad backoff settings here, not at the first disconnection hours later.
+        next(backoff_delays(initial_delay, factor, max_delay, jitter, rng=None))
         self.host = host
         self.port = port
         self.service = handler if handler is not None else ClientService(framing)
@@ -114,39 +270,52 @@ class connect:
         self.max_attempts = max_attempts
         self.rng = rng
         self.on_wait = on_wait
+        #: ``host:port`` as it appears in messages (``[::1]:4001`` for IPv6).
         self.where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     async def open(self) -> Connection:
-        """One attempt. Raises :class:`RetryableConnectError` or :class:`FatalConnectError`."""
+        """Make one attempt and return the connection.
+
+        Raises :class:`RetryableConnectError` or :class:`FatalConnectError` (the ``OSError``
+        chained as ``__cause__``). Cancellation leaves no socket open.
+        """
         loop = asyncio.get_running_loop()
         cls = connection_class(self.service)
-        kwargs: dict[str, Any] = {"ssl": self.ssl, "local_addr": self.local_addr}
-        if self.happy_eyeballs_delay is not None:
-            kwargs["happy_eyeballs_delay"] = self.happy_eyeballs_delay
-        log.debug("looking up %s", self.host)
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _transport, conn = await loop.create_connection(
-                    lambda: cls(self.service, self.options, None), self.host, self.port, **kwargs
+                if not _is_ip(self.host):
+                    log.debug("looking up %s", self.host)
+                infos = await loop.getaddrinfo(
+                    self.host, self.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
                 )
+                sock = await happy_eyeballs(
+                    _interleave(infos), self.happy_eyeballs_delay, self.local_addr
+                )
+                try:
+                    _transport, conn = await loop.create_connection(
+                        lambda: cls(self.service, self.options, None),
+                        sock=sock,
+                        ssl=self.ssl,
+                        server_hostname=self.host if self.ssl else None,
+                    )
+                except BaseException:
+                    sock.close()
+                    raise
         except (OSError, TimeoutError) as exc:
-            raise _classify(exc, self.where) from exc
-        log.debug(
-            "connected %s -> %s",
-            _addr(conn.local_address),
-            _addr(conn.remote_address),
-        )
+            raise _classify(_summarise(exc), self.where) from exc
+        log.debug("connected %s -> %s", format_address(conn.local_address), conn.peer)
         return conn
 
     def __await__(self) -> Generator[Any, None, Connection]:
         return self.open().__await__()
 
-    def __aiter__(self) -> AsyncIterator[Connection]:
+    def __aiter__(self) -> AsyncGenerator[Connection, None]:
         return self._reconnecting()
 
-    async def _reconnecting(self) -> AsyncIterator[Connection]:
+    async def _reconnecting(self) -> AsyncGenerator[Connection, None]:
         loop = asyncio.get_running_loop()
         delays = backoff_delays(*self.backoff, rng=self.rng)
+        # Attempts since the last connection that stayed up (or since the start).
         attempt = 0
         while True:
             attempt += 1
@@ -162,10 +331,12 @@ class connect:
             started = loop.time()
             try:
                 yield conn
+                # The body is done with it: close gracefully (bounded by close_timeout).
+                conn.close()
                 await conn.wait_closed()
             finally:
                 if not conn.is_closed:
-                    conn.close()
+                    conn.abort()
             if not self.reconnect:
                 return
             if loop.time() - started >= self.stable_after:
@@ -179,9 +350,3 @@ class connect:
         else:
             log.info("reconnecting in %.1f s (attempt %d)", delay, attempt)
         await asyncio.sleep(delay)
-
-
-def _addr(addr: Any) -> str:
-    from twoway.net.connection import format_address
-
-    return format_address(addr)

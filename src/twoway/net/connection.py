@@ -122,6 +122,7 @@ class Connection(asyncio.Protocol):
         "_pending",
         "_slow",
         "_slow_timer",
+        "_started",
         "_task",
         "_write_paused",
         "bytes_read",
@@ -175,6 +176,7 @@ class Connection(asyncio.Protocol):
         self._idle_seen = 0
         self._idle_since = 0.0
         self._ip: str | None = None
+        self._started = False  # on_connect ran, so on_close will (a rejected one gets neither)
 
     # ------------------------------------------------------------------ properties
 
@@ -236,6 +238,7 @@ class Connection(asyncio.Protocol):
             return
         if opts.idle_timeout is not None:
             _sweeper_for(asyncio.get_running_loop()).add(self)
+        self._started = True
         self._call(self.service.on_connect)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -250,10 +253,11 @@ class Connection(asyncio.Protocol):
         self._wake_inbox()
         if self.options.idle_timeout is not None:
             _sweeper_for(asyncio.get_running_loop()).discard(self)
-        try:
-            self.service.on_close(self, exc)
-        except Exception as err:
-            self._report(err)
+        if self._started:
+            try:
+                self.service.on_close(self, exc)
+            except Exception as err:
+                self._report(err)
         if self.server is not None:
             self.server._forget(self, exc)
         if self._lost is not None and not self._lost.done():

@@ -63,6 +63,10 @@ class Service:
         """Nothing was sent or received for ``idle_timeout`` seconds: close (the default)."""
         conn.close()
 
+    async def on_stopped(self) -> None:
+        """The server has shut down and every connection is gone: finish background work
+        (flush files, ...). Awaited by :meth:`Server.shutdown`."""
+
     def on_slow(self, conn: Connection) -> None:
         """The peer is not reading fast enough (see ``max_queued``/``slow_grace``): drop it."""
         conn.close(timeout=1.0)

@@ -10,6 +10,7 @@ time and then aborts what is left.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import socket
@@ -43,6 +44,51 @@ class ServerStats:
     slow_disconnects: int = 0
     idle_timeouts: int = 0
     errors: int = 0
+
+
+# accept() failures that mean "out of resources", as asyncio's own accept loop classifies them.
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class _ListenSocket(socket.socket):
+    """A listening socket that makes asyncio back off properly when accept() runs out of
+    resources (out of file descriptors).
+
+    CPython 3.11's selector loop (gh-151615) does not stop its accept loop after such an
+    error: it calls accept() up to ``backlog`` more times, and every failure schedules one
+    more retry, so the failing calls grow by about ``backlog`` per second for as long as the
+    descriptors stay exhausted (thousands of syscalls and timer handles per second, growing).
+    After one resource error this socket answers accept() with ``BlockingIOError`` (which
+    ends that loop) until the event loop's next iteration; asyncio's single scheduled retry
+    then tries again a second later. uvloop never calls this method.
+    """
+
+    __slots__ = ("_backing_off",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._backing_off = False
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if self._backing_off:
+            raise BlockingIOError(errno.EAGAIN, "backing off after a resource error")
+        try:
+            return super().accept()
+        except OSError as exc:
+            if exc.errno in _RESOURCE_ERRNOS:
+                self._back_off()
+            raise
+
+    def _back_off(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not called from an event loop: nothing to protect
+            return
+        self._backing_off = True
+        loop.call_soon(self._stop_backing_off)
+
+    def _stop_backing_off(self) -> None:
+        self._backing_off = False
 
 
 def normalize_ip(host: str) -> str:
@@ -143,7 +189,7 @@ class Server:
             if (family, addr[0]) in seen:
                 continue
             seen.append((family, addr[0]))
-            sock = socket.socket(family, socket.SOCK_STREAM, proto)
+            sock = _ListenSocket(family, socket.SOCK_STREAM, proto)
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if self.reuse_port:
@@ -297,23 +343,35 @@ class Server:
 
     async def shutdown(self, grace: float = 10.0, reason: str = "server shutting down") -> None:
         """Stop accepting, tell each connection ``reason`` (via ``Service.on_shutdown``), wait
-        up to ``grace`` seconds for the connections to end, then abort the rest. Idempotent."""
+        up to ``grace`` seconds for the connections and their async handlers to end, then
+        abort the connections and cancel the handlers that are left. Idempotent."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(grace, 0.0)
         self.stop_accepting()
         if self._closed is not None:
             self._closed.set()
-        for conn in list(self._conns):
+        conns = list(self._conns)
+        for conn in conns:
             conn._call(self.service.on_shutdown, reason)
         if self._conns and self._empty is not None:
             try:
                 await asyncio.wait_for(self._empty.wait(), timeout=max(grace, 0.0))
             except TimeoutError:
                 left = list(self._conns)
-                log.warning("grace period over: aborting %d connection(s)", len(left))
+                if left:  # with grace 0 the last ones may have just gone
+                    log.warning("grace period over: aborting %d connection(s)", len(left))
                 for conn in left:
                     conn.abort(reason="shutdown")
-        tasks = [c._task for c in list(self._conns) if c._task is not None and not c._task.done()]
-        for task in tasks:
-            task.cancel()
+        # A handler may outlive its connection (busy after the peer left): it gets what is
+        # left of the grace period too, then it is cancelled.
+        tasks = [c._task for c in conns if c._task is not None and not c._task.done()]
+        if tasks:
+            left_s = deadline - loop.time()
+            if left_s > 0:
+                await asyncio.wait(tasks, timeout=left_s)
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks, timeout=2.0)
         if self._empty is not None:
             try:
                 await asyncio.wait_for(self._empty.wait(), timeout=2.0)
@@ -321,6 +379,7 @@ class Server:
                 log.warning("%d connection(s) did not close", len(self._conns))
         for srv in self._listeners:
             await srv.wait_closed()
+        await self.service.on_stopped()
 
     async def serve_forever(self) -> None:
         """Wait until :meth:`close` or :meth:`shutdown` is called."""

@@ -64,6 +64,31 @@ def _chat_options(settings: Settings) -> dict[str, Any]:
     return chat_connection_options(settings)
 
 
+def _dump(settings: Settings) -> Service:
+    from twoway.services.dump import DumpService
+
+    return DumpService(
+        settings.dir,
+        file=settings.file,
+        lines=settings.lines,
+        fsync=settings.fsync,  # type: ignore[arg-type]  # validated by config
+        max_bytes=settings.max_bytes,
+    )
+
+
+def _file(settings: Settings) -> Service:
+    from twoway.services.file import FileService
+
+    if not settings.path:
+        raise ServiceError("service 'file' needs the file to send: twoway serve file PATH")
+    return FileService(
+        settings.path,
+        keep_open=settings.keep_open,
+        rate=settings.rate,
+        write_timeout=settings.write_timeout,
+    )
+
+
 SERVICES: dict[str, ServiceSpec] = {
     spec.name: spec
     for spec in (
@@ -72,6 +97,8 @@ SERVICES: dict[str, ServiceSpec] = {
         ServiceSpec("upper", 'answers each line with You said "<LINE UPPERCASED>"', _upper),
         ServiceSpec("stamp", "greets, then answers HH:MM:SS - server reply: <line>", _stamp),
         ServiceSpec("peers", "answers each line with You have N peers on this server", _peers),
+        ServiceSpec("dump", "appends what each client sends to a file", _dump),
+        ServiceSpec("file", "sends a file to each client", _file),
     )
 }
 assert tuple(SERVICES) == SERVICE_NAMES

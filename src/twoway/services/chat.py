@@ -104,10 +104,19 @@ class ChatService(LineService):
                     conn.send_line("error: slow down")
                 else:
                     self.stats.flood_kicks += 1
-                    conn.send_line("error: flooding, disconnecting")
-                    conn.close(reason="flooding")
+                    self._kick(conn, "error: flooding, disconnecting", "flooding")
                 return
         self.apply(self.core.line(client.cid, line, now))
+
+    def on_idle(self, conn: Connection) -> None:
+        notice = f"error: idle for {conn.options.idle_timeout:g} s, disconnecting"
+        self._kick(conn, notice, "idle")
+
+    def on_slow(self, conn: Connection) -> None:
+        # Called while the net layer flushes a fan-out: the departure is announced from the
+        # next loop iteration, so the notice cannot overtake lines still being flushed to
+        # the other members.
+        self._kick(conn, "error: too slow, disconnecting", "too slow", timeout=1.0, later=True)
 
     def on_close(self, conn: Connection, exc: BaseException | None) -> None:
         client: _Client | None = conn.state
@@ -120,6 +129,36 @@ class ChatService(LineService):
         else:
             reason = "closed"
         self.apply(self.core.disconnect(client.cid, reason))
+
+    def _kick(
+        self,
+        conn: Connection,
+        notice: str,
+        reason: str,
+        *,
+        timeout: float | None = None,
+        later: bool = False,
+    ) -> None:
+        """Disconnect ``conn`` for ``reason`` after one last ``notice`` line.
+
+        The room is told and the client forgotten now, when the server decides, not when
+        the TCP close completes: that can take up to ``close_timeout`` with a peer that does
+        not read or does not close, and until then the departed client would still be in
+        ``/who``, ``/peers`` and hold its nick.
+        """
+        conn.send_line(notice)
+        conn.close(timeout=timeout, reason=reason)
+        client: _Client | None = conn.state
+        if client is None or self._conns.pop(client.cid, None) is None:
+            return
+        if later:
+            loop = self._loop or asyncio.get_running_loop()
+            loop.call_soon(self._depart, client.cid, reason)
+        else:
+            self._depart(client.cid, reason)
+
+    def _depart(self, cid: int, reason: str) -> None:
+        self.apply(self.core.disconnect(cid, reason))
 
     # ------------------------------------------------------------------ effects
 

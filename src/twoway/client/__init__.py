@@ -1,0 +1,19 @@
+"""``twoway connect``: the client for people and for scripts.
+
+Modes, chosen by what standard input and output are:
+
+* interactive (both are a terminal): :mod:`twoway.client.interactive`;
+* pipe (stdin is not a terminal): :mod:`twoway.client.pipe`;
+* periodic sender (``--send``): :mod:`twoway.client.sender`.
+
+Each connection is a :class:`~twoway.client.link.Link` (reconnects, buffer, counters); several
+run at once with names (:mod:`twoway.client.multi`). :func:`run_client` is the process.
+The library-level client is :func:`twoway.connect`.
+"""
+
+from __future__ import annotations
+
+from twoway.client.options import ClientOptions
+from twoway.client.runner import run_client
+
+__all__ = ["ClientOptions", "run_client"]

@@ -1,0 +1,343 @@
+"""A link: one named client connection that lives across reconnects.
+
+The link owns what must outlive a single TCP connection: its name, the bounded buffer of
+lines sent while disconnected, the counters, and the reason the last connection ended. It
+connects through :class:`twoway.net.client.connect` (the reconnecting iterator and its
+backoff) and receives through a callback :class:`LinkService`, so received bytes go from
+``data_received`` straight to the output sink, with no task or queue per chunk.
+
+Sending (:meth:`Link.send`) awaits the connection's drain, so a producer never runs ahead of
+the peer. While disconnected (or connecting), a send is kept in the buffer; beyond
+``buffer`` lines the oldest is dropped and counted, and the count is reported at the next
+connection. Lines handed to a connection that is then lost cannot be known to have arrived
+(TCP acknowledges to the kernel, not to the server's application): they are not resent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from contextlib import aclosing
+from typing import TYPE_CHECKING
+
+from twoway.errors import ConnectError, describe_oserror
+from twoway.net.client import _is_ip, connect
+from twoway.net.handlers import Service
+from twoway.net.options import ConnectionOptions
+
+if TYPE_CHECKING:
+    from twoway.client.options import ClientOptions
+    from twoway.client.output import Sink
+    from twoway.client.status import Status
+    from twoway.net.connection import Connection
+
+__all__ = ["Link", "LinkService"]
+
+
+class LinkService(Service):
+    """The callbacks of a link's connections: raw bytes to the sink, lifecycle to the link."""
+
+    framing = "raw"
+    name = "client"
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+
+    def on_connect(self, conn: Connection) -> None:
+        self.link._on_connect(conn)
+
+    def on_data(self, conn: Connection, data: bytes) -> None:
+        link = self.link
+        link.chunks_received += 1
+        if link._timer is not None:
+            link._last_read = link._loop.time()
+        waiter = link._data_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        link.sink.data(data)
+
+    def on_eof(self, conn: Connection) -> None:
+        self.link._on_eof(conn)
+
+    def on_close(self, conn: Connection, exc: BaseException | None) -> None:
+        self.link._on_close(conn, exc)
+
+
+class _Target(connect):
+    """``connect`` that reports each attempt's name lookup on the link's status."""
+
+    def __init__(self, link: Link, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.link = link
+
+    async def open(self) -> Connection:
+        if not _is_ip(self.host):
+            self.link.status.detail(self.link.name, f"looking up {self.host}")
+        return await super().open()
+
+
+class Link:
+    """One named connection to ``opts.host:opts.port``; see the module docstring.
+
+    Run it with :meth:`run` (as a task); feed it with :meth:`send`; say there is no more
+    input with :meth:`finish_input`. :attr:`done` is set when it has stopped for good;
+    :attr:`error` then holds the one-line reason if it stopped because of a failure.
+    """
+
+    def __init__(self, name: str, opts: ClientOptions, sink: Sink, status: Status) -> None:
+        self.name = name
+        self.opts = opts
+        self.sink = sink
+        self.status = status
+        self.reconnect = opts.reconnect
+        self.conn: Connection | None = None
+        #: Why the last connection ended (``closed by the server``, ``connection reset...``).
+        self.reason: str | None = None
+        #: The failure that stopped this link, as one line; ``None`` if it ended cleanly.
+        self.error: str | None = None
+        self.chunks_received = 0
+        self.sent = 0
+        self.dropped_total = 0
+        self.attempted = asyncio.Event()
+        self.done = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._outbox: collections.deque[bytes] = collections.deque()
+        self._dropped = 0
+        self._flushing = False
+        self._flushed = asyncio.Event()
+        self._flushed.set()
+        self._input_done = False
+        self._close_after: float | None = None
+        self._ended = False
+        self._paused = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_read = 0.0
+        self._data_waiter: asyncio.Future[None] | None = None
+        options = ConnectionOptions(keepalive=opts.keepalive, max_line=None)
+        self.target = _Target(
+            self,
+            host=opts.host,
+            port=opts.port,
+            handler=LinkService(self),
+            options=options,
+            connect_timeout=opts.connect_timeout,
+            reconnect=opts.reconnect,
+            initial_delay=opts.retry_delay,
+            max_delay=max(opts.retry_max, opts.retry_delay),
+            on_wait=self._on_wait,
+        )
+
+    @property
+    def where(self) -> str:
+        """``host:port`` as in messages."""
+        return self.target.where
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is up and accepting writes."""
+        conn = self.conn
+        return conn is not None and not conn.is_closing
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self) -> None:
+        """Connect, reconnect as configured, and return when the link is finished.
+
+        Never raises for network failures: they end up in :attr:`error`. Cancelling it
+        aborts the current connection.
+        """
+        try:
+            async with aclosing(aiter(self.target)) as conns:
+                async for conn in conns:
+                    self.attempted.set()
+                    await self._session(conn)
+                    if self._input_done and not self._outbox and self._ended:
+                        break  # we said all we had to say and the server has closed
+                    if not self.reconnect:
+                        if self._failed:
+                            self.error = f"connection to {self.where} lost: {self.reason}"
+                        break
+                    self.status.state(self.name, f"disconnected: {self.reason}")
+        except ConnectError as exc:
+            self.error = str(exc)
+        finally:
+            conn_ = self.conn
+            if conn_ is not None and not conn_.is_closed:
+                conn_.abort()
+                await conn_.wait_closed()
+            self.attempted.set()
+            self.done.set()
+            self._flushed.set()
+            if self._data_waiter is not None and not self._data_waiter.done():
+                self._data_waiter.set_result(None)
+            left = len(self._outbox) + self._dropped
+            if left and self.error is None:
+                self.status.error(self.name, f"{left} line(s) dropped or never sent")
+
+    async def _session(self, conn: Connection) -> None:
+        self.status.state(self.name, f"connected to {self.where}")
+        try:
+            await self._flush_outbox(conn)
+            if self._input_done and not self._outbox:
+                self._end(conn)
+            await conn.wait_closed()
+        finally:
+            self.conn = None
+            self._flushed.set()
+
+    async def _flush_outbox(self, conn: Connection) -> None:
+        if self._dropped:
+            self.status.state(
+                self.name,
+                f"dropped {self._dropped} line(s) while disconnected (buffer {self.opts.buffer})",
+            )
+            self._dropped = 0
+        if not self._outbox:
+            return
+        self._flushing = True
+        self._flushed.clear()
+        try:
+            outbox = self._outbox
+            while outbox and not conn.is_closing:
+                data = outbox.popleft()
+                self.sent += 1
+                await conn.write(data)
+        finally:
+            self._flushing = False
+            self._flushed.set()
+
+    # ------------------------------------------------------------------ sending
+
+    async def send(self, data: bytes) -> None:
+        """Send ``data`` (one line, usually) and wait for the drain; while disconnected,
+        keep it in the buffer instead (dropping the oldest beyond ``buffer``)."""
+        while True:
+            conn = self.conn
+            if conn is None or conn.is_closing or self._ended:
+                self._keep(data)
+                return
+            if self._flushing:  # the buffered lines go first
+                await self._flushed.wait()
+                continue
+            self.sent += 1
+            await conn.write(data)
+            return
+
+    def _keep(self, data: bytes) -> None:
+        if self.done.is_set() or (self._ended and not self.reconnect):
+            self._dropped += 1
+            self.dropped_total += 1
+            return
+        outbox = self._outbox
+        if len(outbox) >= self.opts.buffer:
+            if not outbox:
+                self._dropped += 1
+                self.dropped_total += 1
+                return
+            outbox.popleft()
+            self._dropped += 1
+            self.dropped_total += 1
+        outbox.append(data)
+
+    def finish_input(self, close_after: float | None = None) -> None:
+        """No more input: half-close once the buffer is delivered, then wait for the server
+        to close; with ``close_after``, close ourselves if it has not within that time."""
+        self._input_done = True
+        self._close_after = close_after
+        conn = self.conn
+        if conn is not None and not conn.is_closing and not self._flushing and not self._outbox:
+            self._end(conn)
+
+    def _end(self, conn: Connection) -> None:
+        self._ended = True
+        conn.end()
+        if self._close_after is not None:
+            self._loop.call_later(self._close_after, conn.close)
+
+    async def wait_data(self, after: int) -> None:
+        """Wait until more than ``after`` chunks have been received in total, or the link
+        is done."""
+        while self.chunks_received <= after and not self.done.is_set():
+            self._data_waiter = self._loop.create_future()
+            await self._data_waiter
+
+    # ------------------------------------------------------------------ flow control
+
+    def pause_reading(self) -> None:
+        """The output is full: stop reading (now and on later connections)."""
+        self._paused = True
+        if self.conn is not None:
+            self.conn.pause_reading()
+
+    def resume_reading(self) -> None:
+        """The output has room again."""
+        self._paused = False
+        if self.conn is not None:
+            self.conn.resume_reading()
+
+    # ------------------------------------------------------------------ callbacks
+
+    @property
+    def _failed(self) -> bool:
+        return self.reason not in (None, "closed by the server")
+
+    def _on_connect(self, conn: Connection) -> None:
+        from twoway.net.connection import format_address
+
+        self.conn = conn
+        self.reason = None
+        self._ended = False
+        self.status.detail(
+            self.name, f"connected {format_address(conn.local_address)} -> {conn.peer}"
+        )
+        if self._paused:
+            conn.pause_reading()
+        timeout = self.opts.timeout
+        if timeout is not None:
+            self._last_read = self._loop.time()
+            self._timer = self._loop.call_later(timeout, self._check_timeout, conn)
+
+    def _check_timeout(self, conn: Connection) -> None:
+        timeout = self.opts.timeout
+        assert timeout is not None
+        self._timer = None
+        if conn.is_closing:
+            return
+        quiet = self._loop.time() - self._last_read
+        if quiet < timeout:
+            self._timer = self._loop.call_later(timeout - quiet, self._check_timeout, conn)
+            return
+        # Only what the peer sends proves it is alive: our own writes are accepted by the
+        # kernel even when the peer (or the path to it) is gone.
+        self.reason = f"nothing received for {timeout:g} s"
+        self.status.detail(self.name, f"timeout: {self.reason}")
+        conn.abort(reason="timeout")
+
+    def _on_eof(self, conn: Connection) -> None:
+        self.status.detail(self.name, "end: the server finished sending")
+        if self.reason is None:
+            self.reason = "closed by the server"
+        conn.close()
+
+    def _on_close(self, conn: Connection, exc: BaseException | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if exc is not None:
+            self.status.detail(self.name, f"error: {describe_oserror(exc)}")
+            if self.reason is None:
+                self.reason = describe_oserror(exc)
+        elif self.reason is None:
+            self.reason = "closed by the server" if not self._ended else "closed"
+        self.sink.flush()
+        self.status.detail(
+            self.name,
+            f"close: read {conn.bytes_read} B, wrote {conn.bytes_written} B"
+            f" in {conn.duration:.1f} s",
+        )
+
+    def _on_wait(self, delay: float, attempt: int, exc: BaseException | None) -> None:
+        self.attempted.set()
+        if exc is not None:
+            self.status.state(self.name, str(exc))
+        self.status.state(self.name, f"reconnecting in {delay:.1f} s (attempt {attempt})")

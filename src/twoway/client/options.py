@@ -1,0 +1,68 @@
+"""What ``twoway connect`` was asked to do: one frozen object, built once by the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twoway.client.template import check_template
+from twoway.net.options import Keepalive
+
+__all__ = ["ClientOptions"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    """The settings of one ``twoway connect`` run; times in seconds, ``None`` disables.
+
+    Raises ``ValueError`` (a one-line message naming the option) for inconsistent settings.
+    """
+
+    host: str
+    port: int
+    #: One name per connection; ``()`` is one connection whose output has no prefix.
+    names: tuple[str, ...] = ()
+    #: Reconnect after a loss or a failed attempt, with exponential backoff.
+    reconnect: bool = False
+    #: Lines kept while disconnected; the oldest are dropped (and counted) beyond it. 100
+    #: lines cover a minute of a periodic sender or a burst of typing at small memory cost.
+    buffer: int = 100
+    #: First reconnect delay (1 s as in the classic client) and the cap of the backoff.
+    retry_delay: float = 1.0
+    retry_max: float = 30.0
+    #: Bound on each connection attempt, name lookup included.
+    connect_timeout: float | None = 10.0
+    #: Give up on a connection that received nothing for this long (a silent peer).
+    timeout: float | None = None
+    keepalive: Keepalive | None = None
+    #: Periodic sender: the template, the period, how many sends (``None``: forever).
+    send: str | None = None
+    every: float = 2.0
+    count: int | None = None
+    #: After the last send (or Ctrl-D, ``/quit``): how long to wait for a reply, then for the
+    #: server to close after our FIN. One second covers a loopback or LAN round trip.
+    linger: float = 1.0
+    #: Write what arrives to this file instead of standard output.
+    output: str | None = None
+    #: End the lines we send (typed, ``--send``) with CRLF instead of LF.
+    crlf: bool = False
+    verbose: bool = False
+    loop: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port {self.port} is out of range (1-65535)")
+        if self.buffer < 0:
+            raise ValueError("--buffer must be 0 or more")
+        if self.send is not None:
+            check_template(self.send)
+        if self.every <= 0:
+            raise ValueError("--every must be more than 0")
+        if self.count is not None and self.count < 1:
+            raise ValueError("--count must be at least 1")
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"--names: a name appears twice in {','.join(self.names)}")
+
+    @property
+    def newline(self) -> bytes:
+        """The terminator of the lines this client makes up (typed or ``--send``)."""
+        return b"\r\n" if self.crlf else b"\n"

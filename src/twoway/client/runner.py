@@ -1,0 +1,190 @@
+"""The ``twoway connect`` process: picks the mode, runs the links, turns outcomes into an exit
+code. Like :mod:`twoway.runner` for servers, this is the only client module that installs
+signal handlers or decides how the process ends.
+
+Exit codes: 0 when the server closed (or we finished and it closed after us); 1 when a
+connection failed or was lost (refused, reset, timed out, unknown host), after one line on
+stderr per failed connection; 130 after SIGINT or Ctrl-C, 143 after SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+from twoway.client.link import Link
+from twoway.client.multi import all_done, prefix
+from twoway.client.options import ClientOptions
+from twoway.client.output import LineSink, PipeWriter, RawSink, Sink, choose_writer
+from twoway.client.status import Status
+from twoway.client.stdin import Source, open_stdin
+from twoway.errors import ConfigError, describe_oserror
+from twoway.net.loops import loop_factory
+
+__all__ = ["EXIT_FAILURE", "EXIT_OK", "run_client"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def run_client(opts: ClientOptions) -> int:
+    """Run a client as configured; return the process exit code. Never raises for an
+    expected failure (it has been reported on stderr)."""
+    try:
+        factory = loop_factory(opts.loop)
+    except ConfigError as exc:
+        Status(announce=False, verbose=False).error("", str(exc))
+        return 2
+    with asyncio.Runner(loop_factory=factory) as runner:
+        try:
+            return runner.run(_main(opts))
+        except KeyboardInterrupt:  # before our handlers were installed
+            return 130
+
+
+async def _main(opts: ClientOptions) -> int:
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    signals: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        if not signals:
+            signals.append(signum)
+            main.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        return await _run(opts, signals)
+    except asyncio.CancelledError:
+        if signals:
+            return 128 + signals[0]
+        raise
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _run(opts: ClientOptions, signals: list[int]) -> int:
+    interactive = opts.send is None and _isatty(sys.stdin) and _isatty(sys.stdout)
+    multi = bool(opts.names)
+    status = Status(announce=opts.reconnect or multi or interactive, verbose=opts.verbose)
+    try:
+        writer, tty = choose_writer(opts.output)
+        if isinstance(writer, PipeWriter):
+            await writer.open()
+    except OSError as exc:
+        status.error("", f"cannot open {opts.output}: {describe_oserror(exc)}")
+        return EXIT_FAILURE
+    links: list[Link] = []
+    for name in opts.names or ("",):
+        sink: Sink = LineSink(writer, prefix(name), escape=tty) if multi or tty else RawSink(writer)
+        links.append(Link(name, opts, sink, status))
+    main = asyncio.current_task()
+    assert main is not None
+
+    def pause() -> None:
+        for link in links:
+            link.pause_reading()
+
+    def resume() -> None:
+        for link in links:
+            link.resume_reading()
+
+    writer.on_pause = pause
+    writer.on_resume = resume
+
+    def broken() -> None:
+        # Nobody reads our output any more (``| head``): stop quietly, as cat does.
+        main.cancel()
+
+    writer.on_broken = broken
+    tasks = [asyncio.ensure_future(link.run()) for link in links]
+    source: Source | None = None
+    code: int | None = None
+    try:
+        driver: Coroutine[Any, Any, int | None]
+        if interactive:
+            from twoway.client.interactive import run_interactive
+
+            driver = run_interactive(links, opts)
+        elif opts.send is not None:
+            from twoway.client.sender import run_sender
+
+            driver = _none(run_sender(links, opts))
+        else:
+            from twoway.client.pipe import pump_lines, pump_raw
+
+            source = await open_stdin()
+            if multi or opts.reconnect:
+                driver = _none(pump_lines(source, links))
+            else:
+                driver = _none(pump_raw(source, links[0]))
+        code = await _drive(driver, links)
+    except asyncio.CancelledError:
+        if not writer.broken or signals:
+            raise
+        code = EXIT_OK
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if source is not None:
+            await source.aclose()
+        await writer.aclose()
+        if writer.broken:
+            _silence_stdout()
+    if code is not None:
+        return code
+    failed = [link for link in links if link.error is not None]
+    for link in failed:
+        assert link.error is not None
+        status.error(link.name, link.error)
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+async def _none(coro: Coroutine[Any, Any, None]) -> int | None:
+    await coro
+    return None
+
+
+async def _drive(driver: Coroutine[Any, Any, int | None], links: list[Link]) -> int | None:
+    """Run the input side until it is finished and the links are done, or until the links
+    are done (the server closed: stop reading input). Returns the driver's exit code."""
+    feeding = asyncio.ensure_future(driver)
+    finished = asyncio.ensure_future(all_done(links))
+    try:
+        await asyncio.wait({feeding, finished}, return_when=asyncio.FIRST_COMPLETED)
+        if feeding.done():
+            code = feeding.result()
+            if code is not None:
+                return code
+            await finished
+            return None
+        return None
+    finally:
+        feeding.cancel()
+        finished.cancel()
+        await asyncio.gather(feeding, finished, return_exceptions=True)
+
+
+def _silence_stdout() -> None:
+    # Python flushes sys.stdout at exit; to a closed pipe that prints a warning. Point it
+    # at /dev/null instead (the recipe of the Python documentation for SIGPIPE).
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

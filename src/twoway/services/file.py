@@ -1,0 +1,231 @@
+"""``twoway serve file PATH``: stream one file to every client, zero copy.
+
+Each connection opens the file afresh (so a file replaced on disk is served in its new
+version, and a file gone at connect time is one error line, not a crash) and sends it with
+``os.sendfile`` straight from the page cache to the socket: the bytes never enter Python.
+uvloop has no ``loop.sendfile``, so the service waits for writability itself, on a duplicate
+of the socket's descriptor; where there is no socket (TLS, tests with pipes) it falls back to
+reading and writing with backpressure.
+
+A reader that makes no progress for ``write_timeout`` seconds is dropped; one that resets is
+forgotten at once and its file descriptor released. ``rate`` caps each connection in bytes
+per second. With ``keep_open`` the connection stays open after the file (Node's
+``pipe(socket, {end: false})``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from twoway.errors import ConfigError, describe_oserror
+from twoway.net.handlers import Service
+
+if TYPE_CHECKING:
+    from twoway.net.connection import Connection
+
+__all__ = ["FileService"]
+
+log = logging.getLogger("twoway.file")
+
+_CHUNK = 4 * 1024 * 1024  # per sendfile call: large enough that syscalls cost nothing
+_TICK = 0.05  # rate limiting granularity, seconds
+
+
+class _Sender:
+    """Sends one file to one connection."""
+
+    __slots__ = (
+        "conn",
+        "file_fd",
+        "last_progress",
+        "loop",
+        "offset",
+        "service",
+        "size",
+        "sock_fd",
+        "timer",
+        "waiting",
+    )
+
+    def __init__(self, service: FileService, conn: Connection, file_fd: int, size: int) -> None:
+        self.service = service
+        self.conn = conn
+        self.file_fd = file_fd
+        self.size = size
+        self.offset = 0
+        self.loop = asyncio.get_running_loop()
+        self.sock_fd = -1
+        self.waiting = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.last_progress = self.loop.time()
+
+    def start(self) -> None:
+        transport = self.conn.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        is_tls = transport is not None and transport.get_extra_info("sslcontext") is not None
+        if sock is None or is_tls:
+            self.loop.create_task(self._copy())
+            return
+        # Our own descriptor for the socket: the transport keeps its own registration with
+        # the loop, and nothing else is written while the file is being sent.
+        self.sock_fd = os.dup(sock.fileno())
+        self._pump()
+
+    def _pump(self) -> None:
+        service = self.service
+        budget = _CHUNK
+        if service.rate is not None:
+            budget = max(1, int(service.rate * _TICK))
+        try:
+            while self.offset < self.size:
+                count = min(self.size - self.offset, budget)
+                try:
+                    sent = os.sendfile(self.sock_fd, self.file_fd, self.offset, count)
+                except BlockingIOError:
+                    self._wait_writable()
+                    return
+                if sent == 0:  # the file shrank under us: send what there was
+                    break
+                self.offset += sent
+                self.conn.bytes_written += sent
+                self.last_progress = self.loop.time()
+                if service.rate is not None:
+                    self._stop_waiting()
+                    self.timer = self.loop.call_later(_TICK, self._tick)
+                    return
+        except OSError as exc:
+            self._stop_waiting()
+            self.release()
+            if exc.errno not in (errno.EPIPE, errno.ECONNRESET):
+                log.warning("file: %s: %s", self.conn.peer, describe_oserror(exc))
+            self.conn.abort(reason=describe_oserror(exc))
+            return
+        self._stop_waiting()
+        self.release()
+        self._done()
+
+    def _tick(self) -> None:
+        self.timer = None
+        self._pump()
+
+    def _wait_writable(self) -> None:
+        if not self.waiting:
+            self.loop.add_writer(self.sock_fd, self._pump)
+            self.waiting = True
+        timeout = self.service.write_timeout
+        if timeout is not None and self.timer is None:
+            self.timer = self.loop.call_later(timeout, self._check_progress)
+
+    def _check_progress(self) -> None:
+        self.timer = None
+        timeout = self.service.write_timeout
+        assert timeout is not None
+        idle = self.loop.time() - self.last_progress
+        if idle >= timeout:
+            log.info("file: %s: no progress for %.0f s, dropping the reader", self.conn.peer, idle)
+            self.release()
+            self.conn.abort(reason="write timeout")
+        elif self.waiting:
+            self.timer = self.loop.call_later(timeout - idle, self._check_progress)
+
+    def _stop_waiting(self) -> None:
+        if self.waiting:
+            self.loop.remove_writer(self.sock_fd)
+            self.waiting = False
+
+    async def _copy(self) -> None:
+        """Fallback without a socket descriptor: read, write, await the drain."""
+        try:
+            while self.offset < self.size and not self.conn.is_closing:
+                data = os.pread(
+                    self.file_fd, min(_CHUNK // 4, self.size - self.offset), self.offset
+                )
+                if not data:
+                    break
+                self.offset += len(data)
+                await self.conn.write(data)
+        finally:
+            self.release()
+        self._done()
+
+    def _done(self) -> None:
+        if self.conn.is_closing:
+            return
+        log.info("file: sent %d bytes to %s", self.offset, self.conn.peer)
+        if not self.service.keep_open:
+            self.conn.close()
+
+    def release(self) -> None:
+        """Give back both descriptors and every registration. Idempotent."""
+        self._stop_waiting()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.sock_fd >= 0:
+            os.close(self.sock_fd)
+            self.sock_fd = -1
+        if self.file_fd >= 0:
+            os.close(self.file_fd)
+            self.file_fd = -1
+
+
+class FileService(Service):
+    """Sends the file at ``path`` to each client, then ends the connection (or, with
+    ``keep_open``, leaves it open). ``rate`` caps bytes per second per connection;
+    ``write_timeout`` drops a reader that makes no progress."""
+
+    name = "file"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        keep_open: bool = False,
+        rate: int | None = None,
+        write_timeout: float | None = 30.0,
+    ) -> None:
+        self.path = Path(path)
+        self.keep_open = keep_open
+        self.rate = rate
+        self.write_timeout = write_timeout
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError as exc:
+            raise ConfigError(f"file: {self.path}: {describe_oserror(exc)}") from None
+        try:
+            if not os.path.isfile(self.path):
+                raise ConfigError(f"file: {self.path}: not a regular file")
+        finally:
+            os.close(fd)
+
+    def on_connect(self, conn: Connection) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+            size = os.fstat(fd).st_size
+        except OSError as exc:
+            log.error("file: %s: %s (for %s)", self.path, describe_oserror(exc), conn.peer)
+            conn.write(f"error: cannot read {self.path.name}: {describe_oserror(exc)}\n".encode())
+            conn.close(reason="file unavailable")
+            return
+        sender = _Sender(self, conn, fd, size)
+        conn.state = sender
+        sender.start()
+
+    def on_data(self, conn: Connection, data: bytes) -> None:
+        """What a reader sends is read and dropped (so its FIN is seen)."""
+
+    def on_eof(self, conn: Connection) -> None:
+        sender: _Sender | None = conn.state
+        if sender is None or sender.offset >= sender.size:
+            conn.close()
+        # else: keep sending; a half-closed reader can still read the rest
+
+    def on_close(self, conn: Connection, exc: BaseException | None) -> None:
+        sender: _Sender | None = conn.state
+        if sender is not None:
+            sender.release()
