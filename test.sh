@@ -25,8 +25,8 @@ fi
 .venv/bin/python -m pip install -q -e '.[dev]'
 
 echo "test.sh: ruff"
-.venv/bin/ruff check src tests
-.venv/bin/ruff format --check src tests
+.venv/bin/ruff check src tests bench
+.venv/bin/ruff format --check src tests bench
 echo "test.sh: mypy"
 .venv/bin/mypy
 echo "test.sh: pytest"
