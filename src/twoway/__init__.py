@@ -11,6 +11,8 @@ Write a service as a callback class (the fast path, run inside the protocol call
     twoway.run(Shout(), port=4001)
 
 or as an ``async def handler(conn)`` with ``async for line in conn`` (see :func:`serve`).
+The client side is :func:`connect`: ``conn = await twoway.connect(host, port)``, or
+``async for conn in twoway.connect(host, port, reconnect=True)``.
 This module imports no optional dependency.
 """
 
@@ -27,6 +29,7 @@ from twoway.errors import (
     ServiceError,
     TwowayError,
 )
+from twoway.net.client import connect
 from twoway.net.connection import Connection
 from twoway.net.handlers import LineService, Service
 from twoway.net.options import ConnectionOptions, Keepalive
@@ -49,6 +52,7 @@ __all__ = [
     "ServiceError",
     "TwowayError",
     "__version__",
+    "connect",
     "run",
     "serve",
 ]

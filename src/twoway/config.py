@@ -144,6 +144,22 @@ OPTIONS: tuple[OptionSpec, ...] = (
         metavar="SECONDS",
     ),
     OptionSpec(
+        "workers",
+        "int",
+        1,
+        "worker processes sharing the port (SO_REUSEPORT); chat needs --bus with more than one",
+        minimum=1,
+        metavar="N",
+    ),
+    OptionSpec(
+        "bus",
+        "str",
+        "local",
+        "chat fan-out between processes: local (one process) or redis://HOST:PORT/DB",
+        services=("chat",),
+        metavar="URL",
+    ),
+    OptionSpec(
         "loop",
         "choice",
         "auto",
@@ -309,6 +325,8 @@ class Settings:
     keepalive: Keepalive | None = None
     no_delay: bool = True
     grace: float = 5.0
+    workers: int = 1
+    bus: str = "local"
     loop: str = "auto"
     motd: str | None = None
     history: int = 20
@@ -565,9 +583,22 @@ def load_settings(
             raise ConfigError(f"{source}: option {spec.key!r} does not apply to service {chosen!r}")
     defaults = {spec.attr: spec.default for spec in OPTIONS}
     settings = Settings(service=chosen, sources=sources, **{**defaults, **values})
+    _check_combinations(settings)
     if validate is not None:
         validate(settings)
     return settings
+
+
+def _check_combinations(settings: Settings) -> None:
+    bus = settings.bus
+    if bus != "local" and not bus.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"bus = {bus!r}: use local or redis://HOST:PORT/DB")
+    if settings.service == "chat" and settings.workers > 1 and bus == "local":
+        raise ConfigError(
+            f"--workers {settings.workers} with chat needs a bus shared by the workers "
+            "(--bus redis://HOST:PORT/DB); without one, clients of different workers "
+            "could not see each other"
+        )
 
 
 def _close_match(key: str) -> str:

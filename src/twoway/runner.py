@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import resource
 import signal
 import time
@@ -70,7 +71,7 @@ class ExceptionFilter:
         loop.default_exception_handler(context)
 
 
-async def run_server(server: Server, grace: float, *, name: str = "twoway") -> int:
+async def run_server(server: Server, grace: float, *, name: str = "twoway", tag: str = "") -> int:
     """Start ``server``, log the ready line, serve until SIGINT/SIGTERM, shut down gracefully.
 
     The first signal starts a shutdown that lasts at most ``grace`` seconds; a second one
@@ -81,7 +82,7 @@ async def run_server(server: Server, grace: float, *, name: str = "twoway") -> i
     await server.start()
     for host, port in server.addresses:
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        log.info("%s %s listening on %s", name, server.service.name, where)
+        log.info("%s %s listening on %s%s", name, server.service.name, where, tag)
     stop = asyncio.Event()
     signals = 0
 
@@ -127,16 +128,26 @@ def serve_settings(settings: Settings, service: Service, **conn_overrides: Any) 
     limit = raise_nofile_limit()
     loop_name = resolve_loop(settings.loop)
     log.debug("event loop %s, open files limit %d", loop_name, limit)
-    server = Server(
-        service,
-        settings.host,
-        settings.port,
-        options=settings.connection_options(**conn_overrides),
-        max_connections=settings.max_conns,
-        max_connections_per_ip=settings.max_conns_per_ip,
-    )
-    with asyncio.Runner(loop_factory=loop_factory(loop_name)) as runner:
-        return runner.run(run_server(server, settings.grace))
+
+    def serve_one(index: int | None, port: int) -> int:
+        server = Server(
+            service,
+            settings.host,
+            port,
+            options=settings.connection_options(**conn_overrides),
+            max_connections=settings.max_conns,
+            max_connections_per_ip=settings.max_conns_per_ip,
+            reuse_port=index is not None,
+        )
+        tag = f" (worker {index + 1}, pid {os.getpid()})" if index is not None else ""
+        with asyncio.Runner(loop_factory=loop_factory(loop_name)) as runner:
+            return runner.run(run_server(server, settings.grace, tag=tag))
+
+    if settings.workers > 1:
+        from twoway.workers import supervise
+
+        return supervise(settings.workers, settings.host, settings.port, settings.grace, serve_one)
+    return serve_one(None, settings.port)
 
 
 def run(

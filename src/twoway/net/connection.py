@@ -6,8 +6,9 @@ await. Replies written while any ``data_received`` runs are coalesced per peer a
 the transport once, at the end of that callback (a chat line fanned out to a hundred peers
 costs a hundred ``write`` calls per read, not per line).
 
-Memory is bounded both ways. Outbound: above ``write_high`` the connection stops reading from
-its peer (the ``pipe`` behaviour of Node.js) and ``drain()`` waits; a peer that lets more than
+Memory is bounded both ways. Outbound: above ``write_high`` a server connection stops reading
+from its peer (the ``pipe`` behaviour of Node.js) and ``drain()`` waits; a client connection
+keeps reading (see :meth:`Connection.pause_writing`); a peer that lets more than
 ``max_queued`` bytes pile up, or stays above ``write_high`` for ``slow_grace`` seconds, is
 handed to :meth:`Service.on_slow`. Inbound: the line decoder holds at most ``max_line + 1``
 bytes and the async inbox pauses reading at ``inbox_limit``.
@@ -273,7 +274,11 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
-        self._pause_reading(_PAUSE_WRITE)
+        # A server stops reading a peer that does not read its replies. A client must not:
+        # streaming to an echoing server, each side would wait for the other to read first
+        # and both would stop for good. The client's writers wait in drain() instead.
+        if self.server is not None:
+            self._pause_reading(_PAUSE_WRITE)
         grace = self.options.slow_grace
         if grace is not None and self._slow_timer is None:
             self._slow_timer = asyncio.get_running_loop().call_later(grace, self._too_slow)
