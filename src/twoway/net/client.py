@@ -62,6 +62,13 @@ class ClientService(AsyncService):
     def on_connect(self, conn: Connection) -> None:
         """Nothing to start: the caller drives the connection."""
 
+    def on_eof(self, conn: Connection) -> None:
+        """The server has finished sending. If we have too (``end()``), nothing more can
+        happen: close, so that ``wait_closed()`` returns. Otherwise the caller still may
+        send, and closes when done."""
+        if conn._ended:
+            conn.close()
+
     def on_line_too_long(self, conn: Connection, limit: int) -> None:
         log.warning("%s: received a line over %d bytes: skipped", conn.peer, limit)
 

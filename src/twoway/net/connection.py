@@ -116,6 +116,7 @@ class Connection(asyncio.Protocol):
         "_inbox_bytes",
         "_inbox_waiter",
         "_ip",
+        "_local",
         "_lost",
         "_newline",
         "_opened_mono",
@@ -129,10 +130,7 @@ class Connection(asyncio.Protocol):
         "bytes_read",
         "bytes_written",
         "close_reason",
-        "local_address",
-        "opened_at",
         "options",
-        "peer",
         "remote_address",
         "server",
         "service",
@@ -149,11 +147,9 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.bytes_read = 0
         self.bytes_written = 0
-        self.opened_at = 0.0
         self.state: Any = None
-        self.peer = "?"
         self.remote_address: Any = None
-        self.local_address: Any = None
+        self._local: Any = None
         #: Why the connection was closed by this side ("quit", "idle", "too slow", ...).
         self.close_reason: str | None = None
         self._opened_mono = 0.0
@@ -180,6 +176,24 @@ class Connection(asyncio.Protocol):
         self._started = False  # on_connect ran, so on_close will (a rejected one gets neither)
 
     # ------------------------------------------------------------------ properties
+
+    @property
+    def opened_at(self) -> float:
+        """When the connection was made, in seconds since the epoch."""
+        return time.time() - (time.monotonic() - self._opened_mono)
+
+    @property
+    def peer(self) -> str:
+        """The remote address as ``host:port`` (``[host]:port`` for IPv6), ``?`` if unknown."""
+        return format_address(self.remote_address)
+
+    @property
+    def local_address(self) -> Any:
+        """The local socket address (``None`` before the connection is made)."""
+        if self._local is None and self.transport is not None:
+            # Looked up on demand: ten thousand idle connections need not each keep a copy.
+            self._local = self.transport.get_extra_info("sockname")
+        return self._local
 
     @property
     def duration(self) -> float:
@@ -219,13 +233,14 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
-        self.opened_at = time.time()
         self._opened_mono = time.monotonic()
         opts = self.options
         self.remote_address = transport.get_extra_info("peername")
-        self.local_address = transport.get_extra_info("sockname")
-        self.peer = format_address(self.remote_address)
-        sock = transport.get_extra_info("socket")
+        # Both loops already set TCP_NODELAY on TCP sockets. The socket object is fetched only
+        # when an option needs it: uvloop builds a wrapper per call (~200 B per connection).
+        sock = None
+        if not opts.nodelay or opts.keepalive is not None:
+            sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
                 if not opts.nodelay:
@@ -243,6 +258,8 @@ class Connection(asyncio.Protocol):
         self._call(self.service.on_connect)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._local is None and self.transport is not None:
+            self._local = self.transport.get_extra_info("sockname")  # readable after the close
         self._closed = True
         self._closing = True
         self._pending = None

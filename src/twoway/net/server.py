@@ -262,15 +262,17 @@ class Server:
             self.stats.rejected_full += 1
             self._reject(conn, f"error: server full (max {limit} connections)")
             return False
-        ip = normalize_ip(str(conn.remote_address[0])) if conn.remote_address else "?"
         per_ip = self.max_connections_per_ip
-        count = self._per_ip.get(ip, 0)
-        if per_ip is not None and count >= per_ip:
-            self.stats.rejected_per_ip += 1
-            self._reject(conn, f"error: too many connections from {ip} (max {per_ip})")
-            return False
-        self._per_ip[ip] = count + 1
-        conn._ip = ip
+        if per_ip is not None:
+            # Only counted when limited: the normalised address costs memory per connection.
+            ip = normalize_ip(str(conn.remote_address[0])) if conn.remote_address else "?"
+            count = self._per_ip.get(ip, 0)
+            if count >= per_ip:
+                self.stats.rejected_per_ip += 1
+                self._reject(conn, f"error: too many connections from {ip} (max {per_ip})")
+                return False
+            self._per_ip[ip] = count + 1
+            conn._ip = ip
         self._conns.add(conn)
         if self._empty is not None:
             self._empty.clear()
