@@ -55,9 +55,12 @@ _PAUSE_USER = 1
 _PAUSE_WRITE = 2
 _PAUSE_INBOX = 4
 
-# Connections written to during the current data_received callback (see module docstring).
+# Connections written to by service callbacks during this loop iteration, flushed by one
+# call_soon at its end (see the module docstring). One event loop per process is assumed:
+# the state is module-global because a thread-local would cost on every write.
 _dirty: list[Connection] = []
 _batching = False
+_flush_scheduled = False
 
 
 class _Ready:
@@ -82,16 +85,20 @@ def format_address(addr: Any) -> str:
     return "?" if not addr else str(addr)
 
 
+def _schedule_flush() -> None:
+    global _flush_scheduled
+    _flush_scheduled = True
+    # Runs after every other callback of this loop iteration: a peer written to by several
+    # reads handled in the same iteration (ten chat senders, say) gets one write for all.
+    asyncio.get_running_loop().call_soon(_flush_dirty)
+
+
 def _flush_dirty() -> None:
+    global _flush_scheduled
+    _flush_scheduled = False
     for conn in _dirty:
-        pending = conn._pending
-        conn._pending = None
-        transport = conn.transport
-        if pending is None or transport is None:
-            continue
-        transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-        if conn._write_paused:
-            conn._check_queue()
+        if conn._pending is not None:
+            conn._flush_pending()
     _dirty.clear()
 
 
@@ -320,13 +327,13 @@ class Connection(asyncio.Protocol):
         if self._closing or self._ended:
             return _READY
         self.bytes_written += len(data)
+        pending = self._pending
+        if pending is not None:  # keep the order: queued replies go out first
+            pending.append(data)
+            return _READY
         if _batching:
-            pending = self._pending
-            if pending is None:
-                self._pending = [data]
-                _dirty.append(self)
-            else:
-                pending.append(data)
+            self._pending = [data]
+            _dirty.append(self)
             return _READY
         assert self.transport is not None
         self.transport.write(data)
@@ -499,7 +506,12 @@ class Connection(asyncio.Protocol):
             self.abort()
         finally:
             _batching = False
-            _flush_dirty()
+            # Replies to this peer go out now, so its write backpressure pauses its reading
+            # before libuv reads more; writes to other peers wait for the iteration's end.
+            if self._pending is not None:
+                self._flush_pending()
+            if _dirty and not _flush_scheduled:
+                _schedule_flush()
 
     def _at_eof(self, _conn: Connection) -> None:
         self._wake_inbox()
@@ -510,6 +522,16 @@ class Connection(asyncio.Protocol):
             self.service.on_error(self, exc)
         except Exception:
             log.exception("%s: error while reporting an error", self.peer)
+
+    def _flush_pending(self) -> None:
+        pending = self._pending
+        self._pending = None
+        transport = self.transport
+        if pending is None or transport is None:
+            return
+        transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        if self._write_paused:
+            self._check_queue()
 
     def _flush_own(self) -> None:
         pending = self._pending
