@@ -617,7 +617,23 @@ class RawConnection(Connection):
         self.bytes_read += len(data)
         if self._closing:
             return
-        self._call(self.service.on_data, data)
+        global _batching
+        if _batching:
+            self._call(self.service.on_data, data)
+            return
+        # _call, inlined: this is the hot path of every raw service.
+        _batching = True
+        try:
+            self.service.on_data(self, data)
+        except Exception as exc:
+            self._report(exc)
+            self.abort()
+        finally:
+            _batching = False
+            if self._pending is not None:
+                self._flush_pending()
+            if _dirty and not _flush_scheduled:
+                _schedule_flush()
 
 
 class LineConnection(Connection):
@@ -637,10 +653,29 @@ class LineConnection(Connection):
             return
         events = self._decoder.feed(data)
         if events:
+            self._deliver(events)
+
+    def _deliver(self, events: list[Any]) -> None:
+        global _batching
+        if _batching:
             self._call(self._dispatch, events)
+            return
+        # _call, inlined: this is the hot path of every line service.
+        _batching = True
+        try:
+            self._dispatch(self, events)
+        except Exception as exc:
+            self._report(exc)
+            self.abort()
+        finally:
+            _batching = False
+            if self._pending is not None:
+                self._flush_pending()
+            if _dirty and not _flush_scheduled:
+                _schedule_flush()
 
     def _dispatch(self, _conn: Connection, events: list[Any]) -> None:
-        service = cast(LineService, self.service)
+        service: LineService = self.service  # type: ignore[assignment]
         for event in events:
             if type(event) is Line:
                 raw, crlf = event
@@ -692,7 +727,7 @@ class TelnetLineConnection(LineConnection):
         if data:
             events = self._decoder.feed(data)
             if events:
-                self._call(self._dispatch, events)
+                self._deliver(events)
 
 
 class ChunkConnection(Connection):

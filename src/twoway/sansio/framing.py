@@ -54,6 +54,11 @@ class PartialLine:
 Event = Line | LineTooLong | PartialLine
 
 
+# NamedTuple's generated __new__ is a Python function; tuple.__new__ builds the same object
+# several times faster, which matters once per received line.
+_tuple_new = tuple.__new__
+
+
 def _content(raw: bytes) -> tuple[bytes, bool]:
     if raw and raw[-1] == _CR:
         return raw.rstrip(b"\r"), True
@@ -95,7 +100,20 @@ class LineDecoder:
             if not data:
                 return out
         buf = self._buf
-        if buf:
+        if not buf:
+            # Fast path, the common case: exactly one complete line and nothing pending.
+            n = len(data)
+            if data[n - 1] == 10 and data.find(b"\n") == n - 1:
+                limit = self.max_line
+                if limit is None or n <= limit + 1 or (n == limit + 2 and data[n - 2] == _CR):
+                    if n > 1 and data[n - 2] == _CR:
+                        out.append(_tuple_new(Line, (data[: n - 1].rstrip(b"\r"), True)))
+                    else:
+                        out.append(_tuple_new(Line, (data[: n - 1], False)))
+                else:
+                    out.append(LineTooLong(limit))
+                return out
+        else:
             # ``buf`` has already been scanned and holds no newline: search only the new part.
             i = data.find(b"\n")
             if i < 0:
@@ -139,9 +157,9 @@ class LineDecoder:
             out.append(LineTooLong(limit))
             return
         if raw and raw[-1] == _CR:
-            out.append(Line(raw.rstrip(b"\r"), True))
+            out.append(_tuple_new(Line, (raw.rstrip(b"\r"), True)))
         else:
-            out.append(Line(raw, False))
+            out.append(_tuple_new(Line, (raw, False)))
 
     def _check_pending(self, out: list[Event]) -> None:
         limit = self.max_line
