@@ -214,7 +214,7 @@ class ChatService(LineService):
 def chat_connection_options(settings: Settings) -> dict[str, Any]:
     """Connection options for chat: the slow-consumer limits."""
     max_queued = settings.max_queued
-    overrides: dict[str, Any] = {"max_queued": max_queued, "slow_grace": None}
+    overrides: dict[str, Any] = {"max_queued": max_queued, "slow_grace": settings.slow_grace}
     if max_queued is not None:
         # The soft limit: a client may hold up to a quarter of its queue for slow_grace
         # seconds (a burst it will catch up on); reading from it pauses meanwhile.
