@@ -50,6 +50,7 @@ class OptionSpec:
     services: tuple[str, ...] | None = None  # None: every service
     choices: tuple[str, ...] = ()
     minimum: float | None = None
+    maximum: float | None = None
     #: ``0`` (or ``off``) means "no limit" and is stored as ``None``.
     zero_disables: bool = False
     #: Flag spelling when it is not ``--KEY VALUE`` (booleans: ``--no-delay/--delay``).
@@ -76,7 +77,13 @@ OPTIONS: tuple[OptionSpec, ...] = (
         metavar="HOST",
     ),
     OptionSpec(
-        "port", "int", 4001, "port to listen on (0: any free port)", minimum=0, metavar="PORT"
+        "port",
+        "int",
+        4001,
+        "port to listen on (0: any free port)",
+        minimum=0,
+        maximum=65535,
+        metavar="PORT",
     ),
     OptionSpec(
         "framing",
@@ -486,9 +493,14 @@ def _convert(spec: OptionSpec, raw: Any) -> Any:
         else:  # pragma: no cover - a programming error in OPTIONS
             raise AssertionError(kind)
     except ValueError as exc:
-        raise ValueError(str(exc) or _HINTS[kind]) from None
+        # Our own messages (choices) are kept; Python's ("invalid literal for int()...")
+        # are replaced by the hint, which tells the user what to write instead.
+        own = str(exc) if kind == "choice" else ""
+        raise ValueError(own or _HINTS[kind]) from None
     if spec.minimum is not None and isinstance(value, (int, float)) and value < spec.minimum:
         raise ValueError(f"must be at least {spec.minimum:g}")
+    if spec.maximum is not None and isinstance(value, (int, float)) and value > spec.maximum:
+        raise ValueError(f"must be at most {spec.maximum:g}")
     if spec.zero_disables and value == 0:
         return None
     return value

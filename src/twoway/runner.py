@@ -79,10 +79,6 @@ async def run_server(server: Server, grace: float, *, name: str = "twoway", tag:
     """
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(ExceptionFilter())
-    await server.start()
-    for host, port in server.addresses:
-        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        log.info("%s %s listening on %s%s", name, server.service.name, where, tag)
     stop = asyncio.Event()
     signals = 0
 
@@ -104,9 +100,15 @@ async def run_server(server: Server, grace: float, *, name: str = "twoway", tag:
             for conn in server.connections:
                 conn.abort(reason="forced shutdown")
 
+    # Handlers first: a script that signals as soon as it reads the ready line must get the
+    # graceful shutdown, not the default action of the signal.
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
     try:
+        await server.start()
+        for host, port in server.addresses:
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            log.info("%s %s listening on %s%s", name, server.service.name, where, tag)
         await stop.wait()
         await server.shutdown(grace)
     finally:

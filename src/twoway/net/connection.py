@@ -129,6 +129,7 @@ class Connection(asyncio.Protocol):
         "_opened_mono",
         "_pause",
         "_pending",
+        "_pending_size",
         "_slow",
         "_slow_timer",
         "_started",
@@ -169,6 +170,7 @@ class Connection(asyncio.Protocol):
         self._write_paused = False
         self._slow = False
         self._pending: list[bytes] | None = None
+        self._pending_size = 0
         self._drain_waiters: list[asyncio.Future[None]] | None = None
         self._inbox: collections.deque[Any] | None = None
         self._inbox_bytes = 0
@@ -330,9 +332,15 @@ class Connection(asyncio.Protocol):
         pending = self._pending
         if pending is not None:  # keep the order: queued replies go out first
             pending.append(data)
+            size = self._pending_size = self._pending_size + len(data)
+            if size > self.options.write_high:
+                # uvloop may run many reads before the end-of-iteration flush: hand a big
+                # batch to the transport now so its high-water mark and max_queued apply.
+                self._flush_pending()
             return _READY
         if _batching:
             self._pending = [data]
+            self._pending_size = len(data)
             _dirty.append(self)
             return _READY
         assert self.transport is not None
@@ -385,7 +393,10 @@ class Connection(asyncio.Protocol):
         self._flush_own()
         self._ended = True
         if self.transport.can_write_eof():
-            self.transport.write_eof()
+            try:
+                self.transport.write_eof()
+            except OSError:  # the peer is already gone (ENOTCONN after its RST)
+                self.abort()
 
     def close(self, timeout: float | None = None, reason: str | None = None) -> None:
         """Flush what is queued, send FIN, then close; abort after ``timeout`` seconds
@@ -401,7 +412,11 @@ class Connection(asyncio.Protocol):
         if self._eof or self._ended or not transport.can_write_eof():
             transport.close()
         else:
-            transport.write_eof()
+            try:
+                transport.write_eof()
+            except OSError:  # the peer reset first (asyncio shuts down at once: ENOTCONN)
+                transport.abort()
+                return
             # Keep reading (and discarding) so unread input does not turn our close into an
             # RST that would destroy the last lines the peer has not read yet.
             self._pause = 0
