@@ -151,20 +151,16 @@ class Link:
                 async for conn in conns:
                     self.attempted.set()
                     await self._session(conn)
-                    if self._input_done and not self._outbox and self._ended:
-                        break  # we said all we had to say and the server has closed
-                    if not self.reconnect:
-                        if self._failed:
-                            self.error = f"connection to {self.where} lost: {self.reason}"
+                    if not self.reconnect and self._failed:
+                        self.error = f"connection to {self.where} lost: {self.reason}"
                         break
                     self.status.state(self.name, f"disconnected: {self.reason}")
+                    # Done when we said all we had to say and the server then closed.
+                    if not self.reconnect or (self._input_done and self._ended):
+                        break
         except ConnectError as exc:
             self.error = str(exc)
         finally:
-            conn_ = self.conn
-            if conn_ is not None and not conn_.is_closed:
-                conn_.abort()
-                await conn_.wait_closed()
             self.attempted.set()
             self.done.set()
             self._flushed.set()
@@ -182,6 +178,8 @@ class Link:
                 self._end(conn)
             await conn.wait_closed()
         finally:
+            if not conn.is_closed:  # cancelled (Ctrl-C, SIGTERM): no time for courtesy
+                conn.abort()
             self.conn = None
             self._flushed.set()
 
@@ -225,19 +223,23 @@ class Link:
 
     def _keep(self, data: bytes) -> None:
         if self.done.is_set() or (self._ended and not self.reconnect):
-            self._dropped += 1
-            self.dropped_total += 1
+            self._drop()
             return
         outbox = self._outbox
         if len(outbox) >= self.opts.buffer:
-            if not outbox:
-                self._dropped += 1
-                self.dropped_total += 1
+            self._drop()
+            if not outbox:  # --buffer 0
                 return
             outbox.popleft()
-            self._dropped += 1
-            self.dropped_total += 1
         outbox.append(data)
+
+    def _drop(self) -> None:
+        self._dropped += 1
+        self.dropped_total += 1
+        if self._dropped == 1 and not self.done.is_set():
+            self.status.state(
+                self.name, f"buffer full ({self.opts.buffer} lines): dropping the oldest"
+            )
 
     def finish_input(self, close_after: float | None = None) -> None:
         """No more input: half-close once the buffer is delivered, then wait for the server
@@ -279,7 +281,7 @@ class Link:
 
     @property
     def _failed(self) -> bool:
-        return self.reason not in (None, "closed by the server")
+        return self.reason not in (None, "closed", "closed by the server")
 
     def _on_connect(self, conn: Connection) -> None:
         from twoway.net.connection import format_address
@@ -316,7 +318,7 @@ class Link:
     def _on_eof(self, conn: Connection) -> None:
         self.status.detail(self.name, "end: the server finished sending")
         if self.reason is None:
-            self.reason = "closed by the server"
+            self.reason = "closed" if self._ended else "closed by the server"
         conn.close()
 
     def _on_close(self, conn: Connection, exc: BaseException | None) -> None:
@@ -328,7 +330,7 @@ class Link:
             if self.reason is None:
                 self.reason = describe_oserror(exc)
         elif self.reason is None:
-            self.reason = "closed by the server" if not self._ended else "closed"
+            self.reason = "closed" if self._ended else "closed by the server"
         self.sink.flush()
         self.status.detail(
             self.name,

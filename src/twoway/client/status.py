@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 
+from twoway.client.multi import prefix
+
 __all__ = ["Status"]
 
 
@@ -23,10 +25,9 @@ class Status:
 
     @staticmethod
     def _emit(name: str, text: str, lead: str = "") -> None:
-        prefix = f"[{name}] " if name else ""
         stream = sys.stderr
         try:
-            stream.write(f"{lead}{prefix}{text}\n")
+            stream.write(f"{lead}{prefix(name)}{text}\n")
             stream.flush()
         except (OSError, ValueError):  # stderr closed: nobody to tell
             pass

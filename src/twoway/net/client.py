@@ -236,7 +236,9 @@ class connect:
     ``reconnect`` the loop runs once. ``on_wait(delay, attempt, error)`` is called before
     each wait (``error`` is ``None`` after a lost connection); by default it logs.
 
-    Leaving the loop (``break``, an exception, cancellation) closes the current connection.
+    Leaving the loop (``break``, an exception, cancellation) closes the current connection
+    when the iterator is finalised; wrap it in ``contextlib.aclosing(aiter(...))`` to have
+    that happen at once.
     """
 
     def __init__(
