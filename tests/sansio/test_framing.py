@@ -141,3 +141,24 @@ def test_events_respect_limit_and_never_contain_newline(data: bytes, limit: int)
             assert b"\n" not in ev.data
             assert len(ev.data) <= limit
             assert not ev.data.endswith(b"\r")
+
+
+@settings(max_examples=400)
+@given(
+    data=stream,
+    limit=st.one_of(st.none(), st.integers(min_value=1, max_value=12)),
+    prefix=st.binary(max_size=4),
+)
+def test_feed_single_agrees_with_feed(data: bytes, limit: int | None, prefix: bytes) -> None:
+    fast, slow = LineDecoder(limit), LineDecoder(limit)
+    fast.feed(prefix)
+    slow.feed(prefix)
+    content = fast.feed_single(data)
+    events = slow.feed(data)
+    if content is not None:
+        assert events == [Line(content, False)]
+        assert fast.buffered == slow.buffered == 0
+    # Either way the fast decoder, fed normally afterwards, behaves like the slow one.
+    if content is None:
+        assert fast.feed(data) == events
+    assert fast.feed_eof() == slow.feed_eof()

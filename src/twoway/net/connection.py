@@ -666,9 +666,35 @@ class LineConnection(Connection):
         self.bytes_read += len(data)
         if self._closing:
             return
+        raw = self._decoder.feed_single(data)
+        if raw is not None and not _batching:
+            self._one_line(raw)
+            return
         events = self._decoder.feed(data)
         if events:
             self._deliver(events)
+
+    def _one_line(self, raw: bytes) -> None:
+        """The hot path for a read holding exactly one LF line: no event objects at all."""
+        global _batching
+        _batching = True
+        service: LineService = self.service  # type: ignore[assignment]
+        try:
+            self._newline = b"\n"
+            text = raw.decode("utf-8", "replace")
+            if len(text) == 4 and service.quit_command and text.lower() == "quit":
+                service.on_quit(self)
+            else:
+                service.on_line(self, text)
+        except Exception as exc:
+            self._report(exc)
+            self.abort()
+        finally:
+            _batching = False
+            if self._pending is not None:
+                self._flush_pending()
+            if _dirty and not _flush_scheduled:
+                _schedule_flush()
 
     def _deliver(self, events: list[Any]) -> None:
         global _batching

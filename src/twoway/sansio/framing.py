@@ -86,6 +86,26 @@ class LineDecoder:
         """Bytes held for an incomplete line (at most ``max_line + 1``)."""
         return len(self._buf)
 
+    def feed_single(self, data: bytes) -> bytes | None:
+        """The content of ``data`` if it is exactly one LF-terminated line within the limit and
+        nothing is pending; else ``None`` (call :meth:`feed`). A fast path for the common
+        interactive case: when it returns bytes, :meth:`feed` would have returned exactly
+        ``[Line(content, False)]`` and the decoder state is unchanged."""
+        n = len(data)
+        if (
+            self._buf
+            or self._discarding
+            or not n
+            or data[n - 1] != 10
+            or (n > 1 and data[n - 2] == _CR)
+            or data.find(b"\n") != n - 1
+        ):
+            return None
+        limit = self.max_line
+        if limit is not None and n - 1 > limit:
+            return None
+        return data[: n - 1]
+
     def feed(self, data: bytes) -> list[Event]:
         """Decode ``data`` and return the events it completes (often an empty list)."""
         out: list[Event] = []

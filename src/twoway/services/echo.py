@@ -56,8 +56,15 @@ class StampService(_Line):
     def on_connect(self, conn: Connection) -> None:
         conn.send_line("Hello")
 
+    _second = -1
+    _clock = ""
+
     def on_line(self, conn: Connection, line: str) -> None:
-        conn.send_line(f"{time.strftime('%H:%M:%S')} - server reply: {line}")
+        now = int(time.time())
+        if now != self._second:  # strftime costs about a microsecond: once a second is enough
+            self._second = now
+            self._clock = time.strftime("%H:%M:%S", time.localtime(now))
+        conn.send_line(f"{self._clock} - server reply: {line}")
 
 
 class PeersService(_Line):
