@@ -9,8 +9,9 @@ that were not.
 
 Writes run in worker threads so a slow disk never stalls the event loop: each connection has
 at most one write in flight, and what arrives meanwhile is gathered into the next write (group
-commit). Above ``buffer_high`` bytes waiting, reading from that client pauses, so memory stays
-bounded whatever the client sends.
+commit). Creating a connection's file is its first operation in flight, in a worker thread
+too: creating a file on a stalled disk blocks like a write. Above ``buffer_high`` bytes
+waiting, reading from that client pauses, so memory stays bounded whatever the client sends.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class _Sink:
         "done",
         "failed",
         "fd",
+        "final_sent",
         "finishing",
         "inflight",
         "over_quota",
@@ -62,7 +64,7 @@ class _Sink:
     def __init__(self, service: DumpService, conn: Connection, fd: int, path: Path) -> None:
         self.service = service
         self.conn = conn
-        self.fd = fd
+        self.fd = fd  # -1 until the file is created (see open())
         self.path = path
         self.shared = service.file is not None
         self.buf = bytearray()
@@ -70,6 +72,9 @@ class _Sink:
         self.written = 0
         self.inflight = False
         self.finishing = False
+        # The final write (with the policy's sync) has been submitted: only after it may
+        # the FIN say "stored". A write in flight when the EOF came was not that write.
+        self.final_sent = False
         self.failed = False
         self.over_quota = False
         self.sync_due = False
@@ -80,11 +85,39 @@ class _Sink:
 
     # -- loop side ----------------------------------------------------------------------
 
+    def open(self, base: str) -> None:
+        """Create the file in a worker thread; data that arrives meanwhile is buffered (and
+        reading pauses above ``buffer_high``) as it is behind a write in flight."""
+        self.inflight = True
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(self.service._pool, _create, self.service.directory, base)
+        fut.add_done_callback(self._opened)
+
+    def _opened(self, fut: asyncio.Future[tuple[int, Path]]) -> None:
+        self.inflight = False
+        exc = fut.exception()
+        if exc is not None:
+            self.failed = True
+            self.buf = bytearray()
+            log.error(
+                "dump: cannot create a file in %s: %s", self.service.directory, _strerror(exc)
+            )
+            self.conn.write(f"error: cannot store data ({describe_oserror(exc)})\n".encode())
+            self.conn.close(reason="cannot create file")
+            self._forget()
+            return
+        self.fd, self.path = fut.result()
+        if self.finishing or self.buf or self.sync_due:
+            self.submit()
+        if not self.finishing and len(self.buf) <= self.service.buffer_low:
+            self.conn.resume_reading()
+
     def feed(self, data: bytes) -> None:
         if self.failed or self.over_quota:
             return
         limit = self.service.max_bytes
-        if limit is not None and self.received + len(data) >= limit:
+        # Exactly ``limit`` bytes is within the quota; only a byte beyond it exceeds it.
+        if limit is not None and self.received + len(data) > limit:
             data = data[: limit - self.received]
             self.over_quota = True
             self.conn.pause_reading()
@@ -110,8 +143,12 @@ class _Sink:
         service = self.service
         final = self.finishing
         chunk: bytes | bytearray
-        if self.shared and service.lines and not final:
-            cut = self.buf.rfind(b"\n") + 1  # only whole lines go to a shared file
+        lines_only = self.shared and service.lines and not final
+        cut = self.buf.rfind(b"\n") + 1 if lines_only else 0
+        if lines_only and (cut or len(self.buf) <= service.buffer_high):
+            # Only whole lines go to a shared file. Above buffer_high (where reading pauses)
+            # a line without its end is written as it is: held back, it would hold the
+            # client forever.
             chunk = bytes(self.buf[:cut])
             del self.buf[:cut]
         else:
@@ -121,6 +158,7 @@ class _Sink:
             sync = True
         if not chunk and not sync and not final:
             return
+        self.final_sent = final
         self.sync_due = False
         dirpath = None
         if sync and self.dir_pending:
@@ -136,12 +174,15 @@ class _Sink:
         self.inflight = False
         exc = fut.exception()
         if exc is not None:
+            if isinstance(exc, _WriteFailed):  # part of the chunk may be in the file
+                self.written += exc.written
+                exc = exc.error
             self._fail(exc)
             return
         self.written += fut.result()
         conn = self.conn
         if self.finishing:
-            if self.buf or self.sync_due:
+            if self.buf or self.sync_due or not self.final_sent:
                 self.submit()
                 return
             self._complete()
@@ -161,9 +202,7 @@ class _Sink:
             self.conn.close(reason="quota exceeded")
         else:
             self.conn.close()  # the FIN that says "stored"
-        service.sinks.discard(self)
-        if not self.done.done():
-            self.done.set_result(None)
+        self._forget()
 
     def _fail(self, exc: BaseException) -> None:
         self.failed = True
@@ -175,9 +214,24 @@ class _Sink:
                 os.close(self.fd)
             except OSError:
                 pass
+        self._forget()
+
+    def _forget(self) -> None:
         self.service.sinks.discard(self)
         if not self.done.done():
             self.done.set_result(None)
+
+
+def _create(directory: Path, base: str) -> tuple[int, Path]:
+    """Worker thread: create a new file named ``base`` (``base-1``, ... if taken)."""
+    for n in range(100):
+        path = directory / (f"{base}.dump" if n == 0 else f"{base}-{n}.dump")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        except FileExistsError:
+            continue
+        return fd, path
+    raise FileExistsError(errno.EEXIST, "too many files with the same name")
 
 
 def _strerror(exc: BaseException) -> str:
@@ -186,23 +240,39 @@ def _strerror(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+class _WriteFailed(Exception):
+    """A write or fsync failed after ``written`` bytes of the chunk had reached the file
+    (a disk that fills up mid-chunk takes part of it), so the log can say what is there."""
+
+    def __init__(self, error: OSError, written: int) -> None:
+        super().__init__(error, written)
+        self.error = error
+        self.written = written
+
+
 def _write(fd: int, chunk: bytes | bytearray, sync: bool, dirpath: Path | None) -> int:
-    """Worker thread: append all of ``chunk``, then fsync if asked (and the directory)."""
-    view = memoryview(chunk)
+    """Worker thread: append all of ``chunk``, then fsync if asked (and the directory).
+
+    Raises :class:`_WriteFailed`, with the count of bytes that did reach the file."""
     total = 0
-    while total < len(view):
-        n = os.write(fd, view[total:])
-        if n == 0:  # pragma: no cover - a regular file never does this
-            raise OSError(errno.EIO, "write returned 0")
-        total += n
-    if sync:
-        os.fsync(fd)  # an error here is reported, never retried as if the data were safe
-        if dirpath is not None:
-            dfd = os.open(dirpath.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+    try:
+        with memoryview(chunk) as view:
+            while total < len(view):
+                n = os.write(fd, view[total:])
+                if n == 0:  # pragma: no cover - a regular file never does this
+                    raise OSError(errno.EIO, "write returned 0")
+                total += n
+        if sync:
+            # An error here is reported, never retried as if the data were safe.
+            os.fsync(fd)
+            if dirpath is not None:
+                dfd = os.open(dirpath.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+    except OSError as exc:
+        raise _WriteFailed(exc, total) from exc
     return total
 
 
@@ -213,7 +283,8 @@ class DumpService(Service):
     the default); ``always`` (after every write, each write gathering what arrived meanwhile).
     ``max_bytes`` caps each connection: the file keeps exactly the first N bytes and the
     client reads ``error: quota exceeded (N bytes)``. With ``file``, connections interleave
-    by whole received chunks, or by whole lines with ``lines=True``.
+    by whole received chunks, or by whole lines with ``lines=True`` (a line longer than
+    ``buffer_high`` is written in pieces, and a last line without its newline as it is).
     """
 
     name = "dump"
@@ -263,35 +334,24 @@ class DumpService(Service):
     def executor_for(self, sink: _Sink) -> concurrent.futures.Executor:
         return self._shared_pool if sink.shared else self._pool
 
-    def _open(self, conn: Connection) -> tuple[int, Path]:
-        if self._shared_fd is not None and self.file is not None:
-            return self._shared_fd, self.file
+    @staticmethod
+    def _base_name(conn: Connection) -> str:
+        """``<UTC time>_<ip>_<port>``: when and from where (the connection time)."""
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         host, port = "unknown", 0
         if isinstance(conn.remote_address, tuple):
             from twoway.net.server import normalize_ip
 
             host, port = normalize_ip(str(conn.remote_address[0])), conn.remote_address[1]
-        base = f"{stamp}_{host.replace(':', '-')}_{port}"
-        for n in range(100):
-            path = self.directory / (f"{base}.dump" if n == 0 else f"{base}-{n}.dump")
-            try:
-                return os.open(
-                    path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644
-                ), path
-            except FileExistsError:
-                continue
-        raise FileExistsError(errno.EEXIST, "too many files with the same name")
+        return f"{stamp}_{host.replace(':', '-')}_{port}"
 
     def on_connect(self, conn: Connection) -> None:
-        try:
-            fd, path = self._open(conn)
-        except OSError as exc:
-            log.error("dump: cannot create a file in %s: %s", self.directory, _strerror(exc))
-            conn.write(f"error: cannot store data ({describe_oserror(exc)})\n".encode())
-            conn.close(reason="cannot create file")
-            return
-        sink = _Sink(self, conn, fd, path)
+        if self._shared_fd is not None and self.file is not None:
+            sink = _Sink(self, conn, self._shared_fd, self.file)
+        else:
+            base = self._base_name(conn)
+            sink = _Sink(self, conn, -1, self.directory / f"{base}.dump")
+            sink.open(base)  # completes in a later callback, never inside this one
         conn.state = sink
         self.sinks.add(sink)
         if self.fsync == "interval" and self._timer is None:
@@ -325,6 +385,12 @@ class DumpService(Service):
 
     def on_shutdown(self, conn: Connection, reason: str) -> None:
         """Let uploads finish within the grace period; the server aborts the rest."""
+
+    def on_idle(self, conn: Connection) -> None:
+        """An upload idle for ``idle_timeout``: what was read is stored (see
+        :meth:`on_close`) and the connection is reset. Not closed: a client that half-closes
+        after our FIN would read it as "stored", even for bytes sent after it."""
+        conn.abort(reason="idle")
 
     async def on_stopped(self) -> None:
         pending = [s.done for s in self.sinks]

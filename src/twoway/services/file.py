@@ -19,6 +19,7 @@ import asyncio
 import errno
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,8 +49,9 @@ class _Sender:
         "service",
         "size",
         "sock_fd",
-        "timer",
+        "tick",
         "waiting",
+        "watchdog",
     )
 
     def __init__(self, service: FileService, conn: Connection, file_fd: int, size: int) -> None:
@@ -61,8 +63,17 @@ class _Sender:
         self.loop = asyncio.get_running_loop()
         self.sock_fd = -1
         self.waiting = False
-        self.timer: asyncio.TimerHandle | None = None
+        # Two timers, never one slot for both: a rate tick replacing a pending write-timeout
+        # check (or the reverse) would leave a timer that release() cannot cancel.
+        self.tick: asyncio.TimerHandle | None = None  # the next slice under --rate
+        self.watchdog: asyncio.TimerHandle | None = None  # the write-timeout check
         self.last_progress = self.loop.time()
+
+    @property
+    def active(self) -> bool:
+        """True until the file is sent (or the transfer failed) and the descriptors are
+        released."""
+        return self.file_fd >= 0
 
     def start(self) -> None:
         transport = self.conn.transport
@@ -96,7 +107,7 @@ class _Sender:
                 self.last_progress = self.loop.time()
                 if service.rate is not None:
                     self._stop_waiting()
-                    self.timer = self.loop.call_later(_TICK, self._tick)
+                    self.tick = self.loop.call_later(_TICK, self._tick)
                     return
         except OSError as exc:
             self._stop_waiting()
@@ -110,7 +121,7 @@ class _Sender:
         self._done()
 
     def _tick(self) -> None:
-        self.timer = None
+        self.tick = None
         self._pump()
 
     def _wait_writable(self) -> None:
@@ -118,11 +129,11 @@ class _Sender:
             self.loop.add_writer(self.sock_fd, self._pump)
             self.waiting = True
         timeout = self.service.write_timeout
-        if timeout is not None and self.timer is None:
-            self.timer = self.loop.call_later(timeout, self._check_progress)
+        if timeout is not None and self.watchdog is None:
+            self.watchdog = self.loop.call_later(timeout, self._check_progress)
 
     def _check_progress(self) -> None:
-        self.timer = None
+        self.watchdog = None
         timeout = self.service.write_timeout
         assert timeout is not None
         idle = self.loop.time() - self.last_progress
@@ -131,7 +142,7 @@ class _Sender:
             self.release()
             self.conn.abort(reason="write timeout")
         elif self.waiting:
-            self.timer = self.loop.call_later(timeout - idle, self._check_progress)
+            self.watchdog = self.loop.call_later(timeout - idle, self._check_progress)
 
     def _stop_waiting(self) -> None:
         if self.waiting:
@@ -157,15 +168,18 @@ class _Sender:
         if self.conn.is_closing:
             return
         log.info("file: sent %d bytes to %s", self.offset, self.conn.peer)
-        if not self.service.keep_open:
+        # With keep_open the reader ends the connection; one that half-closed during the
+        # transfer already has, and waits for our FIN.
+        if not self.service.keep_open or self.conn.at_eof:
             self.conn.close()
 
     def release(self) -> None:
         """Give back both descriptors and every registration. Idempotent."""
         self._stop_waiting()
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        for timer in (self.tick, self.watchdog):
+            if timer is not None:
+                timer.cancel()
+        self.tick = self.watchdog = None
         if self.sock_fd >= 0:
             os.close(self.sock_fd)
             self.sock_fd = -1
@@ -204,12 +218,19 @@ class FileService(Service):
             os.close(fd)
 
     def on_connect(self, conn: Connection) -> None:
+        fd = -1
         try:
             fd = os.open(self.path, os.O_RDONLY)
-            size = os.fstat(fd).st_size
-        except OSError as exc:
-            log.error("file: %s: %s (for %s)", self.path, describe_oserror(exc), conn.peer)
-            conn.write(f"error: cannot read {self.path.name}: {describe_oserror(exc)}\n".encode())
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):  # replaced by a directory since start-up
+                raise ValueError("not a regular file")
+            size = st.st_size
+        except (OSError, ValueError) as exc:
+            if fd >= 0:
+                os.close(fd)
+            why = describe_oserror(exc)
+            log.error("file: %s: %s (for %s)", self.path, why, conn.peer)
+            conn.write(f"error: cannot read {self.path.name}: {why}\n".encode())
             conn.close(reason="file unavailable")
             return
         sender = _Sender(self, conn, fd, size)
@@ -218,6 +239,14 @@ class FileService(Service):
 
     def on_data(self, conn: Connection, data: bytes) -> None:
         """What a reader sends is read and dropped (so its FIN is seen)."""
+
+    def on_shutdown(self, conn: Connection, reason: str) -> None:
+        """Let a transfer in progress finish within the grace period; the server aborts it
+        after that, with a reset: a FIN now would end a partial file as if it were whole.
+        A connection that already has its file (``keep_open``) is closed."""
+        sender: _Sender | None = conn.state
+        if sender is None or not sender.active:
+            conn.close()
 
     def on_eof(self, conn: Connection) -> None:
         sender: _Sender | None = conn.state
