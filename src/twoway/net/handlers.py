@@ -35,6 +35,11 @@ class Service:
     #: The service's name in logs.
     name: ClassVar[str] = "service"
 
+    async def on_start(self, server: Server) -> None:
+        """Awaited by :meth:`Server.start` before it binds: set up what connections will need
+        (a chat bus, for instance). If it raises, the server does not start. Once it has run,
+        :meth:`on_stopped` is awaited at the end, even when binding fails."""
+
     def on_listening(self, server: Server) -> None:
         """The server is listening (``server.addresses`` holds the real ports)."""
 

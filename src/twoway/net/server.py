@@ -158,6 +158,7 @@ class Server:
         self._log_info = log.isEnabledFor(logging.INFO)
         factory = self._make_protocol
         where = f"{self.host}:{self.port}"
+        await self.service.on_start(self)
         try:
             if self.sock is not None:
                 srv = await loop.create_server(
@@ -170,6 +171,7 @@ class Server:
             for srv in self._listeners:
                 srv.close()
             self._listeners.clear()
+            await self.service.on_stopped()
             if isinstance(exc, socket.gaierror):
                 raise ListenError(f"cannot listen on {where}: unknown host {self.host!r}") from exc
             raise ListenError(f"cannot listen on {where}: {describe_oserror(exc)}") from exc

@@ -9,6 +9,15 @@ returns a list of *effects* for the I/O layer to carry out, in order:
 * :class:`Close` — end a client's connection once the lines already queued are written;
 * :class:`Log` — a lifecycle line for the server log.
 
+A core created with ``cluster=True`` (a chat spread over several servers through a bus) also
+returns what the other servers must learn, for the I/O layer to publish: :class:`Presence`
+(a local client connected, renamed or changed room), :class:`Gone` (it left), :class:`Said`
+(a room line) and :class:`TopicSet`. What the other servers publish comes back in through the
+``remote_*`` methods, which keep a *directory* of the clients of other servers: they count in
+``/who``, ``/rooms`` and ``/peers``, hold their nicks, receive ``/msg`` (a :class:`Send` whose
+``cid`` :meth:`ChatCore.is_remote` is for the bus to carry) and keep rooms, with their history,
+alive. With no remote client the behaviour is exactly that of a single server.
+
 The core does no I/O, keeps no clock (time is passed in) and never raises because of what
 a client sent: bad input becomes an ``error: ...`` line to that client. Effects hold only
 ints, strings and ``None``, so they can be serialised onto a bus between processes.
@@ -25,7 +34,7 @@ from __future__ import annotations
 import heapq
 import re
 from collections import deque
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 
 from twoway.sansio.text import escape_controls
@@ -37,9 +46,13 @@ __all__ = [
     "ChatCounters",
     "Close",
     "Effect",
+    "Gone",
     "Log",
+    "Presence",
+    "Said",
     "Send",
     "ToRoom",
+    "TopicSet",
 ]
 
 # 20 lines: enough to see what a conversation is about when you join, short enough to read
@@ -88,7 +101,49 @@ class Log:
     message: str
 
 
-Effect = Send | ToRoom | Close | Log
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """For the bus: the local client ``cid`` is now ``nick`` in ``room``.
+
+    Returned (by a ``cluster=True`` core only) after the client connected, changed its nick,
+    changed room or lost a nick collision: other servers pass it to
+    :meth:`ChatCore.remote_presence`.
+    """
+
+    cid: int
+    nick: str
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Gone:
+    """For the bus: the local client ``cid`` left; ``reason`` is what its room was told
+    (``quit``, ``closed``, ``idle``...). Other servers pass it to :meth:`ChatCore.remote_gone`."""
+
+    cid: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Said:
+    """For the bus: the line ``text`` was said in ``room`` (a message or a ``/me``, exactly
+    as the room reads it). Other servers pass it to :meth:`ChatCore.remote_message`."""
+
+    room: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSet:
+    """For the bus: ``nick`` set the topic of ``room`` to ``topic``. Other servers pass it to
+    :meth:`ChatCore.remote_topic`."""
+
+    room: str
+    topic: str
+    nick: str
+
+
+Effect = Send | ToRoom | Close | Log | Presence | Gone | Said | TopicSet
 
 
 @dataclass(slots=True)
@@ -103,6 +158,7 @@ class ChatCounters:
     joins: int = 0  # a client entered a room (connecting included)
     parts: int = 0  # a client left a room (disconnecting included)
     nick_changes: int = 0
+    remote_messages: int = 0  # room lines from other servers (through the bus)
 
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
@@ -127,12 +183,14 @@ _HELP = (
 
 
 class _Room:
-    __slots__ = ("history", "members", "name", "topic")
+    __slots__ = ("history", "members", "name", "remote", "topic")
 
     def __init__(self, name: str, history: int) -> None:
         self.name = name
         # cid -> client, in join order. The keys are what members() exposes.
         self.members: dict[int, _Client] = {}
+        # cid -> member on another server (the directory): counted, never delivered to.
+        self.remote: dict[int, _Remote] = {}
         self.history: deque[str] | None = deque(maxlen=history) if history else None
         self.topic: str | None = None
 
@@ -148,6 +206,19 @@ class _Client:
         self.room = room
         self.address = ""
         self.connected_at = now
+
+
+class _Remote:
+    """A client of another server, as far as this one knows (see ``ChatCore.remote_*``)."""
+
+    __slots__ = ("cid", "key", "nick", "node", "room")
+
+    def __init__(self, cid: int, nick: str, node: int, room: _Room) -> None:
+        self.cid = cid
+        self.nick = nick
+        self.key = nick.lower()
+        self.node = node
+        self.room = room
 
 
 def _quote(s: str) -> str:
@@ -173,6 +244,21 @@ def _name_list(names: Iterable[str], count: int, limit: int | None) -> str:
     return ", ".join(shown) + f", and {count - limit} more"
 
 
+def _nicks_in(room: _Room) -> Iterator[str]:
+    """The nicks of everybody in ``room``: its local members, then its remote ones."""
+    for c in room.members.values():
+        yield c.nick
+    for r in room.remote.values():
+        yield r.nick
+
+
+def _room_key(name: str) -> str | None:
+    """The room name a remote server sent, as this core spells it (``#lower``); None if
+    it is not a valid name."""
+    bare = name[1:] if name[:1] == "#" else name
+    return "#" + bare.lower() if _NAME.fullmatch(bare) else None
+
+
 class ChatCore:
     """The state of one chat server: clients, nicks, rooms, topics and history.
 
@@ -180,7 +266,9 @@ class ChatCore:
     people who join it (0 disables); ``motd`` is shown at connection, one ``* `` line per
     line; ``server_name`` appears in the welcome line; ``lobby`` is the room everybody
     starts in, which always exists (``#`` optional, case-insensitive); ``max_names`` caps
-    the names listed in one line (the peers line, ``/who``, ``/rooms``; None lists all).
+    the names listed in one line (the peers line, ``/who``, ``/rooms``; None lists all);
+    ``cluster`` adds the effects other servers must learn (:class:`Presence`, :class:`Gone`,
+    :class:`Said`, :class:`TopicSet`) to what the methods return.
 
     Client ids are chosen by the caller and must be unique among connected clients.
     Methods given an id that is not connected return ``[]``. Methods never raise because
@@ -189,7 +277,9 @@ class ChatCore:
     """
 
     __slots__ = (
+        "_by_node",
         "_clients",
+        "_cluster",
         "_free_guests",
         "_history",
         "_lobby",
@@ -198,6 +288,8 @@ class ChatCore:
         "_next_guest",
         "_nicks",
         "_parked_guests",
+        "_remote",
+        "_remote_nicks",
         "_rooms",
         "_welcome",
         "counters",
@@ -211,6 +303,7 @@ class ChatCore:
         server_name: str = "twoway",
         lobby: str = "#lobby",
         max_names: int | None = DEFAULT_MAX_NAMES,
+        cluster: bool = False,
     ) -> None:
         if history < 0:
             raise ValueError(f"history must be >= 0 (got {history})")
@@ -233,6 +326,13 @@ class ChatCore:
         self._next_guest = 1
         self._free_guests: list[int] = []
         self._parked_guests: set[int] = set()
+        self._cluster = cluster
+        # The directory of the clients of other servers: by id, by nick (lower case; a list
+        # because two servers may briefly both grant one nick, see remote_presence) and by
+        # server (node).
+        self._remote: dict[int, _Remote] = {}
+        self._remote_nicks: dict[str, list[_Remote]] = {}
+        self._by_node: dict[int, dict[int, _Remote]] = {}
         self.counters = ChatCounters()
 
     # -- queries ---------------------------------------------------------------------------
@@ -241,6 +341,11 @@ class ChatCore:
     def connection_count(self) -> int:
         """How many clients are connected."""
         return len(self._clients)
+
+    @property
+    def cluster(self) -> bool:
+        """Whether the methods return the effects other servers must learn (``cluster=True``)."""
+        return self._cluster
 
     @property
     def lobby(self) -> str:
@@ -293,6 +398,8 @@ class ChatCore:
         out.append(Send(cid, "* type /help for commands"))
         source = f" from {escape_controls(address)}" if address else ""
         out.append(Log(f"{client.nick} joined {self._lobby.name}{source}"))
+        if self._cluster:
+            out.append(Presence(cid, client.nick, self._lobby.name))
         return out
 
     def disconnect(self, cid: int, reason: str) -> list[Effect]:
@@ -338,7 +445,229 @@ class ChatCore:
         if room.history is not None:
             room.history.append(msg)
         counters.messages += 1
+        if self._cluster:
+            return [ToRoom(room.name, msg, cid), Said(room.name, msg)]
         return [ToRoom(room.name, msg, cid)]
+
+    # -- the directory of remote members ---------------------------------------------------
+    #
+    # Each server is authoritative for its own clients; the others learn about them from the
+    # bus and keep them here. Remote members are counted and named like local ones but never
+    # delivered to (members() stays local): their own server does that. Room lines, joins
+    # and departures of remote members are announced to the local members only, with
+    # ``exclude=None``. Remote input is trusted to be well-formed but still checked: a
+    # malformed value (an invalid nick or room name, a remote id that is local) is ignored.
+
+    def is_remote(self, cid: int) -> bool:
+        """Whether ``cid`` is a client of another server (a :class:`Send` to it goes to the
+        bus)."""
+        return cid in self._remote
+
+    @property
+    def remote_count(self) -> int:
+        """How many clients of other servers the directory holds."""
+        return len(self._remote)
+
+    def local_presence(self) -> list[tuple[int, str, str]]:
+        """``(cid, nick, room)`` of every local client: the snapshot other servers need (see
+        :meth:`remote_snapshot`)."""
+        return [(c.cid, c.nick, c.room.name) for c in self._clients.values()]
+
+    def local_topics(self) -> list[tuple[str, str]]:
+        """``(room, topic)`` of the rooms with local members and a topic."""
+        return [
+            (r.name, r.topic) for r in self._rooms.values() if r.members and r.topic is not None
+        ]
+
+    def local_rooms(self) -> list[str]:
+        """The names of the rooms that have local members, sorted."""
+        return sorted(r.name for r in self._rooms.values() if r.members)
+
+    def notice(self, text: str, room: str | None = None) -> list[Effect]:
+        """A ``text`` line to the local members of ``room``, or of every room if None (a
+        server notice: missed messages, an unreachable bus...)."""
+        rooms = self.local_rooms() if room is None else [room]
+        return [ToRoom(name, text, None) for name in rooms if self.members(name)]
+
+    def remote_presence(self, cid: int, nick: str, room: str, node: int) -> list[Effect]:
+        """Client ``cid`` of server ``node`` is now ``nick`` in ``room`` (a :class:`Presence`
+        that server published).
+
+        A new client is announced ``* nick joined #room``; a known one that changed nick or
+        room as a local client would be (``is now known as``, ``left``, ``joined``); a repeat
+        of what is known returns ``[]``. Idempotent for the same values.
+
+        If the nick is held by a local client, the lower id keeps it (every server applies the
+        same rule, so they agree without talking): when the remote id is lower, the local
+        client is renamed to a guest nick, told ``* nick collision: you are now guestN``, and
+        a :class:`Presence` is returned for the bus (``cluster=True``).
+        """
+        out: list[Effect] = []
+        self._remote_presence(cid, nick, room, node, out)
+        return out
+
+    def remote_gone(self, cid: int, reason: str) -> list[Effect]:
+        """Client ``cid`` of another server left: ``* nick left #room (reason)`` to the local
+        members of its room. Unknown ids give ``[]`` (idempotent)."""
+        r = self._remote.get(cid)
+        if r is None:
+            return []
+        out: list[Effect] = []
+        self._forget_remote(r, escape_controls(reason), out)
+        return out
+
+    def remote_message(self, room: str, text: str) -> list[Effect]:
+        """A line said in ``room`` on another server (a :class:`Said`): kept in the room's
+        history, delivered to the local members. Ignored if the room does not exist here
+        (nobody in it that this server knows of)."""
+        r = self._rooms.get(room)
+        if r is None:
+            return []
+        text = escape_controls(text)
+        if r.history is not None:
+            r.history.append(text)
+        self.counters.remote_messages += 1
+        return [ToRoom(room, text, None)]
+
+    def remote_topic(self, room: str, topic: str, nick: str) -> list[Effect]:
+        """``nick`` on another server set the topic of ``room`` (a :class:`TopicSet`)."""
+        r = self._rooms.get(room)
+        if r is None:
+            return []
+        r.topic = escape_controls(topic)
+        return [ToRoom(room, f"* {escape_controls(nick)} set the topic: {r.topic}", None)]
+
+    def remote_snapshot(
+        self,
+        node: int,
+        members: Iterable[tuple[int, str, str]],
+        topics: Iterable[tuple[str, str]] = (),
+    ) -> list[Effect]:
+        """The complete state of server ``node`` (what its :meth:`local_presence` and
+        :meth:`local_topics` returned): its clients not in ``members`` are gone
+        (``* nick left #room (left)``), the others are applied as by :meth:`remote_presence`;
+        a topic is taken for a room that has none here. Repairs the directory after anything
+        was missed."""
+        out: list[Effect] = []
+        seen: set[int] = set()
+        for cid, nick, room in members:
+            seen.add(cid)
+            self._remote_presence(cid, nick, room, node, out)
+        known = self._by_node.get(node)
+        if known is not None:
+            for r in [r for cid, r in known.items() if cid not in seen]:
+                self._forget_remote(r, "left", out)
+        for name, topic in topics:
+            where = self._rooms.get(name)
+            if where is not None and where.topic is None:
+                where.topic = escape_controls(topic)
+        return out
+
+    def drop_node(self, node: int, reason: str) -> list[Effect]:
+        """Every client of server ``node`` is gone (``reason``: ``server lost``...): each
+        room is told, as by :meth:`remote_gone`, and one :class:`Log` line sums it up."""
+        known = self._by_node.get(node)
+        if not known:
+            self._by_node.pop(node, None)
+            return []
+        why = escape_controls(reason)
+        out: list[Effect] = []
+        count = len(known)
+        for r in list(known.values()):
+            self._forget_remote(r, why, out)
+        out.append(Log(f"{count} client(s) of server {node} gone ({why})"))
+        return out
+
+    def _remote_presence(
+        self, cid: int, nick: str, room: str, node: int, out: list[Effect]
+    ) -> None:
+        name = _room_key(room)
+        if name is None or cid in self._clients or not _NAME.fullmatch(nick):
+            return
+        r = self._remote.get(cid)
+        if r is None:
+            r = _Remote(cid, nick, node, self._room(name))
+            self._remote[cid] = r
+            self._by_node.setdefault(node, {})[cid] = r
+            self._remote_nicks.setdefault(r.key, []).append(r)
+            r.room.remote[cid] = r
+            out.append(ToRoom(name, f"* {nick} joined {name}", None))
+        else:
+            if r.node != node:  # not expected: ids embed their server; follow the latest word
+                self._unindex_node(r)
+                r.node = node
+                self._by_node.setdefault(node, {})[cid] = r
+            if nick != r.nick:
+                old = r.nick
+                self._unindex_nick(r)
+                r.nick, r.key = nick, nick.lower()
+                self._remote_nicks.setdefault(r.key, []).append(r)
+                out.append(ToRoom(r.room.name, f"* {old} is now known as {nick}", None))
+            if name != r.room.name:
+                old_room = r.room
+                del old_room.remote[cid]
+                self._drop_if_empty(old_room)
+                out.append(ToRoom(old_room.name, f"* {nick} left {old_room.name}", None))
+                r.room = self._room(name)
+                r.room.remote[cid] = r
+                out.append(ToRoom(name, f"* {nick} joined {name}", None))
+        holders = self._remote_nicks[r.key]
+        if len(holders) > 1:
+            holders.sort(key=lambda h: h.cid)  # the lowest id first: the one /msg reaches
+        local = self._nicks.get(r.key)
+        if local is not None and cid < local.cid:
+            self._lose_nick(local, out)
+
+    def _lose_nick(self, client: _Client, out: list[Effect]) -> None:
+        """``client``'s nick went to a client of another server with a lower id."""
+        old = client.nick
+        nick = f"guest{client.guest}"
+        if nick in self._nicks or nick in self._remote_nicks:
+            n = self._take_guest_number()
+            self._release_guest_number(client.guest)
+            client.guest = n
+            nick = f"guest{n}"
+        del self._nicks[client.key]
+        self._release_guest_nick(client.key)
+        client.nick, client.key = nick, nick
+        self._nicks[nick] = client
+        self.counters.nick_changes += 1
+        room = client.room.name
+        out.append(Send(client.cid, f"* nick collision: you are now {nick}"))
+        out.append(ToRoom(room, f"* {old} is now known as {nick}", client.cid))
+        out.append(Log(f"nick collision: {old} is now known as {nick}"))
+        if self._cluster:
+            out.append(Presence(client.cid, nick, room))
+
+    def _forget_remote(self, r: _Remote, why: str, out: list[Effect]) -> None:
+        del self._remote[r.cid]
+        self._unindex_node(r)
+        self._unindex_nick(r)
+        room = r.room
+        del room.remote[r.cid]
+        self._drop_if_empty(room)
+        out.append(ToRoom(room.name, f"* {r.nick} left {room.name} ({why})", None))
+
+    def _unindex_nick(self, r: _Remote) -> None:
+        holders = self._remote_nicks[r.key]
+        holders.remove(r)
+        if not holders:
+            del self._remote_nicks[r.key]
+            if r.key not in self._nicks:
+                self._release_guest_nick(r.key)
+
+    def _unindex_node(self, r: _Remote) -> None:
+        members = self._by_node[r.node]
+        del members[r.cid]
+        if not members:
+            del self._by_node[r.node]
+
+    def _room(self, name: str) -> _Room:
+        """The room called ``name`` (already valid and lower-case), created if needed."""
+        room = self._rooms.get(name)
+        if room is None:
+            room = self._rooms[name] = _Room(name, self._history)
+        return room
 
     # -- commands --------------------------------------------------------------------------
 
@@ -366,7 +695,7 @@ class ChatCore:
             return self._error(client, f"you are already known as {arg}")
         key = arg.lower()
         holder = self._nicks.get(key)
-        if holder is not None and holder is not client:
+        if (holder is not None and holder is not client) or key in self._remote_nicks:
             return self._error(client, f"nick {_quote(arg)} is already taken")
         old = client.nick
         del self._nicks[client.key]
@@ -375,7 +704,11 @@ class ChatCore:
         self._nicks[key] = client
         self.counters.nick_changes += 1
         text = f"* {old} is now known as {arg}"
-        return [ToRoom(client.room.name, text, None), Log(f"{old} is now known as {arg}")]
+        out: list[Effect] = [ToRoom(client.room.name, text, None)]
+        out.append(Log(f"{old} is now known as {arg}"))
+        if self._cluster:
+            out.append(Presence(client.cid, arg, client.room.name))
+        return out
 
     def _cmd_join(self, client: _Client, arg: str) -> list[Effect]:
         if not arg:
@@ -392,24 +725,30 @@ class ChatCore:
         rooms = self._rooms
         limit = self._max_names
         names = sorted(rooms)
-        listed = ", ".join(f"{n} ({len(rooms[n].members)})" for n in names[:limit])
+        listed = ", ".join(
+            f"{n} ({len(rooms[n].members) + len(rooms[n].remote)})" for n in names[:limit]
+        )
         if limit is not None and len(names) > limit:
             listed += f", and {len(names) - limit} more"
         return [Send(client.cid, f"* rooms: {listed}")]
 
     def _cmd_who(self, client: _Client, arg: str) -> list[Effect]:
-        members = client.room.members
-        names = _name_list((c.nick for c in members.values()), len(members), self._max_names)
-        return [Send(client.cid, f"* in {client.room.name}: {names}")]
+        room = client.room
+        names = _name_list(_nicks_in(room), len(room.members) + len(room.remote), self._max_names)
+        return [Send(client.cid, f"* in {room.name}: {names}")]
 
     def _cmd_msg(self, client: _Client, arg: str) -> list[Effect]:
         parts = arg.split(None, 1)
         if len(parts) < 2:
             return self._error(client, "usage: /msg NICK text")
         target_nick, message = parts
-        target = self._nicks.get(target_nick.lower()) if target_nick.isascii() else None
+        key = target_nick.lower() if target_nick.isascii() else ""
+        target: _Client | _Remote | None = self._nicks.get(key)
         if target is None:
-            return self._error(client, f"no such nick {_quote(target_nick)}")
+            holders = self._remote_nicks.get(key)
+            if holders is None:
+                return self._error(client, f"no such nick {_quote(target_nick)}")
+            target = holders[0]  # a Send the bus carries to the server of that client
         message = escape_controls(message)
         self.counters.private_messages += 1
         return [
@@ -425,6 +764,8 @@ class ChatCore:
         if room.history is not None:
             room.history.append(msg)
         self.counters.messages += 1
+        if self._cluster:
+            return [ToRoom(room.name, msg, client.cid), Said(room.name, msg)]
         return [ToRoom(room.name, msg, client.cid)]
 
     def _cmd_topic(self, client: _Client, arg: str) -> list[Effect]:
@@ -435,10 +776,14 @@ class ChatCore:
             return [Send(client.cid, f"* topic for {room.name}: {room.topic}")]
         room.topic = escape_controls(arg)
         text = f"* {client.nick} set the topic: {room.topic}"
-        return [ToRoom(room.name, text, None), Log(f"{client.nick} set the topic of {room.name}")]
+        out: list[Effect] = [ToRoom(room.name, text, None)]
+        out.append(Log(f"{client.nick} set the topic of {room.name}"))
+        if self._cluster:
+            out.append(TopicSet(room.name, room.topic, client.nick))
+        return out
 
     def _cmd_peers(self, client: _Client, arg: str) -> list[Effect]:
-        n = len(self._clients) - 1
+        n = len(self._clients) + len(self._remote) - 1
         return [Send(client.cid, f"You have {n} peer{'' if n == 1 else 's'} on this server")]
 
     # -- helpers ---------------------------------------------------------------------------
@@ -466,6 +811,8 @@ class ChatCore:
         # other processes.
         out.append(ToRoom(room.name, "* " + text, client.cid))
         out.append(Log(text))
+        if self._cluster:
+            out.append(Gone(client.cid, why))
 
     def _move(self, client: _Client, name: str) -> list[Effect]:
         old = client.room
@@ -478,25 +825,31 @@ class ChatCore:
         out: list[Effect] = [ToRoom(old.name, f"* {client.nick} left {old.name}", client.cid)]
         self._enter(client, new, out)
         out.append(Log(f"{client.nick} left {old.name} for {new.name}"))
+        if self._cluster:
+            out.append(Presence(client.cid, client.nick, new.name))
         return out
 
     def _leave_room(self, client: _Client) -> None:
         room = client.room
         del room.members[client.cid]
         self.counters.parts += 1
-        if not room.members and room is not self._lobby:
-            # Nobody to keep it for: the room goes, with its history and topic.
+        self._drop_if_empty(room)
+
+    def _drop_if_empty(self, room: _Room) -> None:
+        if not room.members and not room.remote and room is not self._lobby:
+            # Nobody to keep it for, here or on another server: the room goes, with its
+            # history and topic.
             del self._rooms[room.name]
 
     def _enter(self, client: _Client, room: _Room, out: list[Effect]) -> None:
         """Put ``client`` in ``room``: tell the room, then show the client where it is."""
         cid = client.cid
         others = room.members
-        count = len(others)
+        count = len(others) + len(room.remote)
         if count == 0:
             peers = "* you are alone here"
         else:
-            names = _name_list((c.nick for c in others.values()), count, self._max_names)
+            names = _name_list(_nicks_in(room), count, self._max_names)
             peers = f"* {count} peer{'' if count == 1 else 's'} here: {names}"
         others[cid] = client
         client.room = room
@@ -517,9 +870,11 @@ class ChatCore:
             else:
                 n = self._next_guest
                 self._next_guest += 1
-            if f"guest{n}" not in nicks:
+            nick = f"guest{n}"
+            if nick not in nicks and nick not in self._remote_nicks:
                 return n
-            # Someone renamed himself guestN: skip N until that nick is released.
+            # Someone (here or on another server) is called guestN: skip N until that nick
+            # is released.
             self._parked_guests.add(n)
 
     def _release_guest_number(self, n: int) -> None:

@@ -9,21 +9,43 @@ member's transport without awaiting; writes made while a read is being handled a
 per peer by the net layer. A peer whose queue passes ``max_queued`` (or stays above a quarter
 of it for ``slow_grace`` seconds) gets ``error: too slow, disconnecting`` and is dropped; the
 room reads ``* nick left #room (too slow)``.
+
+With a bus (``--bus redis://...``, see :mod:`twoway.bus`) the chat spans several servers.
+Client ids are then ``node << 32 | n``, unique across servers. What the core returns for the
+other servers (:class:`~twoway.sansio.chat.Presence`, ``Gone``, ``Said``, ``TopicSet``, and a
+``Send`` to a client of another server) is published; what the other servers published comes
+back through :meth:`ChatService.bus_events` into the core's directory. Local delivery never
+waits for the bus.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from twoway.bus import Bus, BusEvent, LocalBus, Missed, NodeLost, Overflow, make_bus
 from twoway.config import Settings
 from twoway.errors import ConfigError, describe_oserror
 from twoway.net.handlers import LineService
-from twoway.sansio.chat import ChatCore, Close, Effect, Log, Send, ToRoom
+from twoway.sansio.busproto import Hello, Lost, Received, RoomGap
+from twoway.sansio.chat import (
+    ChatCore,
+    Close,
+    Effect,
+    Gone,
+    Log,
+    Presence,
+    Said,
+    Send,
+    TopicSet,
+    ToRoom,
+)
 from twoway.sansio.flood import FloodControl, Verdict
+from twoway.sansio.text import escape_controls
 
 if TYPE_CHECKING:
     from twoway.net.connection import Connection
@@ -51,8 +73,19 @@ class _Client:
         self.flood = flood
 
 
+# The effects that only concern the other servers: published as they are.
+_BUS_EFFECTS = frozenset({Said, Presence, Gone, TopicSet})
+# Client ids: the low 32 bits count this server's connections, the bits above are its node.
+_LOCAL_IDS = (1 << 32) - 1
+
+
 class ChatService(LineService):
-    """A line chat: nicks, rooms, history, private messages, flood control."""
+    """A line chat: nicks, rooms, history, private messages, flood control.
+
+    ``bus`` joins it to other servers (default: a :class:`~twoway.bus.LocalBus`, alone); the
+    core must then have been created with ``cluster=True``. The bus is started by
+    :meth:`on_start` and stopped by :meth:`on_stopped`.
+    """
 
     name = "chat"
     quit_command = False  # the core handles ``quit`` (it announces the departure)
@@ -64,18 +97,35 @@ class ChatService(LineService):
         *,
         flood_rate: float = 5.0,
         flood_burst: int = 10,
+        bus: Bus | None = None,
     ) -> None:
-        self.core = core if core is not None else ChatCore()
+        self.bus: Bus = bus if bus is not None else LocalBus()
+        if core is None:
+            core = ChatCore(cluster=self.bus.cluster)
+        elif self.bus.cluster and not core.cluster:
+            raise ValueError("a chat with a bus needs a core created with cluster=True")
+        self.core = core
         self.flood_rate = flood_rate
         self.flood_burst = flood_burst
         self.stats = ChatStats()
         self.server: Server | None = None
         self._conns: dict[int, Connection] = {}
         self._next_cid = 0
+        self._node_bits = 0  # this server's node number, shifted into place in client ids
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def on_start(self, server: Server) -> None:
+        """Start the bus (it fixes the node number client ids embed)."""
+        self._loop = asyncio.get_running_loop()
+        await self.bus.start(self)
+        self._node_bits = self.bus.node << 32
 
     def on_listening(self, server: Server) -> None:
         self.server = server
+
+    async def on_stopped(self) -> None:
+        """Every client is gone (their departures are queued for the bus): flush and stop it."""
+        await self.bus.stop()
 
     def _now(self) -> float:
         if self._loop is None:
@@ -86,7 +136,7 @@ class ChatService(LineService):
 
     def on_connect(self, conn: Connection) -> None:
         self._next_cid += 1
-        cid = self._next_cid
+        cid = self._node_bits | (self._next_cid & _LOCAL_IDS)
         flood = FloodControl(self.flood_rate, self.flood_burst) if self.flood_rate > 0 else None
         conn.state = _Client(cid, flood)
         self._conns[cid] = conn
@@ -176,6 +226,10 @@ class ChatService(LineService):
                 if conn is not None:
                     conn.send_line(effect.text)
                     self.stats.lines_out += 1
+                elif self.core.is_remote(effect.cid):
+                    self.bus.publish(effect)  # a /msg to a client of another server
+            elif kind in _BUS_EFFECTS:
+                self.bus.publish(effect)  # type: ignore[arg-type]  # one of _BUS_EFFECTS
             elif kind is Close:
                 assert isinstance(effect, Close)
                 conn = conns.pop(effect.cid, None)
@@ -210,6 +264,136 @@ class ChatService(LineService):
             sent += 1
         self.stats.lines_out += sent
 
+    # ------------------------------------------------------------------ the bus
+
+    def bus_events(self, events: Sequence[BusEvent]) -> None:
+        """What other servers published (see :class:`~twoway.bus.BusListener`): into the
+        core's directory, then out to the local clients, in order."""
+        core = self.core
+        out: list[Effect] = []
+        for event in events:
+            kind = type(event)
+            if kind is Received:
+                assert isinstance(event, Received)
+                self._received(event.node, event, out)
+            elif kind is RoomGap:
+                assert isinstance(event, RoomGap)
+                out += core.notice(_missed(event.missed), event.room)
+            elif kind is Missed:
+                assert isinstance(event, Missed)
+                n = f"{event.count} " if event.count is not None else ""
+                out += core.notice(f"* notice: {n}messages from other servers may have been missed")
+            elif kind is NodeLost:
+                assert isinstance(event, NodeLost)
+                out += core.drop_node(event.node, event.reason)
+            elif kind is Overflow:
+                assert isinstance(event, Overflow)
+                out += core.notice(
+                    f"* notice: {event.count} messages could not be sent to other servers"
+                )
+        if out:
+            self._apply_coalesced(out)
+
+    def _apply_coalesced(self, effects: list[Effect]) -> None:
+        """:meth:`apply` for what came from the bus: many lines at once, outside any protocol
+        callback (so the net layer does not coalesce them). Consecutive lines for one room
+        are joined once and each member gets one write with all its lines, in order, instead
+        of one write per line."""
+        conns = self._conns
+        core = self.core
+        chunks: dict[Connection, list[bytes]] = {}
+        lines = 0
+        i, n = 0, len(effects)
+        while i < n:
+            effect = effects[i]
+            kind = type(effect)
+            if kind is ToRoom:
+                assert isinstance(effect, ToRoom)
+                room, exclude = effect.room, effect.exclude
+                j = i + 1
+                while j < n:
+                    e = effects[j]
+                    if type(e) is not ToRoom or e.room != room or e.exclude != exclude:
+                        break
+                    j += 1
+                texts = [e.text for e in effects[i:j]]  # type: ignore[union-attr]
+                i = j
+                members = core.members(room)
+                if not members:
+                    continue
+                lf = ("\n".join(texts) + "\n").encode()
+                crlf: bytes | None = None
+                for cid in members:
+                    conn = conns.get(cid)
+                    if conn is None or cid == exclude:
+                        continue
+                    if conn._newline == b"\n":
+                        data = lf
+                    else:
+                        if crlf is None:
+                            crlf = ("\r\n".join(texts) + "\r\n").encode()
+                        data = crlf
+                    pending = chunks.get(conn)
+                    if pending is None:
+                        chunks[conn] = [data]
+                    else:
+                        pending.append(data)
+                    lines += len(texts)
+                continue
+            i += 1
+            if kind is Send and effect.cid in conns:  # type: ignore[union-attr]
+                assert isinstance(effect, Send)
+                conn = conns[effect.cid]
+                chunks.setdefault(conn, []).append(effect.text.encode() + conn._newline)
+                lines += 1
+            else:
+                _flush(chunks)  # what was queued goes first (a Close must come after it)
+                self.apply([effect])
+        _flush(chunks)
+        self.stats.lines_out += lines
+
+    def _received(self, node: int, event: Received, out: list[Effect]) -> None:
+        core = self.core
+        item = event.item
+        kind = type(item)
+        if kind is Said:
+            assert isinstance(item, Said)
+            out += core.remote_message(item.room, item.text)
+        elif kind is Presence:
+            assert isinstance(item, Presence)
+            out += core.remote_presence(item.cid, item.nick, item.room, node)
+        elif kind is Gone:
+            assert isinstance(item, Gone)
+            out += core.remote_gone(item.cid, item.reason)
+        elif kind is Send:
+            assert isinstance(item, Send)
+            if item.cid in self._conns:  # (never back to the bus: it was meant for us)
+                out.append(Send(item.cid, escape_controls(item.text)))
+        elif kind is TopicSet:
+            assert isinstance(item, TopicSet)
+            out += core.remote_topic(item.room, item.topic, item.nick)
+        elif kind is Hello:
+            assert isinstance(item, Hello)
+            out += core.remote_snapshot(node, item.members, item.topics)
+        elif kind is Lost:
+            assert isinstance(item, Lost)
+            for room, count in item.rooms:
+                out += core.notice(_missed(count), room)
+
+    def bus_snapshot(self) -> Hello:
+        """This server's clients and topics, for the other servers."""
+        return Hello(tuple(self.core.local_presence()), tuple(self.core.local_topics()))
+
+
+def _flush(chunks: dict[Connection, list[bytes]]) -> None:
+    for conn, pending in chunks.items():
+        conn.write(pending[0] if len(pending) == 1 else b"".join(pending))
+    chunks.clear()
+
+
+def _missed(count: int) -> str:
+    return f"* notice: {count} message{'' if count == 1 else 's'} may have been missed"
+
 
 def chat_connection_options(settings: Settings) -> dict[str, Any]:
     """Connection options for chat: the slow-consumer limits."""
@@ -232,5 +416,8 @@ def build_chat(settings: Settings) -> ChatService:
             motd = Path(settings.motd).read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
             raise ConfigError(f"motd: {settings.motd}: {describe_oserror(exc)}") from None
-    core = ChatCore(history=settings.history, motd=motd)
-    return ChatService(core, flood_rate=settings.flood_rate, flood_burst=settings.flood_burst)
+    bus = make_bus(settings.bus)
+    core = ChatCore(history=settings.history, motd=motd, cluster=bus.cluster)
+    return ChatService(
+        core, flood_rate=settings.flood_rate, flood_burst=settings.flood_burst, bus=bus
+    )

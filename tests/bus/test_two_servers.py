@@ -1,0 +1,159 @@
+"""Two chat servers on one Redis, clients on each: everything a user sees spans both."""
+
+from __future__ import annotations
+
+import re
+
+from helpers import CliServer
+
+from .buskit import UNIT, Cluster
+
+Pair = tuple[Cluster, CliServer, CliServer]
+
+
+def test_messages_joins_parts_and_actions_span_servers(pair: Pair) -> None:
+    c, a, b = pair
+    alice = c.client(a, "alice1")
+    bob = c.client(b, "bob1")
+    alice.ask("/join t1", "* you are in #t1")
+    bob.expect("* alice1 left #lobby")  # B knows where alice is now
+    bob.send("/join t1")
+    alice.expect("* bob1 joined #t1")
+    bob.expect("* you are in #t1")
+    assert bob.expect("peer") == "* 1 peer here: alice1"
+    alice.send("hello from a")
+    bob.expect("alice1: hello from a")
+    bob.send("/me waves")
+    alice.expect("* bob1 waves")
+    bob.send("/part")
+    alice.expect("* bob1 left #t1")
+    bob.send("/join t1")
+    alice.expect("* bob1 joined #t1")
+    bob.send("/quit see you")
+    bob.expect("Bye Bye!")
+    alice.expect("* bob1 left #t1 (quit: see you)")
+
+
+def test_nick_changes_and_uniqueness_span_servers(pair: Pair) -> None:
+    c, a, b = pair
+    alice = c.client(a, "alice2")
+    bob = c.client(b, "bob2")
+    bob.knows("alice2")
+    alice.ask("/join t2", "* you are in #t2")
+    bob.expect("* alice2 left #lobby")
+    bob.ask("/join t2", "* you are in #t2")
+    alice.expect("* bob2 joined #t2")
+    bob.send("/nick robert2")
+    alice.expect("* bob2 is now known as robert2")
+    # A nick held on the other server is taken, in any case; free again once released.
+    assert alice.ask("/nick ROBERT2", "error:") == 'error: nick "ROBERT2" is already taken'
+    bob.send("/nick bob2")
+    alice.expect("* robert2 is now known as bob2")
+    alice.ask("/nick robert2", "* alice2 is now known as robert2")
+    bob.expect("* alice2 is now known as robert2")
+
+
+def test_private_messages_span_servers(pair: Pair) -> None:
+    c, a, b = pair
+    alice = c.client(a, "alice3")
+    bob = c.client(b, "bob3")
+    alice.knows("bob3")  # A knows bob3 now
+    bob.knows("alice3")
+    alice.ask("/msg Bob3 psst, over here", "[msg to bob3] psst, over here")
+    bob.expect("[msg from alice3] psst, over here")
+    bob.ask("/msg alice3 hi", "[msg to alice3] hi")
+    alice.expect("[msg from bob3] hi")
+    assert bob.ask("/msg nobody3 x", "error:") == 'error: no such nick "nobody3"'
+
+
+def test_who_rooms_and_peers_count_both_servers(pair: Pair) -> None:
+    c, a, b = pair
+    a1 = c.client(a, "ann4")
+    a2 = c.client(a, "amy4")
+    b1 = c.client(b, "ben4")
+    a1.ask("/join t4", "* you are in #t4")
+    a2.ask("/join t4", "* you are in #t4")
+    b1.expect("* amy4 left #lobby")  # B has seen both move
+    b1.ask("/join t4", "* you are in #t4")
+    assert b1.expect("peers here") == "* 2 peers here: amy4, ann4"
+    a1.expect("* ben4 joined #t4")
+    for cl in (a1, a2, b1):
+        assert cl.ask("/who", "* in #t4") == "* in #t4: amy4, ann4, ben4"
+        assert re.search(r"#t4 \(3\)", cl.ask("/rooms", "* rooms:"))
+    # /peers counts everyone on every server (the other tests' clients included).
+    counts = {cl.ask("/peers", "You have") for cl in (a1, a2, b1)}
+    assert len(counts) == 1, counts
+    b1.send("/quit")
+    a1.expect("* ben4 left #t4 (quit)")
+    assert a1.ask("/who", "* in #t4") == "* in #t4: amy4, ann4"
+    assert re.search(r"#t4 \(2\)", a2.ask("/rooms", "* rooms:"))
+
+
+def test_history_and_topic_span_servers(pair: Pair) -> None:
+    c, a, b = pair
+    carol = c.client(a, "carol5")
+    dave = c.client(b, "dave5")
+    carol.ask("/join t5", "* you are in #t5")
+    dave.expect("* carol5 left #lobby")
+    dave.ask("/join t5", "* you are in #t5")
+    carol.expect("* dave5 joined #t5")
+    carol.send("one from a")
+    dave.expect("carol5: one from a")
+    dave.send("two from b")
+    carol.expect("dave5: two from b")
+    carol.send("/topic across servers")
+    dave.expect("* carol5 set the topic: across servers")
+    # dave leaves: on server B nobody is in #t5 any more, but carol (on A) keeps the room
+    # (and its history) alive there too.
+    dave.ask("/part", "* you are in #lobby")
+    carol.send("three from a, dave gone")
+    carol.send("/msg dave5 sync")  # B handles A's items in order: a barrier
+    dave.expect("[msg from carol5] sync")
+    eve = c.client(b, "eve5")
+    eve.send("/join t5")
+    welcome = eve.lines_until("[history] carol5: three from a, dave gone")
+    assert "* topic: across servers" in welcome
+    assert "[history] carol5: one from a" in welcome
+    assert "[history] dave5: two from b" in welcome
+    assert eve.ask("/topic", "* topic") == "* topic for #t5: across servers"
+
+
+def test_500_lines_arrive_once_in_order(pair: Pair) -> None:
+    c, a, b = pair
+    sender = c.client(a, "sender6")
+    receiver = c.client(b, "receiver6")
+    other = c.client(b, "other6")  # a second sender interleaving, on the other server
+    sender.ask("/join t6", "* you are in #t6")
+    receiver.saw("* sender6 left #lobby")  # B knows where sender6 is
+    receiver.ask("/join t6", "* you are in #t6")
+    other.ask("/join t6", "* you are in #t6")
+    sender.expect("* other6 joined #t6")  # and A knows both (B publishes in order)
+    sender.sock.sendall(b"".join(b"line %d\n" % i for i in range(1, 501)))
+    other.sock.sendall(b"".join(b"noise %d\n" % i for i in range(1, 101)))
+    got: list[str] = []
+    noise: list[str] = []
+    while len(got) < 500 or len(noise) < 100:
+        line = receiver.expect(re.compile(r"^(sender6|other6): "), 20 * UNIT)
+        (got if line.startswith("sender6") else noise).append(line)
+    assert got == [f"sender6: line {i}" for i in range(1, 501)]
+    assert noise == [f"other6: noise {i}" for i in range(1, 101)]
+    # Nothing more (no duplicate) arrived before a barrier on the sending side's server.
+    sender.send("end6")
+    rest = receiver.lines_until("sender6: end6")
+    assert [x for x in rest if x.startswith(("sender6", "other6"))] == []
+
+
+def test_server_stop_removes_its_clients_elsewhere(cluster: Cluster) -> None:
+    a = cluster.server()
+    b = cluster.server()
+    alice = cluster.client(a, "alice7")
+    bob = cluster.client(b, "bob7")
+    alice.knows("bob7")
+    assert alice.ask("/who", "* in #lobby") == "* in #lobby: alice7, bob7"
+    b.signal()  # SIGTERM: a graceful stop
+    bob.wait_closed()
+    bob.close()
+    assert b.wait_exit() == 0
+    alice.expect(re.compile(r"^\* bob7 left #lobby \("), 5 * UNIT)
+    assert alice.ask("/who", "* in #lobby") == "* in #lobby: alice7"
+    assert "bus: redis" in b.stderr
