@@ -77,6 +77,9 @@ class _Client:
 _BUS_EFFECTS = frozenset({Said, Presence, Gone, TopicSet})
 # Client ids: the low 32 bits count this server's connections, the bits above are its node.
 _LOCAL_IDS = (1 << 32) - 1
+# Characters of room lines gathered before they are flushed early: a bound on the memory one
+# loop iteration can queue (uvloop may read many times per iteration).
+_BATCH_LIMIT = 64 * 1024
 
 
 class ChatService(LineService):
@@ -113,6 +116,10 @@ class ChatService(LineService):
         self._next_cid = 0
         self._node_bits = 0  # this server's node number, shifted into place in client ids
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Room lines of the current loop iteration: room -> [(text, excluded client)].
+        self._batch: dict[str, list[tuple[str, int | None]]] = {}
+        self._batch_size = 0
+        self._flush_scheduled = False
 
     async def on_start(self, server: Server) -> None:
         """Start the bus (it fixes the node number client ids embed)."""
@@ -140,6 +147,8 @@ class ChatService(LineService):
         flood = FloodControl(self.flood_rate, self.flood_burst) if self.flood_rate > 0 else None
         conn.state = _Client(cid, flood)
         self._conns[cid] = conn
+        if self._batch:
+            self.flush_rooms()  # lines queued before this client joined are not for it
         self.apply(self.core.connect(cid, self._now(), conn.peer))
 
     def on_line(self, conn: Connection, line: str) -> None:
@@ -156,6 +165,8 @@ class ChatService(LineService):
                     self.stats.flood_kicks += 1
                     self._kick(conn, "error: flooding, disconnecting", "flooding")
                 return
+        if self._batch and (line[:1] == "/" or (len(line) == 4 and line.lower() == "quit")):
+            self.flush_rooms()  # a command may change who is in which room
         self.apply(self.core.line(client.cid, line, now))
 
     def on_idle(self, conn: Connection) -> None:
@@ -178,6 +189,8 @@ class ChatService(LineService):
             reason = describe_oserror(exc)
         else:
             reason = "closed"
+        if self._batch:
+            self.flush_rooms()  # it still gets what was queued for it before it left
         self.apply(self.core.disconnect(client.cid, reason))
 
     def _kick(
@@ -208,6 +221,8 @@ class ChatService(LineService):
             self._depart(client.cid, reason)
 
     def _depart(self, cid: int, reason: str) -> None:
+        if self._batch:
+            self.flush_rooms()
         self.apply(self.core.disconnect(cid, reason))
 
     # ------------------------------------------------------------------ effects
@@ -220,7 +235,10 @@ class ChatService(LineService):
             if kind is ToRoom:
                 assert isinstance(effect, ToRoom)
                 self._to_room(effect)
-            elif kind is Send:
+                continue
+            if self._batch:
+                self.flush_rooms()  # room lines queued before this effect go first
+            if kind is Send:
                 assert isinstance(effect, Send)
                 conn = conns.get(effect.cid)
                 if conn is not None:
@@ -240,28 +258,61 @@ class ChatService(LineService):
                 log.info("%s", effect.message)
 
     def _to_room(self, effect: ToRoom) -> None:
-        members = self.core.members(effect.room)
-        if not members:
+        """Queue a room line: every room's lines of this loop iteration go out together, one
+        write per member, at the end of the iteration (see :meth:`flush_rooms`)."""
+        batch = self._batch.get(effect.room)
+        if batch is None:
+            batch = self._batch[effect.room] = []
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                if self._loop is None:
+                    self._loop = asyncio.get_running_loop()
+                self._loop.call_soon(self.flush_rooms)
+        batch.append((effect.text, effect.exclude))
+        self._batch_size += len(effect.text)
+        if self._batch_size > _BATCH_LIMIT:
+            self.flush_rooms()  # uvloop may read a lot in one iteration: bound the batch
+
+    def flush_rooms(self) -> None:
+        """Deliver the queued room lines. Called at the end of each loop iteration and before
+        anything that changes who is in a room or writes to one client directly, so a batch
+        always sees one membership and each client's lines keep their order."""
+        self._flush_scheduled = False
+        batches = self._batch
+        if not batches:
             return
-        body = effect.text.encode()
-        lf = body + b"\n"
-        crlf: bytes | None = None
-        exclude = effect.exclude
+        self._batch = {}
+        self._batch_size = 0
         conns = self._conns
+        core = self.core
         sent = 0
-        for cid in members:
-            if cid == exclude:
+        for room, lines in batches.items():
+            members = core.members(room)
+            if not members:
                 continue
-            conn = conns.get(cid)
-            if conn is None:
-                continue
-            if conn._newline == b"\n":
-                conn.write(lf)
-            else:
-                if crlf is None:
-                    crlf = body + b"\r\n"
-                conn.write(crlf)
-            sent += 1
+            texts = [text for text, _ in lines]
+            excluded = {ex for _, ex in lines if ex is not None}
+            lf = ("\n".join(texts) + "\n").encode()
+            crlf: bytes | None = None
+            count = len(texts)
+            for cid in members:
+                conn = conns.get(cid)
+                if conn is None:
+                    continue
+                if cid in excluded:  # a sender: everything but its own lines
+                    own = [text for text, ex in lines if ex != cid]
+                    if own:
+                        sep = conn._newline.decode()
+                        conn.write((sep.join(own) + sep).encode())
+                        sent += len(own)
+                    continue
+                if conn._newline == b"\n":
+                    conn.write(lf)
+                else:
+                    if crlf is None:
+                        crlf = ("\r\n".join(texts) + "\r\n").encode()
+                    conn.write(crlf)
+                sent += count
         self.stats.lines_out += sent
 
     # ------------------------------------------------------------------ the bus
@@ -269,6 +320,8 @@ class ChatService(LineService):
     def bus_events(self, events: Sequence[BusEvent]) -> None:
         """What other servers published (see :class:`~twoway.bus.BusListener`): into the
         core's directory, then out to the local clients, in order."""
+        if self._batch:
+            self.flush_rooms()  # local lines queued before these go first
         core = self.core
         out: list[Effect] = []
         for event in events:
