@@ -24,7 +24,7 @@ from .syscalls import Syscall, parse_strace, strace_works, strace_wrapper
 POLICIES = ["never", "interval", "close", "always"]
 
 Traced = Callable[..., tuple[ServerProcess, Path]]
-_SYSCALLS = "write,fsync,fdatasync,shutdown,close"
+_SYSCALLS = "write,writev,fsync,fdatasync,shutdown,close"
 
 
 def _upload(port: int, directory: Path, seed: int, size: int) -> tuple[int, Path]:
@@ -97,7 +97,7 @@ def test_fsync_calls_match_the_policy(traced: Traced, tmp_path: Path, policy: st
     fin = _fin_index(events, port)
     name = str(path)
     mine = [(i, ev) for i, ev in enumerate(events) if ev.target == name]
-    writes = [i for i, ev in mine if ev.name == "write"]
+    writes = [i for i, ev in mine if ev.name in ("write", "writev")]
     syncs = [i for i, ev in mine if ev.name in ("fsync", "fdatasync")]
     dir_syncs = [
         i for i, ev in enumerate(events) if ev.name == "fsync" and ev.target == str(directory)
@@ -118,7 +118,11 @@ def test_fsync_calls_match_the_policy(traced: Traced, tmp_path: Path, policy: st
         assert len(writes) >= 2
         # (The final sync at the FIN may come on its own, after the last chunk's.)
         order = [events[i].name for i in sorted(writes + syncs)]
-        assert all(order[i + 1 : i + 2] == ["fsync"] for i, n in enumerate(order) if n == "write")
+        assert all(
+            order[i + 1 : i + 2] == ["fsync"]
+            for i, n in enumerate(order)
+            if n in ("write", "writev")
+        )
         assert len(writes) < 16 * MIB // 4096
 
 
@@ -143,7 +147,7 @@ def test_interval_syncs_at_least_once_a_second(traced: Traced, tmp_path: Path) -
         sock.shutdown(socket.SHUT_WR)
         assert read_to_eof(sock) == b""
     events = _events(log)
-    writes = [e for e in events if e.target == name and e.name == "write"]
+    writes = [e for e in events if e.target == name and e.name in ("write", "writev")]
     syncs = [e for e in events if e.target == name and e.name == "fsync"]
     assert writes and all(e.ok for e in writes + syncs)
     for w in writes:  # every write is on disk within about a second

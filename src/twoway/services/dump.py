@@ -44,6 +44,7 @@ class _Sink:
 
     __slots__ = (
         "buf",
+        "buf_size",
         "conn",
         "dir_pending",
         "done",
@@ -67,7 +68,10 @@ class _Sink:
         self.fd = fd  # -1 until the file is created (see open())
         self.path = path
         self.shared = service.file is not None
-        self.buf = bytearray()
+        # Received chunks not yet handed to a write, kept as they came: os.writev takes the
+        # list as it is, with no copy into one growing buffer.
+        self.buf: list[bytes] = []
+        self.buf_size = 0
         self.received = 0
         self.written = 0
         self.inflight = False
@@ -98,7 +102,7 @@ class _Sink:
         exc = fut.exception()
         if exc is not None:
             self.failed = True
-            self.buf = bytearray()
+            self.buf, self.buf_size = [], 0
             log.error(
                 "dump: cannot create a file in %s: %s", self.service.directory, _strerror(exc)
             )
@@ -107,9 +111,9 @@ class _Sink:
             self._forget()
             return
         self.fd, self.path = fut.result()
-        if self.finishing or self.buf or self.sync_due:
+        if self.finishing or self.buf_size or self.sync_due:
             self.submit()
-        if not self.finishing and len(self.buf) <= self.service.buffer_low:
+        if not self.finishing and self.buf_size <= self.service.buffer_low:
             self.conn.resume_reading()
 
     def feed(self, data: bytes) -> None:
@@ -122,13 +126,15 @@ class _Sink:
             self.over_quota = True
             self.conn.pause_reading()
         self.received += len(data)
-        self.buf += data
+        if data:
+            self.buf.append(data)
+            self.buf_size += len(data)
         if self.over_quota:
             self.finish()
             return
         if not self.inflight:
             self.submit()
-        if len(self.buf) > self.service.buffer_high:
+        if self.buf_size > self.service.buffer_high:
             self.conn.pause_reading()
 
     def finish(self) -> None:
@@ -142,17 +148,19 @@ class _Sink:
     def submit(self) -> None:
         service = self.service
         final = self.finishing
-        chunk: bytes | bytearray
+        chunk: list[bytes]
         lines_only = self.shared and service.lines and not final
-        cut = self.buf.rfind(b"\n") + 1 if lines_only else 0
-        if lines_only and (cut or len(self.buf) <= service.buffer_high):
+        joined = b"".join(self.buf) if lines_only else b""
+        cut = joined.rfind(b"\n") + 1 if lines_only else 0
+        if lines_only and (cut or self.buf_size <= service.buffer_high):
             # Only whole lines go to a shared file. Above buffer_high (where reading pauses)
             # a line without its end is written as it is: held back, it would hold the
             # client forever.
-            chunk = bytes(self.buf[:cut])
-            del self.buf[:cut]
+            chunk = [joined[:cut]] if cut else []
+            rest = joined[cut:]
+            self.buf, self.buf_size = ([rest] if rest else []), len(rest)
         else:
-            chunk, self.buf = self.buf, bytearray()
+            chunk, self.buf, self.buf_size = self.buf, [], 0
         sync = (service.fsync == "always" and bool(chunk)) or self.sync_due
         if final and service.fsync != "never":
             sync = True
@@ -182,14 +190,14 @@ class _Sink:
         self.written += fut.result()
         conn = self.conn
         if self.finishing:
-            if self.buf or self.sync_due or not self.final_sent:
+            if self.buf_size or self.sync_due or not self.final_sent:
                 self.submit()
                 return
             self._complete()
             return
-        if self.buf or self.sync_due:
+        if self.buf_size or self.sync_due:
             self.submit()
-        if len(self.buf) <= self.service.buffer_low and not self.over_quota:
+        if self.buf_size <= self.service.buffer_low and not self.over_quota:
             conn.resume_reading()
 
     def _complete(self) -> None:
@@ -206,7 +214,7 @@ class _Sink:
 
     def _fail(self, exc: BaseException) -> None:
         self.failed = True
-        self.buf = bytearray()
+        self.buf, self.buf_size = [], 0
         log.error("dump: %s: %s (wrote %d bytes)", self.path, _strerror(exc), self.written)
         self.conn.abort(reason="disk error")  # an RST: never let the client think it is stored
         if not self.shared:
@@ -250,18 +258,35 @@ class _WriteFailed(Exception):
         self.written = written
 
 
-def _write(fd: int, chunk: bytes | bytearray, sync: bool, dirpath: Path | None) -> int:
-    """Worker thread: append all of ``chunk``, then fsync if asked (and the directory).
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+
+
+def _write(fd: int, chunks: list[bytes], sync: bool, dirpath: Path | None) -> int:
+    """Worker thread: append all of ``chunks`` (with ``writev``, no joining copy), then fsync
+    if asked (and the directory).
 
     Raises :class:`_WriteFailed`, with the count of bytes that did reach the file."""
     total = 0
     try:
-        with memoryview(chunk) as view:
-            while total < len(view):
-                n = os.write(fd, view[total:])
-                if n == 0:  # pragma: no cover - a regular file never does this
-                    raise OSError(errno.EIO, "write returned 0")
-                total += n
+        i = 0
+        while i < len(chunks):
+            batch = chunks[i : i + _IOV_MAX]
+            want = sum(map(len, batch))
+            n = os.writev(fd, batch)
+            total += n
+            if n == want:
+                i += len(batch)
+                continue
+            if n == 0:  # pragma: no cover - a regular file never does this
+                raise OSError(errno.EIO, "write returned 0")
+            # A short write (rare on a regular file: a full disk, a signal): continue from
+            # the first byte not written.
+            for j, piece in enumerate(batch):
+                if n < len(piece):
+                    chunks = [piece[n:], *batch[j + 1 :], *chunks[i + len(batch) :]]
+                    i = 0
+                    break
+                n -= len(piece)
         if sync:
             # An error here is reported, never retried as if the data were safe.
             os.fsync(fd)
