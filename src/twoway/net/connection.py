@@ -61,6 +61,8 @@ _PAUSE_INBOX = 4
 _dirty: list[Connection] = []
 _batching = False
 _flush_scheduled = False
+# The connection whose callback is running, until its first reply was written (see write()).
+_owner: Connection | None = None
 
 
 class _Ready:
@@ -326,6 +328,7 @@ class Connection(asyncio.Protocol):
         mark, so ``await conn.write(b"...")`` applies backpressure while callback code can
         ignore the result.
         """
+        global _owner
         if self._closing or self._ended:
             return _READY
         self.bytes_written += len(data)
@@ -339,6 +342,15 @@ class Connection(asyncio.Protocol):
                 self._flush_pending()
             return _READY
         if _batching:
+            if self is _owner:
+                # A callback's first reply to its own peer goes straight out: no pending list,
+                # no flush. Later writes in the same callback queue behind it, coalesced.
+                _owner = None
+                assert self.transport is not None
+                self.transport.write(data)
+                if self._write_paused:
+                    self._check_queue()
+                return _READY
             self._pending = [data]
             self._pending_size = len(data)
             _dirty.append(self)
@@ -505,7 +517,7 @@ class Connection(asyncio.Protocol):
 
     def _call(self, callback: Any, *args: Any) -> None:
         """Run a service callback with write coalescing and exception containment."""
-        global _batching
+        global _batching, _owner
         if _batching:
             try:
                 callback(self, *args)
@@ -514,6 +526,7 @@ class Connection(asyncio.Protocol):
                 self.abort()
             return
         _batching = True
+        _owner = self
         try:
             callback(self, *args)
         except Exception as exc:
@@ -521,6 +534,7 @@ class Connection(asyncio.Protocol):
             self.abort()
         finally:
             _batching = False
+            _owner = None
             # Replies to this peer go out now, so its write backpressure pauses its reading
             # before libuv reads more; writes to other peers wait for the iteration's end.
             if self._pending is not None:
@@ -632,12 +646,13 @@ class RawConnection(Connection):
         self.bytes_read += len(data)
         if self._closing:
             return
-        global _batching
+        global _batching, _owner
         if _batching:
             self._call(self.service.on_data, data)
             return
         # _call, inlined: this is the hot path of every raw service.
         _batching = True
+        _owner = self
         try:
             self.service.on_data(self, data)
         except Exception as exc:
@@ -645,6 +660,7 @@ class RawConnection(Connection):
             self.abort()
         finally:
             _batching = False
+            _owner = None
             if self._pending is not None:
                 self._flush_pending()
             if _dirty and not _flush_scheduled:
@@ -676,8 +692,9 @@ class LineConnection(Connection):
 
     def _one_line(self, raw: bytes) -> None:
         """The hot path for a read holding exactly one LF line: no event objects at all."""
-        global _batching
+        global _batching, _owner
         _batching = True
+        _owner = self
         service: LineService = self.service  # type: ignore[assignment]
         try:
             self._newline = b"\n"
@@ -691,18 +708,20 @@ class LineConnection(Connection):
             self.abort()
         finally:
             _batching = False
+            _owner = None
             if self._pending is not None:
                 self._flush_pending()
             if _dirty and not _flush_scheduled:
                 _schedule_flush()
 
     def _deliver(self, events: list[Any]) -> None:
-        global _batching
+        global _batching, _owner
         if _batching:
             self._call(self._dispatch, events)
             return
         # _call, inlined: this is the hot path of every line service.
         _batching = True
+        _owner = self
         try:
             self._dispatch(self, events)
         except Exception as exc:
@@ -710,6 +729,7 @@ class LineConnection(Connection):
             self.abort()
         finally:
             _batching = False
+            _owner = None
             if self._pending is not None:
                 self._flush_pending()
             if _dirty and not _flush_scheduled:
