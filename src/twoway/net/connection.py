@@ -87,6 +87,21 @@ def format_address(addr: Any) -> str:
     return "?" if not addr else str(addr)
 
 
+def _end_callback(conn: Connection) -> None:
+    """The end of a service callback (the epilogue of every ``data_received`` path).
+
+    Replies to this peer go out now, so its write backpressure pauses its reading before
+    libuv reads more; writes to other peers wait for the end of the loop iteration.
+    """
+    global _batching, _owner
+    _batching = False
+    _owner = None
+    if conn._pending is not None:
+        conn._flush_pending()
+    if _dirty and not _flush_scheduled:
+        _schedule_flush()
+
+
 def _schedule_flush() -> None:
     global _flush_scheduled
     _flush_scheduled = True
@@ -533,14 +548,7 @@ class Connection(asyncio.Protocol):
             self._report(exc)
             self.abort()
         finally:
-            _batching = False
-            _owner = None
-            # Replies to this peer go out now, so its write backpressure pauses its reading
-            # before libuv reads more; writes to other peers wait for the iteration's end.
-            if self._pending is not None:
-                self._flush_pending()
-            if _dirty and not _flush_scheduled:
-                _schedule_flush()
+            _end_callback(self)
 
     def _at_eof(self, _conn: Connection) -> None:
         self._wake_inbox()
@@ -659,12 +667,7 @@ class RawConnection(Connection):
             self._report(exc)
             self.abort()
         finally:
-            _batching = False
-            _owner = None
-            if self._pending is not None:
-                self._flush_pending()
-            if _dirty and not _flush_scheduled:
-                _schedule_flush()
+            _end_callback(self)
 
 
 class LineConnection(Connection):
@@ -707,12 +710,7 @@ class LineConnection(Connection):
             self._report(exc)
             self.abort()
         finally:
-            _batching = False
-            _owner = None
-            if self._pending is not None:
-                self._flush_pending()
-            if _dirty and not _flush_scheduled:
-                _schedule_flush()
+            _end_callback(self)
 
     def _deliver(self, events: list[Any]) -> None:
         global _batching, _owner
@@ -728,12 +726,7 @@ class LineConnection(Connection):
             self._report(exc)
             self.abort()
         finally:
-            _batching = False
-            _owner = None
-            if self._pending is not None:
-                self._flush_pending()
-            if _dirty and not _flush_scheduled:
-                _schedule_flush()
+            _end_callback(self)
 
     def _dispatch(self, _conn: Connection, events: list[Any]) -> None:
         service: LineService = self.service  # type: ignore[assignment]
