@@ -13,7 +13,8 @@ A core created with ``cluster=True`` (a chat spread over several servers through
 returns what the other servers must learn, for the I/O layer to publish: :class:`Presence`
 (a local client connected, renamed or changed room), :class:`Gone` (it left), :class:`Said`
 (a room line) and :class:`TopicSet`. What the other servers publish comes back in through the
-``remote_*`` methods, which keep a *directory* of the clients of other servers: they count in
+``remote_*`` methods, which keep a *directory* of the clients of other servers (the
+:class:`~twoway.sansio.directory.Directory`, in its own module): they count in
 ``/who``, ``/rooms`` and ``/peers``, hold their nicks, receive ``/msg`` (a :class:`Send` whose
 ``cid`` :meth:`ChatCore.is_remote` is for the bus to carry) and keep rooms, with their history,
 alive. With no remote client the behaviour is exactly that of a single server.
@@ -37,6 +38,7 @@ from collections import deque
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 
+from twoway.sansio.directory import Directory, Remote
 from twoway.sansio.text import escape_controls
 
 __all__ = [
@@ -190,7 +192,7 @@ class _Room:
         # cid -> client, in join order. The keys are what members() exposes.
         self.members: dict[int, _Client] = {}
         # cid -> member on another server (the directory): counted, never delivered to.
-        self.remote: dict[int, _Remote] = {}
+        self.remote: dict[int, Remote] = {}
         self.history: deque[str] | None = deque(maxlen=history) if history else None
         self.topic: str | None = None
 
@@ -206,19 +208,6 @@ class _Client:
         self.room = room
         self.address = ""
         self.connected_at = now
-
-
-class _Remote:
-    """A client of another server, as far as this one knows (see ``ChatCore.remote_*``)."""
-
-    __slots__ = ("cid", "key", "nick", "node", "room")
-
-    def __init__(self, cid: int, nick: str, node: int, room: _Room) -> None:
-        self.cid = cid
-        self.nick = nick
-        self.key = nick.lower()
-        self.node = node
-        self.room = room
 
 
 def _quote(s: str) -> str:
@@ -277,7 +266,6 @@ class ChatCore:
     """
 
     __slots__ = (
-        "_by_node",
         "_clients",
         "_cluster",
         "_free_guests",
@@ -289,7 +277,6 @@ class ChatCore:
         "_nicks",
         "_parked_guests",
         "_remote",
-        "_remote_nicks",
         "_rooms",
         "_welcome",
         "counters",
@@ -327,12 +314,7 @@ class ChatCore:
         self._free_guests: list[int] = []
         self._parked_guests: set[int] = set()
         self._cluster = cluster
-        # The directory of the clients of other servers: by id, by nick (lower case; a list
-        # because two servers may briefly both grant one nick, see remote_presence) and by
-        # server (node).
-        self._remote: dict[int, _Remote] = {}
-        self._remote_nicks: dict[str, list[_Remote]] = {}
-        self._by_node: dict[int, dict[int, _Remote]] = {}
+        self._remote = Directory()
         self.counters = ChatCounters()
 
     # -- queries ---------------------------------------------------------------------------
@@ -461,12 +443,12 @@ class ChatCore:
     def is_remote(self, cid: int) -> bool:
         """Whether ``cid`` is a client of another server (a :class:`Send` to it goes to the
         bus)."""
-        return cid in self._remote
+        return cid in self._remote.cids
 
     @property
     def remote_count(self) -> int:
         """How many clients of other servers the directory holds."""
-        return len(self._remote)
+        return len(self._remote.cids)
 
     def local_presence(self) -> list[tuple[int, str, str]]:
         """``(cid, nick, room)`` of every local client: the snapshot other servers need (see
@@ -509,7 +491,7 @@ class ChatCore:
     def remote_gone(self, cid: int, reason: str) -> list[Effect]:
         """Client ``cid`` of another server left: ``* nick left #room (reason)`` to the local
         members of its room. Unknown ids give ``[]`` (idempotent)."""
-        r = self._remote.get(cid)
+        r = self._remote.cids.get(cid)
         if r is None:
             return []
         out: list[Effect] = []
@@ -553,7 +535,7 @@ class ChatCore:
         for cid, nick, room in members:
             seen.add(cid)
             self._remote_presence(cid, nick, room, node, out)
-        known = self._by_node.get(node)
+        known = self._remote.nodes.get(node)
         if known is not None:
             for r in [r for cid, r in known.items() if cid not in seen]:
                 self._forget_remote(r, "left", out)
@@ -566,9 +548,8 @@ class ChatCore:
     def drop_node(self, node: int, reason: str) -> list[Effect]:
         """Every client of server ``node`` is gone (``reason``: ``server lost``...): each
         room is told, as by :meth:`remote_gone`, and one :class:`Log` line sums it up."""
-        known = self._by_node.get(node)
+        known = self._remote.nodes.get(node)
         if not known:
-            self._by_node.pop(node, None)
             return []
         why = escape_controls(reason)
         out: list[Effect] = []
@@ -584,24 +565,19 @@ class ChatCore:
         name = _room_key(room)
         if name is None or cid in self._clients or not _NAME.fullmatch(nick):
             return
-        r = self._remote.get(cid)
+        directory = self._remote
+        r = directory.cids.get(cid)
         if r is None:
-            r = _Remote(cid, nick, node, self._room(name))
-            self._remote[cid] = r
-            self._by_node.setdefault(node, {})[cid] = r
-            self._remote_nicks.setdefault(r.key, []).append(r)
+            r = directory.add(cid, nick, node, self._room(name))
             r.room.remote[cid] = r
             out.append(ToRoom(name, f"* {nick} joined {name}", None))
         else:
             if r.node != node:  # not expected: ids embed their server; follow the latest word
-                self._unindex_node(r)
-                r.node = node
-                self._by_node.setdefault(node, {})[cid] = r
+                directory.move_node(r, node)
             if nick != r.nick:
-                old = r.nick
-                self._unindex_nick(r)
-                r.nick, r.key = nick, nick.lower()
-                self._remote_nicks.setdefault(r.key, []).append(r)
+                old, old_key = r.nick, r.key
+                if directory.rename(r, nick):
+                    self._remote_nick_freed(old_key)
                 out.append(ToRoom(r.room.name, f"* {old} is now known as {nick}", None))
             if name != r.room.name:
                 old_room = r.room
@@ -611,9 +587,6 @@ class ChatCore:
                 r.room = self._room(name)
                 r.room.remote[cid] = r
                 out.append(ToRoom(name, f"* {nick} joined {name}", None))
-        holders = self._remote_nicks[r.key]
-        if len(holders) > 1:
-            holders.sort(key=lambda h: h.cid)  # the lowest id first: the one /msg reaches
         local = self._nicks.get(r.key)
         if local is not None and cid < local.cid:
             self._lose_nick(local, out)
@@ -622,7 +595,7 @@ class ChatCore:
         """``client``'s nick went to a client of another server with a lower id."""
         old = client.nick
         nick = f"guest{client.guest}"
-        if nick in self._nicks or nick in self._remote_nicks:
+        if nick in self._nicks or nick in self._remote.nicks:
             n = self._take_guest_number()
             self._release_guest_number(client.guest)
             client.guest = n
@@ -639,28 +612,19 @@ class ChatCore:
         if self._cluster:
             out.append(Presence(client.cid, nick, room))
 
-    def _forget_remote(self, r: _Remote, why: str, out: list[Effect]) -> None:
-        del self._remote[r.cid]
-        self._unindex_node(r)
-        self._unindex_nick(r)
+    def _forget_remote(self, r: Remote, why: str, out: list[Effect]) -> None:
+        if self._remote.remove(r):
+            self._remote_nick_freed(r.key)
         room = r.room
         del room.remote[r.cid]
         self._drop_if_empty(room)
         out.append(ToRoom(room.name, f"* {r.nick} left {room.name} ({why})", None))
 
-    def _unindex_nick(self, r: _Remote) -> None:
-        holders = self._remote_nicks[r.key]
-        holders.remove(r)
-        if not holders:
-            del self._remote_nicks[r.key]
-            if r.key not in self._nicks:
-                self._release_guest_nick(r.key)
-
-    def _unindex_node(self, r: _Remote) -> None:
-        members = self._by_node[r.node]
-        del members[r.cid]
-        if not members:
-            del self._by_node[r.node]
+    def _remote_nick_freed(self, key: str) -> None:
+        """No client of another server holds the nick ``key`` any more: unless a local client
+        does, a guest number that nick parked can be handed out again."""
+        if key not in self._nicks:
+            self._release_guest_nick(key)
 
     def _room(self, name: str) -> _Room:
         """The room called ``name`` (already valid and lower-case), created if needed."""
@@ -695,7 +659,7 @@ class ChatCore:
             return self._error(client, f"you are already known as {arg}")
         key = arg.lower()
         holder = self._nicks.get(key)
-        if (holder is not None and holder is not client) or key in self._remote_nicks:
+        if (holder is not None and holder is not client) or key in self._remote.nicks:
             return self._error(client, f"nick {_quote(arg)} is already taken")
         old = client.nick
         del self._nicks[client.key]
@@ -743,9 +707,9 @@ class ChatCore:
             return self._error(client, "usage: /msg NICK text")
         target_nick, message = parts
         key = target_nick.lower() if target_nick.isascii() else ""
-        target: _Client | _Remote | None = self._nicks.get(key)
+        target: _Client | Remote | None = self._nicks.get(key)
         if target is None:
-            holders = self._remote_nicks.get(key)
+            holders = self._remote.nicks.get(key)
             if holders is None:
                 return self._error(client, f"no such nick {_quote(target_nick)}")
             target = holders[0]  # a Send the bus carries to the server of that client
@@ -783,7 +747,7 @@ class ChatCore:
         return out
 
     def _cmd_peers(self, client: _Client, arg: str) -> list[Effect]:
-        n = len(self._clients) + len(self._remote) - 1
+        n = len(self._clients) + len(self._remote.cids) - 1
         return [Send(client.cid, f"You have {n} peer{'' if n == 1 else 's'} on this server")]
 
     # -- helpers ---------------------------------------------------------------------------
@@ -871,7 +835,7 @@ class ChatCore:
                 n = self._next_guest
                 self._next_guest += 1
             nick = f"guest{n}"
-            if nick not in nicks and nick not in self._remote_nicks:
+            if nick not in nicks and nick not in self._remote.nicks:
                 return n
             # Someone (here or on another server) is called guestN: skip N until that nick
             # is released.
