@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -20,13 +19,16 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from signal import SIGTERM
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from twoway.net import Connection, LineService
 
 __all__ = [
+    "LISTENING",
     "READ_TIMEOUT",
+    "TWOWAY",
     "UNIT",
     "CliServer",
     "Client",
@@ -40,6 +42,7 @@ __all__ = [
     "recv_line",
     "recv_until_eof",
     "run_cli",
+    "serve_args",
     "start_cli",
     "wait_until",
 ]
@@ -243,6 +246,15 @@ def recv_until_eof(sock: socket.socket, timeout: float = 5 * UNIT) -> bytes:
 
 # --------------------------------------------------------------------------- the CLI
 
+#: The command that runs the CLI: ``python -m twoway`` with this interpreter.
+TWOWAY = (sys.executable, "-m", "twoway")
+
+#: The line a server logs once it accepts connections: group 1 is the host (an IPv6 one in
+#: brackets), group 2 the port.
+LISTENING = re.compile(r"listening on (\[[^\]]+\]|[^\s:]+):(\d+)")
+
+_T = TypeVar("_T")
+
 
 def cli_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for a ``twoway`` subprocess: no stray ``TWOWAY_*`` from the caller."""
@@ -260,7 +272,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m twoway ARGS`` to completion (for commands that exit by themselves)."""
     return subprocess.run(
-        [sys.executable, "-m", "twoway", *args],
+        [*TWOWAY, *args],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -271,107 +283,272 @@ def run_cli(
     )
 
 
-_READY = re.compile(r"listening on (\[[^\]]+\]|[^\s:]+):(\d+)")
+def serve_args(
+    service: str | None, *args: str, port: int | None = 0, loop: str | None = None
+) -> list[str]:
+    """The arguments of ``twoway serve [SERVICE] [--port PORT] ARGS [--loop LOOP]``.
+
+    ``port=0`` (the default) lets the kernel choose (:meth:`CliServer.wait_ready` reads it
+    from the log); ``port=None`` leaves the port to ARGS or the configuration. ``loop`` is
+    added only if ARGS do not choose a loop themselves.
+    """
+    out = ["serve"]
+    if service is not None:
+        out.append(service)
+    if port is not None:
+        out += ["--port", str(port)]
+    out += args
+    if loop is not None and "--loop" not in args:
+        out += ["--loop", loop]
+    return out
 
 
 class CliServer:
-    """A running ``python -m twoway serve ...`` with its stderr collected line by line.
+    """A server run as a subprocess, its stderr collected line by line: by default
+    ``python -m twoway ARGS``; ``program`` runs another one (``redis-server``), ``wrapper``
+    runs it under another program (``strace``, ``taskset``).
 
-    A thread reads stderr into :attr:`lines`; :meth:`wait_for` blocks on a condition until
-    a line matches (no polling, no sleeps). Use :func:`start_cli`, which waits for the ready
-    line and stops the process at the end.
+    A thread reads stderr into :attr:`lines` (without the line ends) and :attr:`times` (when
+    each line was read), so the pipe never fills; :meth:`wait_for` blocks on a condition
+    until a line matches (no polling, no sleeps). Readiness is the ``listening on HOST:PORT``
+    line (:meth:`wait_ready`, which also reads the real port), or for a server that logs
+    nothing, a probe (:meth:`wait_probe`). :meth:`stop` sends SIGTERM and kills at the
+    deadline; :meth:`stop_checked` also says what was wrong (an exit code, an error logged).
+
+    :func:`start_cli` starts one, ready, and stops it at the end of a ``with`` block; the
+    suites' own starters (``chatkit``, ``buskit``, the client ``procs`` fixture) build on it.
     """
 
-    def __init__(self, args: Sequence[str], env: Mapping[str, str] | None = None) -> None:
-        self.args = [sys.executable, "-m", "twoway", *args]
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        program: Sequence[str] = TWOWAY,
+        wrapper: Sequence[str] = (),
+        cwd: str | Path | None = None,
+    ) -> None:
+        self.args = list(args)
+        #: The whole command line, wrapper included.
+        self.cmd = [*wrapper, *program, *args]
+        #: A short name for messages: the program's name (not the interpreter's) and ARGS.
+        name = ["twoway"] if tuple(program) == TWOWAY else [Path(program[0]).name, *program[1:]]
+        self.title = " ".join([*name, *args])[:160]
         self.proc = subprocess.Popen(
-            self.args,
+            self.cmd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env=cli_env(env),
+            cwd=cwd,
         )
+        self.wrapped = bool(wrapper)
+        #: The server's process id: under a wrapper, the wrapper's child (known once ready).
+        self.pid = self.proc.pid
+        self.host = ""
+        self.port = 0
+        #: The stderr lines so far, and when each was read (``time.monotonic()``).
         self.lines: list[str] = []
+        self.times: list[float] = []
+        #: When the line :meth:`wait_for` last returned was read.
+        self.matched_at = 0.0
+        #: The exit code once :meth:`wait_exit` or :meth:`stop` has seen the exit.
+        self.returncode: int | None = None
+        #: Whether :meth:`stop` had to kill the process.
+        self.killed = False
         self._cond = threading.Condition()
         self._eof = False
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
-        self.host = ""
-        self.port = 0
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    @property
-    def stderr(self) -> str:
-        with self._cond:
-            return "".join(self.lines)
 
     def _read_stderr(self) -> None:
         assert self.proc.stderr is not None
         for raw in self.proc.stderr:
             with self._cond:
-                self.lines.append(raw.decode("utf-8", "replace"))
+                self.lines.append(raw.decode("utf-8", "replace").removesuffix("\n"))
+                self.times.append(time.monotonic())
                 self._cond.notify_all()
         with self._cond:
             self._eof = True
             self._cond.notify_all()
 
-    def wait_for(
-        self, pattern: str, timeout: float = 10 * UNIT, *, start: int = 0, count: int = 1
-    ) -> re.Match[str]:
-        """Wait until ``count`` stderr lines from index ``start`` on match ``pattern``; return
-        the last match. Fails on timeout or if the process ends first."""
-        regex = re.compile(pattern)
+    # -- the log -----------------------------------------------------------------------
+
+    @property
+    def stderr(self) -> str:
+        """Everything logged so far, as one text."""
+        with self._cond:
+            return "".join(line + "\n" for line in self.lines)
+
+    def tail(self, n: int = 40) -> str:
+        """The last ``n`` lines logged, indented, for failure messages."""
+        with self._cond:
+            return "\n".join("    " + line for line in self.lines[-n:]) or "    (nothing)"
+
+    def _wait(self, found: Callable[[], _T | None], timeout: float) -> _T | None:
+        """Wait (on the reader's condition) until ``found()`` returns something; None at the
+        deadline or once stderr has ended without it."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while True:
-                found = [m for line in self.lines[start:] if (m := regex.search(line))]
-                if len(found) >= count:
-                    return found[count - 1]
+            while (result := found()) is None:
                 left = deadline - time.monotonic()
                 if self._eof or left <= 0:
-                    why = "process ended" if self._eof else f"timed out after {timeout:g} s"
-                    raise AssertionError(
-                        f"{why} waiting for {pattern!r} (x{count}) in stderr of "
-                        f"{' '.join(self.args[2:])}:\n{''.join(self.lines)}"
-                    )
+                    return None
                 self._cond.wait(left)
+            return result
+
+    def wait_for(
+        self,
+        pattern: str | re.Pattern[str],
+        timeout: float = 10 * UNIT,
+        *,
+        start: int = 0,
+        count: int = 1,
+    ) -> re.Match[str]:
+        """Wait until ``count`` stderr lines from index ``start`` on match ``pattern`` (a
+        regex); return the last match (and set :attr:`matched_at`). Fails at the deadline or
+        if stderr ends first (the process exited)."""
+        regex = re.compile(pattern)
+        matches: list[tuple[re.Match[str], int]] = []
+        scanned = start
+
+        def found() -> re.Match[str] | None:
+            nonlocal scanned
+            for i in range(scanned, len(self.lines)):
+                if m := regex.search(self.lines[i]):
+                    matches.append((m, i))
+            scanned = max(scanned, len(self.lines))
+            if len(matches) < count:
+                return None
+            m, i = matches[count - 1]
+            self.matched_at = self.times[i]
+            return m
+
+        m = self._wait(found, timeout)
+        if m is None:
+            why = "the process ended" if self._eof else f"timed out after {timeout:g} s"
+            raise AssertionError(
+                f"{why} waiting for {regex.pattern!r} (x{count}) in the stderr of "
+                f"{self.title}; it ends:\n{self.tail()}"
+            )
+        return m
+
+    def wait_lines(
+        self, predicate: Callable[[list[str]], bool], timeout: float = 10 * UNIT
+    ) -> bool:
+        """Wait until ``predicate(lines)`` holds; False at the deadline or if stderr ends
+        first (for conditions on the whole log, such as counts that must balance)."""
+        return self._wait(lambda: True if predicate(self.lines) else None, timeout) is not None
 
     def count(self, pattern: str) -> int:
+        """How many lines logged so far match ``pattern``."""
         regex = re.compile(pattern)
         with self._cond:
             return sum(1 for line in self.lines if regex.search(line))
 
-    def wait_ready(self, timeout: float = 15 * UNIT) -> None:
-        m = self.wait_for(_READY.pattern, timeout)
+    def error_lines(self) -> list[str]:
+        """The lines that report an error or start a traceback."""
+        with self._cond:
+            return [line for line in self.lines if "Traceback" in line or " ERROR " in line]
+
+    # -- readiness ---------------------------------------------------------------------
+
+    def wait_ready(
+        self, timeout: float = 15 * UNIT, pattern: str | re.Pattern[str] = LISTENING
+    ) -> CliServer:
+        """Wait for the ready line (``listening on HOST:PORT``) and take the host and the
+        real port from it (groups 1 and 2 of ``pattern``); under a wrapper, find the server's
+        own pid. If it never comes, the process is stopped and the error shows its log."""
+        try:
+            m = self.wait_for(pattern, timeout)
+        except BaseException:
+            self.stop()
+            raise
         self.host = m.group(1).strip("[]")
         self.port = int(m.group(2))
+        if self.wrapped:
+            self.pid = self._wrapped_pid()
+        return self
 
-    def signal(self, signum: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signum)
+    def wait_probe(self, probe: Callable[[], bool], timeout: float = 10 * UNIT) -> bool:
+        """Readiness of a server that logs nothing when it is up: poll ``probe`` (every
+        20 ms) until it holds; False at the deadline or if the process exits first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            if probe():
+                return True
+            time.sleep(0.02)  # polling: such a server tells nobody it is up
+        return False
+
+    def _wrapped_pid(self) -> int:
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        pids = [int(p) for p in children.split()]
+        assert len(pids) == 1, f"expected one child of the wrapper, found {pids}"
+        return pids[0]
+
+    # -- signals and the exit ----------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def signal(self, signum: int = SIGTERM) -> None:
+        """Send ``signum`` to the server (not to its wrapper), unless it has exited."""
+        if self.running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        """SIGKILL (to the process started: the wrapper, if any)."""
+        if self.running:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
 
     def wait_exit(self, timeout: float = 10 * UNIT) -> int:
-        """Wait for the process to exit and for its stderr to be read to the end."""
+        """Wait for the process to exit and for its stderr to be read to the end; the exit
+        code (``subprocess.TimeoutExpired`` if it is still running at the deadline)."""
         code = self.proc.wait(timeout)
         self._reader.join(timeout)
+        if self.proc.stderr is not None and not self._reader.is_alive():
+            self.proc.stderr.close()
+        self.returncode = code
         return code
 
-    def stop(self, timeout: float = 10 * UNIT) -> int:
-        """SIGTERM, then wait; SIGKILL if it does not exit in time."""
-        self.signal(signal.SIGTERM)
+    def stop(self, timeout: float = 10 * UNIT, signum: int = SIGTERM) -> int:
+        """SIGTERM (or ``signum``), then wait; SIGKILL if it does not exit in time. The exit
+        code; once it has exited, just that code again."""
+        if self.returncode is not None:
+            return self.returncode
+        self.signal(signum)
         try:
             return self.wait_exit(timeout)
         except subprocess.TimeoutExpired:
+            self.killed = True
             self.proc.kill()
             return self.wait_exit(timeout)
-        finally:
-            if self.proc.stderr is not None and not self._reader.is_alive():
-                self.proc.stderr.close()
+
+    def stop_checked(
+        self, *, check_exit: bool = True, check_log: bool = True, timeout: float = 10 * UNIT
+    ) -> list[str]:
+        """:meth:`stop`, then what was wrong, for a teardown to report: an exit code other
+        than 0 (if ``check_exit``), an error or a traceback logged (if ``check_log``)."""
+        code = self.stop(timeout)
+        problems = []
+        if check_exit and code != 0:
+            problems.append(f"server {self.title} exited {code}; its log ends:\n{self.tail()}")
+        errors = self.error_lines() if check_log else []
+        if errors:
+            problems.append(
+                f"server {self.title} logged {errors[0]!r}; its log ends:\n{self.tail()}"
+            )
+        return problems
+
+    # -- /proc -------------------------------------------------------------------------
 
     def status_kib(self, field: str) -> int:
+        """A ``kB`` field of the server's ``/proc/PID/status`` (``VmRSS``, ``VmHWM``)."""
         return proc_status_kib(self.pid, field)
 
 
