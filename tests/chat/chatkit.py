@@ -13,15 +13,14 @@ import select
 import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from helpers import CliServer, serve_args
+
 __all__ = [
-    "LISTENING",
     "TIMEOUT",
     "UNIT",
     "ChatServer",
@@ -30,15 +29,12 @@ __all__ = [
     "LineSource",
     "NcClient",
     "Pattern",
-    "proc_status_bytes",
 ]
 
 #: One time unit: every deadline below is a multiple of it.
 UNIT = float(os.environ.get("TWOWAY_TEST_TIME_UNIT", "1"))
 #: How long to wait for something that should happen "at once".
 TIMEOUT = 5.0 * UNIT
-
-LISTENING = re.compile(r"listening on (\S+):(\d+)")
 
 #: What ``expect`` waits for: a substring, a compiled regex, or a predicate on the line.
 Pattern = str | re.Pattern[str] | Callable[[str], bool]
@@ -50,14 +46,6 @@ def _matches(pattern: Pattern, line: str) -> bool:
     if isinstance(pattern, re.Pattern):
         return pattern.search(line) is not None
     return pattern(line)
-
-
-def proc_status_bytes(pid: int, field: str) -> int:
-    """A ``kB`` field of ``/proc/PID/status`` (``VmRSS``, ``VmHWM``), in bytes."""
-    for row in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if row.startswith(field + ":"):
-            return int(row.split()[1]) * 1024
-    raise KeyError(field)
 
 
 class LineSource:
@@ -327,11 +315,10 @@ class NcClient(LineSource):
                     pass
 
 
-class ChatServer:
-    """``twoway serve chat ARGS`` as a subprocess, ready when it logs ``listening on H:P``.
-
-    The log (stderr) is read by a thread into :attr:`log_lines` so the pipe never fills;
-    :meth:`wait_log` waits for a line. :meth:`stop` sends SIGTERM and returns the exit code.
+class ChatServer(CliServer):
+    """``twoway serve chat --port 0 ARGS`` (see :func:`helpers.serve_args`) as a subprocess,
+    ready when it logs ``listening on H:P``; a :class:`helpers.CliServer` with the deadlines
+    of this suite, waits on its log (:meth:`wait_log`, :meth:`wait_idle`) and memory readings.
     """
 
     def __init__(
@@ -343,105 +330,39 @@ class ChatServer:
         port0: bool = True,
         loop: str | None = None,
     ) -> None:
-        cmd = [sys.executable, "-m", "twoway", "serve"]
-        if service is not None:
-            cmd.append(service)
-        if port0:
-            cmd += ["--port", "0"]
-        cmd += list(args)
-        if loop is not None and "--loop" not in cmd:
-            cmd += ["--loop", loop]
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("TWOWAY_")}
-        full_env["PYTHONUNBUFFERED"] = "1"
-        if env:
-            full_env.update(env)
-        self.cmd = cmd
-        self.log_lines: list[str] = []
-        #: When each log line was read (``time.monotonic()``), parallel to ``log_lines``.
-        self.log_times: list[float] = []
-        #: When the line :meth:`wait_log` last matched was read.
-        self.matched_at = 0.0
-        self._cond = threading.Condition()
-        self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=full_env,
-        )
-        self._reader = threading.Thread(target=self._read_log, daemon=True)
-        self._reader.start()
-        self.returncode: int | None = None
+        super().__init__(serve_args(service, *args, port=0 if port0 else None, loop=loop), env)
         #: Whether the harness fails the test if this server logs an error or a traceback
         #: (a test that asserts on the log itself turns this off to report it only once).
         self.check_log = True
-        try:
-            m = self.wait_log(LISTENING, TIMEOUT * 2)
-        except BaseException:
-            self.stop()
-            raise
-        self.host = m.group(1)
-        self.port = int(m.group(2))
+        self.wait_ready(TIMEOUT * 2)
 
     @property
-    def pid(self) -> int:
-        """The server's process id."""
-        return self.proc.pid
-
-    def _read_log(self) -> None:
-        assert self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            with self._cond:
-                self.log_lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
-                self.log_times.append(time.monotonic())
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
+    def log_lines(self) -> list[str]:
+        """The server's log (stderr) so far, one line each."""
+        return self.lines
 
     def wait_log(self, pattern: str | re.Pattern[str], timeout: float = TIMEOUT) -> re.Match[str]:
         """Wait for a log line matching ``pattern`` (a regex); return the match (and set
         :attr:`matched_at`). Searches the whole log, from its first line."""
-        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
-        deadline = time.monotonic() + timeout
-        seen = 0
-        with self._cond:
-            while True:
-                for i in range(seen, len(self.log_lines)):
-                    m = regex.search(self.log_lines[i])
-                    if m:
-                        self.matched_at = self.log_times[i]
-                        return m
-                seen = len(self.log_lines)
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    log = "\n    ".join(self.log_lines[-30:])
-                    state = "running" if self.proc.poll() is None else f"exit {self.proc.poll()}"
-                    raise AssertionError(
-                        f"server log has no {regex.pattern!r} ({state}); log:\n    {log}"
-                    )
-                self._cond.wait(min(left, 0.5))
+        return self.wait_for(pattern, timeout)
 
     def wait_idle(self, timeout: float = TIMEOUT) -> bool:
         """Wait until the log shows as many connections closed as admitted; False if not."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                admitted = sum("INFO    connection from " in line for line in self.log_lines)
-                closed = sum("INFO    closed " in line for line in self.log_lines)
-                if closed >= admitted:
-                    return True
-                left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None:
-                    return False
-                self._cond.wait(min(left, 0.5))
+
+        def idle(lines: list[str]) -> bool:
+            admitted = sum("INFO    connection from " in line for line in lines)
+            closed = sum("INFO    closed " in line for line in lines)
+            return closed >= admitted
+
+        return self.wait_lines(idle, timeout)
 
     def rss(self) -> int:
         """The server's resident set size now, in bytes."""
-        return proc_status_bytes(self.pid, "VmRSS")
+        return self.status_kib("VmRSS") * 1024
 
     def peak_rss(self) -> int:
         """The server's peak resident set size (``VmHWM``) since :meth:`reset_peak_rss`."""
-        return proc_status_bytes(self.pid, "VmHWM")
+        return self.status_kib("VmHWM") * 1024
 
     def reset_peak_rss(self) -> bool:
         """Reset ``VmHWM`` to the current RSS (``clear_refs``); False if not allowed."""
@@ -451,21 +372,9 @@ class ChatServer:
             return False
         return True
 
-    def stop(self, timeout: float = TIMEOUT * 2) -> int:
+    def stop(self, timeout: float = TIMEOUT * 2, signum: int = signal.SIGTERM) -> int:
         """SIGTERM, then wait for the exit (kill at the deadline); idempotent. The exit code."""
-        if self.returncode is None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.returncode = self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                self.returncode = -signal.SIGKILL
-            self._reader.join(timeout=TIMEOUT)
-            if self.proc.stderr is not None:
-                self.proc.stderr.close()
-        return self.returncode
+        return super().stop(timeout, signum)
 
 
 class Harness:
@@ -528,13 +437,8 @@ class Harness:
             # with their FINs (a test of that race is explicit, not a teardown accident).
             srv.wait_idle()
         for srv in self.servers:
-            already = srv.returncode is not None
-            code = srv.stop()
-            if not already and code != 0:
-                problems.append(f"server {srv.cmd} exited {code}")
-            for line in srv.log_lines if srv.check_log else ():
-                if "Traceback" in line or " ERROR " in line:
-                    log = "\n    ".join(srv.log_lines[-40:])
-                    problems.append(f"server log has {line!r}:\n    {log}")
-                    break
+            # A server the test stopped itself has had its exit code checked by the test.
+            problems += srv.stop_checked(
+                check_exit=srv.returncode is None, check_log=srv.check_log, timeout=TIMEOUT * 2
+            )
         return problems
