@@ -2,7 +2,8 @@
 subprocesses and blocking line clients that wait for expected lines with deadlines.
 
 Nothing here sleeps to synchronise: a client reads until the expected line arrives or the
-deadline passes; a server's log is waited on line by line (:class:`helpers.CliServer`).
+deadline passes; a server's log is waited on line by line (:class:`helpers.CliServer`, which
+runs the redis-server processes too).
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 
-from helpers import UNIT, CliServer
+from helpers import UNIT, CliServer, serve_args
 
 __all__ = [
     "REDIS_SERVER",
@@ -53,12 +53,13 @@ def free_port() -> int:
 
 class RedisServer:
     """A real ``redis-server`` on 127.0.0.1, without persistence (a restart comes back
-    empty, as after a crash). :meth:`start` waits until it answers ``PING``."""
+    empty, as after a crash), run by :class:`helpers.CliServer`. :meth:`start` waits until
+    it answers ``PING``; it can be started again on the same port after it stopped."""
 
     def __init__(self, port: int | None = None) -> None:
         assert REDIS_SERVER is not None
         self.port = port if port is not None else free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: CliServer | None = None
 
     @property
     def url(self) -> str:
@@ -66,45 +67,24 @@ class RedisServer:
 
     def start(self, timeout: float = 10 * UNIT) -> None:
         assert REDIS_SERVER is not None
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         deadline = time.monotonic() + timeout
         while True:
-            self.proc = subprocess.Popen(
-                [
-                    REDIS_SERVER,
-                    "--port",
-                    str(self.port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            if self._wait_ping(deadline):
+            self.proc = CliServer(args, program=[REDIS_SERVER])
+            if self.proc.wait_probe(self._pong, deadline - time.monotonic()):
                 return
             # The port was taken in the meantime (or the old process still held it).
-            self.proc.wait(timeout)
+            self.proc.stop(timeout)
             if time.monotonic() > deadline:
                 raise AssertionError(f"redis-server did not start on port {self.port}")
 
-    def _wait_ping(self, deadline: float) -> bool:
-        assert self.proc is not None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(64).startswith(b"+PONG"):
-                        return True
-            except OSError:
-                pass
-            time.sleep(0.02)  # polling for readiness: redis-server tells nobody it is up
-        return False
+    def _pong(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
 
     def command(self, *args: str) -> bytes:
         """Send one command (inline syntax), return the raw first reply chunk."""
@@ -114,22 +94,19 @@ class RedisServer:
 
     def signal(self, signum: int) -> None:
         assert self.proc is not None
-        self.proc.send_signal(signum)
+        self.proc.signal(signum)
 
     def terminate(self) -> None:
         """SIGTERM and wait: Redis exits (and, without persistence, forgets everything)."""
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(10 * UNIT)
+        self.proc.signal(signal.SIGTERM)
+        self.proc.wait_exit(10 * UNIT)
 
     def close(self) -> None:
-        """Stop it whatever its state (idempotent)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.kill()
-        self.proc.wait(10 * UNIT)
+        """Stop it whatever its state, stopped (SIGSTOP) included (idempotent)."""
+        if self.proc is not None:
+            self.proc.signal(signal.SIGCONT)
+            self.proc.stop(10 * UNIT, signal.SIGKILL)
 
 
 class ChatClient:
@@ -256,9 +233,7 @@ class Cluster:
         self.clients: list[ChatClient] = []
 
     def server(self, *args: str, ready: bool = True) -> CliServer:
-        srv = CliServer(
-            ["serve", "chat", "--bus", self.redis.url, "--port", "0", "--flood-rate", "0", *args]
-        )
+        srv = CliServer(serve_args("chat", "--bus", self.redis.url, "--flood-rate", "0", *args))
         self.servers.append(srv)
         if ready:
             srv.wait_ready()
@@ -278,12 +253,7 @@ class Cluster:
             c.close()
         problems = []
         for srv in self.servers:
-            code = srv.stop()
-            log = srv.stderr
-            if expect_clean and code != 0:
-                problems.append(f"server exited with {code}:\n{log}")
-            if "Traceback" in log or " ERROR " in log:
-                problems.append(f"server logged an error:\n{log}")
+            problems += srv.stop_checked(check_exit=expect_clean)
         self.redis.close()
         return problems
 
