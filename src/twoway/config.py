@@ -263,6 +263,15 @@ OPTIONS: tuple[OptionSpec, ...] = (
         choices=("never", "interval", "close", "always"),
     ),
     OptionSpec(
+        "splice",
+        "bool",
+        True,
+        "move each connection's bytes into its file with splice(2), no copy in user space "
+        "(Linux; --no-splice reads them in Python)",
+        services=("dump",),
+        flag="--splice/--no-splice",
+    ),
+    OptionSpec(
         "max-bytes",
         "size",
         None,
@@ -345,6 +354,7 @@ class Settings:
     file: str | None = None
     lines: bool = False
     fsync: str = "close"
+    splice: bool = True
     max_bytes: int | None = None
     path: str | None = None
     keep_open: bool = False

@@ -20,16 +20,43 @@ LOOPS = ["asyncio", "uvloop"] if importlib.util.find_spec("uvloop") is not None 
 
 StartServer = Callable[..., ServerProcess]
 
+#: How ``dump`` reads its connections: splice(2) in a thread per connection (the default),
+#: or into Python and written by worker threads (``--no-splice``, and past ``splice_max``).
+DUMP_READS = ["splice", "python"]
+_DUMP_MODULES = (
+    "test_dump_backpressure",
+    "test_dump_failures",
+    "test_dump_fsync",
+    "test_dump_integrity",
+)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every per-connection dump test runs with both ways of reading."""
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    if "dump_read" in metafunc.fixturenames or (
+        "serve" in metafunc.fixturenames and module in _DUMP_MODULES
+    ):
+        metafunc.parametrize("dump_read", DUMP_READS)
+
 
 @pytest.fixture
-def serve() -> Iterator[StartServer]:
+def dump_read(request: pytest.FixtureRequest) -> str:
+    """``splice`` or ``python`` (see :data:`DUMP_READS`); ``splice`` where not parametrized."""
+    return str(getattr(request, "param", "splice"))
+
+
+@pytest.fixture
+def serve(dump_read: str) -> Iterator[StartServer]:
     """``serve("dump", "--dir", d)`` starts ``twoway serve dump --dir d --port 0`` and waits
-    until it listens. At teardown every server still running gets SIGTERM; a server that
-    does not exit 0 (unless the test turned ``expect_clean_exit`` off) or that printed a
-    traceback fails the test."""
+    until it listens (``dump`` with ``--splice`` or ``--no-splice`` per ``dump_read``). At
+    teardown every server still running gets SIGTERM; a server that does not exit 0 (unless
+    the test turned ``expect_clean_exit`` off) or that printed a traceback fails the test."""
     servers: list[ServerProcess] = []
 
     def start(*args: str, wrapper: tuple[str, ...] = ()) -> ServerProcess:
+        if args and args[0] == "dump" and "--file" not in args:
+            args = (*args, "--splice" if dump_read == "splice" else "--no-splice")
         server = ServerProcess(args, wrapper=wrapper)
         servers.append(server)
         return server.start()

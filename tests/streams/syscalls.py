@@ -19,6 +19,10 @@ __all__ = ["Syscall", "parse_strace", "strace_works", "strace_wrapper"]
 
 _LINE = re.compile(r"^(\d+) +(\d+\.\d+) (.*)$")
 _CALL = re.compile(r"^(\w+)\((\d+)<(TCP:\[[^\]]*\]|[^>]*)>")
+# splice(IN, OFF_IN, OUT, ...): the descriptor written is the third argument.
+_SPLICE_OUT = re.compile(
+    r"^splice\(\d+<(?:TCP:\[[^\]]*\]|[^>]*)>, (?:NULL|\[\d+\]), \d+<(TCP:\[[^\]]*\]|[^>]*)>"
+)
 _RESUMED = re.compile(r"^<\.\.\. (\w+) resumed>")
 _RESULT = re.compile(r"= (-?\d+)")
 
@@ -28,7 +32,9 @@ class Syscall:
     tid: int
     time: float  # when it was entered
     name: str
-    target: str  # the path or ``TCP:[local->remote]`` strace printed for the descriptor
+    #: The path or ``TCP:[local->remote]`` strace printed for the descriptor (for ``splice``,
+    #: the one written to: a socket → pipe splice has a ``pipe:[N]`` target).
+    target: str
     result: int
 
     @property
@@ -90,6 +96,10 @@ def parse_strace(text: str) -> list[Syscall]:
             if not call:
                 continue
             name, target = call.group(1), call.group(3)
+            if name == "splice":
+                out = _SPLICE_OUT.match(rest)
+                if out:
+                    target = out.group(1)
             if rest.endswith("<unfinished ...>"):
                 pending[tid] = (when, name, target)
                 continue

@@ -54,6 +54,7 @@ log = logging.getLogger("twoway.connection")
 _PAUSE_USER = 1
 _PAUSE_WRITE = 2
 _PAUSE_INBOX = 4
+_PAUSE_HANDOFF = 8  # another reader owns the socket's input (see hand_off_reading)
 
 # Connections written to by service callbacks during this loop iteration, flushed by one
 # call_soon at its end (see the module docstring). One event loop per process is assumed:
@@ -411,6 +412,17 @@ class Connection(asyncio.Protocol):
         """Undo :meth:`pause_reading`; reading may stay paused for flow control."""
         self._resume_reading(_PAUSE_USER)
 
+    def hand_off_reading(self) -> None:
+        """Another reader (a thread splicing the socket into a file) takes over the input:
+        reading stays paused, whatever else resumes it, until :meth:`take_back_reading`.
+        Meanwhile :meth:`close` does not read to drain the peer (that would race the other
+        reader): it closes at once, and the service's ``on_close`` must stop that reader."""
+        self._pause_reading(_PAUSE_HANDOFF)
+
+    def take_back_reading(self) -> None:
+        """Undo :meth:`hand_off_reading`: this connection reads its socket again."""
+        self._resume_reading(_PAUSE_HANDOFF)
+
     # ------------------------------------------------------------------ ending
 
     def end(self) -> None:
@@ -436,7 +448,12 @@ class Connection(asyncio.Protocol):
         self._flush_own()
         self._closing = True
         transport = self.transport
-        if self._eof or self._ended or not transport.can_write_eof():
+        if (
+            self._eof
+            or self._ended
+            or self._pause & _PAUSE_HANDOFF
+            or not transport.can_write_eof()
+        ):
             transport.close()
         else:
             try:

@@ -73,6 +73,7 @@ def _dump(settings: Settings) -> Service:
         lines=settings.lines,
         fsync=settings.fsync,  # type: ignore[arg-type]  # validated by config
         max_bytes=settings.max_bytes,
+        splice=settings.splice,
     )
 
 

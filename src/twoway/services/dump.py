@@ -22,11 +22,13 @@ import datetime
 import errno
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from twoway.errors import ConfigError, describe_oserror
 from twoway.net.handlers import Service
+from twoway.services.splice import PumpResult, SplicePump, splice_supported
 
 if TYPE_CHECKING:
     from twoway.net.connection import Connection
@@ -55,10 +57,12 @@ class _Sink:
         "inflight",
         "over_quota",
         "path",
+        "pump",
         "received",
         "service",
         "shared",
         "sync_due",
+        "want_splice",
         "written",
     )
 
@@ -85,6 +89,9 @@ class _Sink:
         # A new file's directory entry must be durable too (policies other than never): the
         # first fsync of the file also syncs its directory.
         self.dir_pending = service.fsync != "never" and not self.shared
+        # None until the first data decides whether a splice pump takes over the socket.
+        self.want_splice: bool | None = None
+        self.pump: SplicePump | None = None
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # -- loop side ----------------------------------------------------------------------
@@ -113,8 +120,7 @@ class _Sink:
         self.fd, self.path = fut.result()
         if self.finishing or self.buf_size or self.sync_due:
             self.submit()
-        if not self.finishing and self.buf_size <= self.service.buffer_low:
-            self.conn.resume_reading()
+        self._read_on()
 
     def feed(self, data: bytes) -> None:
         if self.failed or self.over_quota:
@@ -132,8 +138,15 @@ class _Sink:
         if self.over_quota:
             self.finish()
             return
+        if self.want_splice is None:
+            self.want_splice = self.service._may_splice(self)
+            if self.want_splice:
+                # Until the pump starts (after what is buffered is written), nobody reads.
+                self.conn.hand_off_reading()
         if not self.inflight:
             self.submit()
+            if not self.inflight:
+                self._read_on()
         if self.buf_size > self.service.buffer_high:
             self.conn.pause_reading()
 
@@ -142,7 +155,9 @@ class _Sink:
         if self.finishing:
             return
         self.finishing = True
-        if not self.inflight:
+        if self.pump is not None:
+            self.pump.stop()  # it syncs and reports back; then this finishes
+        elif not self.inflight:
             self.submit()
 
     def submit(self) -> None:
@@ -188,7 +203,6 @@ class _Sink:
             self._fail(exc)
             return
         self.written += fut.result()
-        conn = self.conn
         if self.finishing:
             if self.buf_size or self.sync_due or not self.final_sent:
                 self.submit()
@@ -197,8 +211,117 @@ class _Sink:
             return
         if self.buf_size or self.sync_due:
             self.submit()
-        if self.buf_size <= self.service.buffer_low and not self.over_quota:
-            conn.resume_reading()
+        self._read_on()
+
+    def _read_on(self) -> None:
+        """Nothing in flight and not finishing: go on reading, by splice pump or as usual."""
+        if self.finishing or self.failed or self.over_quota:
+            return
+        if self.want_splice:
+            if not self.inflight and not self.buf_size and self.fd >= 0:
+                self._start_pump()
+        elif self.buf_size <= self.service.buffer_low:
+            self.conn.resume_reading()
+
+    # -- splice pump (see twoway.services.splice) ----------------------------------------
+
+    def _start_pump(self) -> None:
+        conn, service = self.conn, self.service
+        limit = None if service.max_bytes is None else service.max_bytes - self.received
+        sock = conn.transport.get_extra_info("socket") if conn.transport is not None else None
+        sock_fd = -1
+        if sock is not None and limit != 0:
+            try:
+                sock_fd = os.dup(sock.fileno())
+            except OSError as exc:  # out of descriptors: read as usual
+                log.debug("dump: %s: no splice: %s", conn.peer, exc)
+        if sock_fd < 0:
+            self._no_pump()
+            return
+        base = conn.bytes_read
+
+        def progress(moved: int) -> None:
+            # From the pump's thread; the idle sweeper and the counters see the bytes.
+            conn.bytes_read = base + moved
+
+        pump = SplicePump(
+            sock_fd,
+            self.fd,
+            offset=self.written,
+            limit=limit,
+            fsync=service.fsync,
+            dirpath=self.path if self.dir_pending else None,
+            progress=progress,
+        )
+        self.pump = pump
+        self.inflight = True
+        loop = asyncio.get_running_loop()
+        thread = threading.Thread(
+            target=self._run_pump, args=(pump, loop), name="twoway-splice", daemon=True
+        )
+        try:
+            thread.start()
+        except RuntimeError as exc:  # no thread to be had: read as usual
+            log.debug("dump: %s: no splice: %s", conn.peer, exc)
+            os.close(sock_fd)
+            self.pump, self.inflight = None, False
+            self._no_pump()
+
+    def _no_pump(self) -> None:
+        self._release_splice()
+        self.conn.take_back_reading()
+        self._read_on()
+
+    def _release_splice(self) -> None:
+        """Give back this sink's place among the service's ``splice_max``."""
+        if self.want_splice:
+            self.want_splice = False
+            self.service._pumps -= 1
+
+    def _run_pump(self, pump: SplicePump, loop: asyncio.AbstractEventLoop) -> None:
+        """The pump's thread."""
+        result = pump.run()
+        try:
+            loop.call_soon_threadsafe(self._pumped, result)
+        except RuntimeError:  # the loop is closed: the process is exiting
+            pass
+
+    def _pumped(self, result: PumpResult) -> None:
+        """Back on the loop: the pump stopped (see :class:`PumpResult`)."""
+        self.pump = None
+        self.inflight = False
+        self._release_splice()
+        self.received += result.moved
+        self.written += result.moved
+        if result.dir_synced:
+            self.dir_pending = False
+        reason = result.reason
+        if reason == "disk":
+            assert result.error is not None
+            self._fail(result.error)
+            return
+        if reason == "limit":
+            # Exactly the quota is stored; one more byte exceeds it, EOF completes it.
+            self.conn.take_back_reading()
+            return
+        if reason == "reset":
+            log.info(
+                "dump: %s: connection from %s ended early after %d bytes (%s)",
+                self.path,
+                self.conn.peer,
+                self.received,
+                _strerror(result.error) if result.error is not None else "reset",
+            )
+            self.conn.abort(reason="reset by peer")
+        elif reason == "eof":
+            self.conn.take_back_reading()
+        # eof, reset or stopped (the connection was closed here): what was read is stored.
+        self.finishing = True
+        self.final_sent = result.synced or self.service.fsync == "never"
+        if self.buf_size or self.sync_due or not self.final_sent:
+            self.submit()
+            return
+        self._complete()
 
     def _complete(self) -> None:
         service = self.service
@@ -225,6 +348,7 @@ class _Sink:
         self._forget()
 
     def _forget(self) -> None:
+        self._release_splice()
         self.service.sinks.discard(self)
         if not self.done.done():
             self.done.set_result(None)
@@ -235,7 +359,9 @@ def _create(directory: Path, base: str) -> tuple[int, Path]:
     for n in range(100):
         path = directory / (f"{base}.dump" if n == 0 else f"{base}-{n}.dump")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+            # Not O_APPEND: the file is new and only this connection writes it, and splice(2)
+            # refuses a file opened for appending.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             continue
         return fd, path
@@ -310,6 +436,11 @@ class DumpService(Service):
     client reads ``error: quota exceeded (N bytes)``. With ``file``, connections interleave
     by whole received chunks, or by whole lines with ``lines=True`` (a line longer than
     ``buffer_high`` is written in pieces, and a last line without its newline as it is).
+
+    ``splice`` (Linux): a connection with its own file is moved into it by ``splice(2)`` in
+    a thread of its own, up to ``splice_max`` at once (the rest are read as usual): no copy
+    in user space, and writeback starts while the upload runs (see
+    :mod:`twoway.services.splice`). The promise is the same either way.
     """
 
     name = "dump"
@@ -325,6 +456,8 @@ class DumpService(Service):
         buffer_high: int = 4 * 1024 * 1024,
         buffer_low: int = 1024 * 1024,
         workers: int = 4,
+        splice: bool = True,
+        splice_max: int = 64,
     ) -> None:
         if fsync not in FSYNC_POLICIES:
             raise ConfigError(f"fsync = {fsync!r}: not one of {', '.join(FSYNC_POLICIES)}")
@@ -335,6 +468,9 @@ class DumpService(Service):
         self.max_bytes = max_bytes
         self.buffer_high = buffer_high
         self.buffer_low = buffer_low
+        self.splice = splice and splice_supported()
+        self.splice_max = splice_max
+        self._pumps = 0
         self.sinks: set[_Sink] = set()
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, "twoway-dump")
         # One thread for the shared file keeps its chunks in the order they were submitted.
@@ -355,6 +491,14 @@ class DumpService(Service):
         except OSError as exc:
             where = self.file if self.file is not None else self.directory
             raise ConfigError(f"dump: cannot write to {where}: {describe_oserror(exc)}") from None
+
+    def _may_splice(self, sink: _Sink) -> bool:
+        """A connection's own file, while pump threads are free: splice it (and count it
+        from now on, though its pump starts only after what is buffered is written)."""
+        if self.splice and not sink.shared and self._pumps < self.splice_max:
+            self._pumps += 1
+            return True
+        return False
 
     def executor_for(self, sink: _Sink) -> concurrent.futures.Executor:
         return self._shared_pool if sink.shared else self._pool
@@ -404,7 +548,7 @@ class DumpService(Service):
             "dump: %s: connection from %s ended early after %d bytes",
             sink.path,
             conn.peer,
-            sink.received,
+            sink.received + (sink.pump.result.moved if sink.pump is not None else 0),
         )
         sink.finish()
 
@@ -436,6 +580,8 @@ class DumpService(Service):
 
     def _sync_tick(self) -> None:
         for sink in list(self.sinks):
+            if sink.pump is not None:
+                continue  # a pump syncs on its own clock
             if not sink.failed and sink.received:
                 sink.sync_due = True
                 if not sink.inflight:
