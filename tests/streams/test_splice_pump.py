@@ -264,7 +264,7 @@ def test_policy_interval_syncs_within_a_second_and_not_when_idle(
     assert result.synced and len(fsyncs.calls) == 1  # nothing new to sync at the end
 
 
-def test_write_behind_starts_writeback_per_window_and_waits_for_the_one_before(
+def test_write_behind_starts_writeback_per_window(
     tcp_pair: tuple[socket.socket, socket.socket],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -283,10 +283,9 @@ def test_write_behind_starts_writeback_per_window_and_waits_for_the_one_before(
     result = running.wait()
     _close_file(running)
     assert result.reason == "eof" and path.read_bytes() == data
-    starts = [args for _, args in counted.calls if args[3] == 2]  # WRITE only
-    waits = [args for _, args in counted.calls if args[3] == 7]  # WAIT_BEFORE|WRITE|WAIT_AFTER
-    assert starts and waits
-    assert all(length > 0 for _, _, length, _ in starts + waits)  # 0 would mean "to EOF"
+    starts = [args for _, args in counted.calls]
+    assert starts and all(flags == 2 for *_, flags in starts)  # WRITE: start, never wait
+    assert all(length > 0 for _, _, length, _ in starts)  # 0 would mean "to the end"
     # The started ranges tile the file from 0 without a gap or overlap.
     offsets = [(off, off + length) for _, off, length, _ in starts]
     assert offsets[0][0] == 0

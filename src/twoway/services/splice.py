@@ -11,9 +11,8 @@ The file stays an exact prefix of the stream at every moment: bytes leave the pi
 the file, and the pipe is emptied before anything else is read.
 
 Write-behind: every ``window`` bytes the pump starts writeback of what it just wrote
-(``sync_file_range(WRITE)``) and waits for the range two windows back. The disk works while
-the network does, so the fsync before the FIN finds little left to do, and no more than about
-two windows of a connection are dirty in the page cache at any time.
+(``sync_file_range(WRITE)``, which does not wait). The disk works while the network does, so
+the fsync before the FIN finds little left to do.
 """
 
 from __future__ import annotations
@@ -32,9 +31,7 @@ __all__ = ["PumpResult", "SplicePump", "splice_supported"]
 
 StopReason = Literal["eof", "limit", "stopped", "reset", "disk"]
 
-_SYNC_FILE_RANGE_WAIT_BEFORE = 1
 _SYNC_FILE_RANGE_WRITE = 2
-_SYNC_FILE_RANGE_WAIT_AFTER = 4
 
 # The pipe holds what one splice moves; 1 MiB is Linux's default maximum for a pipe.
 PIPE_SIZE = 1024 * 1024
@@ -114,7 +111,6 @@ class SplicePump:
         #: How the pump ended, filled in as it runs (``moved`` is readable meanwhile).
         self.result = PumpResult()
         self._kicked = 0  # bytes of this pump whose writeback was started
-        self._waited = 0  # bytes of this pump whose writeback was waited for
 
     def stop(self) -> None:
         """Ask the pump to stop reading: what is in its pipe still goes to the file, then it
@@ -242,21 +238,12 @@ class SplicePump:
         return True
 
     def _write_behind(self, end: int) -> None:
-        """Start writeback of what was written since the last call, and wait for the range
-        started by the call before: the disk works while the network does, and no more than
-        about two windows of this file are dirty at once."""
+        """Start writeback of what was written since the last call, without waiting for it:
+        the disk works while the network does. (Waiting for the window before, which would
+        cap this file's dirty pages at two windows, held push to the disk's own speed: 1.2x
+        Node instead of 1.6x. The kernel's dirty-page throttling bounds them anyway.)"""
         func = _sync_file_range
         if func is None:
             return
-        base = self.offset
         start, self._kicked = self._kicked, end
-        func(self.file_fd, base + start, end - start, _SYNC_FILE_RANGE_WRITE)
-        # A length of 0 would mean "to the end of the file": skip an empty range.
-        if start > self._waited:
-            func(
-                self.file_fd,
-                base + self._waited,
-                start - self._waited,
-                _SYNC_FILE_RANGE_WAIT_BEFORE | _SYNC_FILE_RANGE_WRITE | _SYNC_FILE_RANGE_WAIT_AFTER,
-            )
-            self._waited = start
+        func(self.file_fd, self.offset + start, end - start, _SYNC_FILE_RANGE_WRITE)
