@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from twoway.net.server import Server
 
 __all__ = [
+    "AsciiLineConnection",
     "ChunkConnection",
     "Connection",
     "LineConnection",
@@ -702,9 +703,8 @@ class LineConnection(Connection):
         self.bytes_read += len(data)
         if self._closing:
             return
-        raw = self._decoder.feed_single(data)
-        if raw is not None and not _batching:
-            self._one_line(raw)
+        if not _batching and self._decoder.is_single(data):
+            self._one_line(data[:-1])
             return
         events = self._decoder.feed(data)
         if events:
@@ -775,6 +775,43 @@ class LineConnection(Connection):
         super()._at_eof(_conn)
 
 
+class AsciiLineConnection(LineConnection):
+    """A line connection for a service with ``ascii_lines``: a read that is exactly one
+    ASCII line goes to :meth:`LineService.on_ascii_line` as the received bytes, ending
+    included, with no decoding and no encoding (UTF-8 and ASCII agree on every such line).
+    Anything else takes the :class:`LineConnection` path."""
+
+    __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_read += len(data)
+        if self._closing:
+            return
+        if not _batching and data.isascii() and self._decoder.is_single(data):
+            self._one_ascii_line(data)
+            return
+        events = self._decoder.feed(data)
+        if events:
+            self._deliver(events)
+
+    def _one_ascii_line(self, data: bytes) -> None:
+        global _batching, _owner
+        _batching = True
+        _owner = self
+        service: LineService = self.service  # type: ignore[assignment]
+        try:
+            self._newline = b"\n"
+            if len(data) == 5 and service.quit_command and data.lower() == b"quit\n":
+                service.on_quit(self)
+            else:
+                service.on_ascii_line(self, data)
+        except Exception as exc:
+            self._report(exc)
+            self.abort()
+        finally:
+            _end_callback(self)
+
+
 class TelnetLineConnection(LineConnection):
     """A line connection that also speaks just enough telnet for a real ``telnet`` client:
     IAC sequences are consumed (never reach the service), options are refused, and
@@ -837,7 +874,9 @@ def connection_class(service: Service) -> type[Connection]:
     """The connection class matching ``service.framing``."""
     framing = service.framing
     if framing == "line":
-        return TelnetLineConnection if getattr(service, "telnet", False) else LineConnection
+        if getattr(service, "telnet", False):
+            return TelnetLineConnection
+        return AsciiLineConnection if getattr(service, "ascii_lines", False) else LineConnection
     if framing == "chunk":
         return ChunkConnection
     if framing == "raw":

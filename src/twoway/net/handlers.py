@@ -92,9 +92,19 @@ class LineService(Service):
     quit_command: ClassVar[bool] = True
     #: Whether to consume telnet negotiation (IAC) bytes and refuse options.
     telnet: ClassVar[bool] = False
+    #: Whether a read that is exactly one ASCII line goes to :meth:`on_ascii_line` as bytes
+    #: (no decode, no encode: the fast path of a service that can answer in bytes).
+    ascii_lines: ClassVar[bool] = False
 
     def on_line(self, conn: Connection, line: str) -> None:
         """One complete line (or, with ``chunk`` framing, one received chunk)."""
+
+    def on_ascii_line(self, conn: Connection, line: bytes) -> None:
+        """With :attr:`ascii_lines`: one line of ASCII bytes, its ending (LF) included, for
+        a service that answers in bytes. Must answer exactly as :meth:`on_line` would (the
+        default calls it); lines that are not ASCII, or not alone in their read, still go
+        to :meth:`on_line`."""
+        self.on_line(conn, line[:-1].decode("ascii"))
 
     def on_line_too_long(self, conn: Connection, limit: int) -> None:
         """A line exceeded ``max_line``: tell the peer; the connection stays usable."""

@@ -86,11 +86,10 @@ class LineDecoder:
         """Bytes held for an incomplete line (at most ``max_line + 1``)."""
         return len(self._buf)
 
-    def feed_single(self, data: bytes) -> bytes | None:
-        """The content of ``data`` if it is exactly one LF-terminated line within the limit and
-        nothing is pending; else ``None`` (call :meth:`feed`). A fast path for the common
-        interactive case: when it returns bytes, :meth:`feed` would have returned exactly
-        ``[Line(content, False)]`` and the decoder state is unchanged."""
+    def is_single(self, data: bytes) -> bool:
+        """Whether ``data`` is exactly one LF-terminated line within the limit, with nothing
+        pending: then :meth:`feed` would return exactly ``[Line(data[:-1], False)]`` and
+        leave the decoder as it is, so a caller may skip it (see :meth:`feed_single`)."""
         n = len(data)
         if (
             self._buf
@@ -100,11 +99,16 @@ class LineDecoder:
             or (n > 1 and data[n - 2] == _CR)
             or data.find(b"\n") != n - 1
         ):
-            return None
+            return False
         limit = self.max_line
-        if limit is not None and n - 1 > limit:
-            return None
-        return data[: n - 1]
+        return limit is None or n - 1 <= limit
+
+    def feed_single(self, data: bytes) -> bytes | None:
+        """The content of ``data`` if it is exactly one LF-terminated line within the limit and
+        nothing is pending; else ``None`` (call :meth:`feed`). A fast path for the common
+        interactive case: when it returns bytes, :meth:`feed` would have returned exactly
+        ``[Line(content, False)]`` and the decoder state is unchanged."""
+        return data[:-1] if self.is_single(data) else None
 
     def feed(self, data: bytes) -> list[Event]:
         """Decode ``data`` and return the events it completes (often an empty list)."""

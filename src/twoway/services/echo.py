@@ -42,9 +42,14 @@ class UpperService(_Line):
     """Answers each line with ``You said "<LINE IN UPPER CASE>"``."""
 
     name = "upper"
+    ascii_lines = True
 
     def on_line(self, conn: Connection, line: str) -> None:
         conn.send_line(f'You said "{line.upper()}"')
+
+    def on_ascii_line(self, conn: Connection, line: bytes) -> None:
+        # bytes.upper() changes ASCII letters only: on an ASCII line, what str.upper() does.
+        conn.write(b'You said "' + line[:-1].upper() + b'"\n')
 
 
 class StampService(_Line):
@@ -52,19 +57,34 @@ class StampService(_Line):
     in local time."""
 
     name = "stamp"
+    ascii_lines = True
 
     def on_connect(self, conn: Connection) -> None:
         conn.send_line("Hello")
 
-    _second = -1
-    _clock = ""
+    # The clock text changes once a second; strftime costs about a microsecond, so it is
+    # formatted once per second, and the reply prefix is kept as str and as bytes.
+    _next = 0.0
+    _prefix = ""
+    _prefix_bytes = b""
+
+    def _tick(self, now: float) -> None:
+        second = int(now)
+        self._next = second + 1.0
+        self._prefix = time.strftime("%H:%M:%S", time.localtime(second)) + " - server reply: "
+        self._prefix_bytes = self._prefix.encode()
 
     def on_line(self, conn: Connection, line: str) -> None:
-        now = int(time.time())
-        if now != self._second:  # strftime costs about a microsecond: once a second is enough
-            self._second = now
-            self._clock = time.strftime("%H:%M:%S", time.localtime(now))
-        conn.send_line(f"{self._clock} - server reply: {line}")
+        now = time.time()
+        if not self._next - 1.0 <= now < self._next:  # a new second (or the clock went back)
+            self._tick(now)
+        conn.send_line(self._prefix + line)
+
+    def on_ascii_line(self, conn: Connection, line: bytes) -> None:
+        now = time.time()
+        if not self._next - 1.0 <= now < self._next:  # a new second (or the clock went back)
+            self._tick(now)
+        conn.write(self._prefix_bytes + line)
 
 
 class PeersService(_Line):
