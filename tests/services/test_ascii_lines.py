@@ -85,6 +85,24 @@ def test_only_services_that_ask_get_the_fast_connection() -> None:
     assert connection_class(PeersService()) is LineConnection
 
 
+def test_overriding_on_line_below_the_fast_path_turns_it_off() -> None:
+    """A user's subclass that changes on_line must see every line."""
+
+    class Shout(UpperService):
+        def on_line(self, conn: object, line: str) -> None:
+            conn.send_line(line + "!")  # type: ignore[attr-defined]
+
+    class ShoutFast(Shout):
+        def on_ascii_line(self, conn: object, line: bytes) -> None:
+            conn.write(line[:-1] + b"!\n")  # type: ignore[attr-defined]
+
+    assert connection_class(Shout()) is LineConnection
+    assert connection_class(ShoutFast()) is AsciiLineConnection
+    patched = UpperService()
+    patched.on_line = lambda conn, line: None  # type: ignore[method-assign]
+    assert connection_class(patched) is LineConnection
+
+
 @pytest.mark.parametrize("service", [UpperService, StampService])
 async def test_lines_alone_and_batched_get_the_same_replies(
     service: type[LineService],

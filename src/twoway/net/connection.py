@@ -870,13 +870,24 @@ class ChunkConnection(Connection):
             service.on_line(self, text)
 
 
+def _ascii_fast_path(service: Service) -> bool:
+    """``ascii_lines``, unless ``on_line`` is overridden below the ``on_ascii_line`` that
+    would bypass it (a subclass of ``UpperService`` that changes ``on_line`` must get it)."""
+    if not getattr(service, "ascii_lines", False) or "on_line" in vars(service):
+        return False
+    mro = type(service).__mro__
+    line_owner = next(k for k in mro if "on_line" in vars(k))
+    ascii_owner = next(k for k in mro if "on_ascii_line" in vars(k))
+    return issubclass(ascii_owner, line_owner)
+
+
 def connection_class(service: Service) -> type[Connection]:
     """The connection class matching ``service.framing``."""
     framing = service.framing
     if framing == "line":
         if getattr(service, "telnet", False):
             return TelnetLineConnection
-        return AsciiLineConnection if getattr(service, "ascii_lines", False) else LineConnection
+        return AsciiLineConnection if _ascii_fast_path(service) else LineConnection
     if framing == "chunk":
         return ChunkConnection
     if framing == "raw":
