@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from twoway.errors import ConnectionClosed
 from twoway.net.handlers import LineService, Service
+from twoway.net.idle import set_keepalive, sweeper_for
 from twoway.net.options import ConnectionOptions
 from twoway.sansio.framing import Line, LineDecoder, LineTooLong, PartialLine
 from twoway.sansio.telnet import TelnetFilter
@@ -274,14 +275,14 @@ class Connection(asyncio.Protocol):
                 if not opts.nodelay:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
                 if opts.keepalive is not None:
-                    _set_keepalive(sock, opts.keepalive)
+                    set_keepalive(sock, opts.keepalive)
             except OSError as exc:  # the socket may already be gone
                 log.debug("%s: socket options not set: %s", self.peer, exc)
         transport.set_write_buffer_limits(high=opts.write_high, low=opts.write_low)
         if self.server is not None and not self.server._admit(self):
             return
         if opts.idle_timeout is not None:
-            _sweeper_for(asyncio.get_running_loop()).add(self)
+            sweeper_for(asyncio.get_running_loop()).add(self)
         self._started = True
         self._call(self.service.on_connect)
 
@@ -298,7 +299,7 @@ class Connection(asyncio.Protocol):
         self._wake_drainers()
         self._wake_inbox()
         if self.options.idle_timeout is not None:
-            _sweeper_for(asyncio.get_running_loop()).discard(self)
+            sweeper_for(asyncio.get_running_loop()).discard(self)
         if self._started:
             try:
                 self.service.on_close(self, exc)
@@ -893,64 +894,3 @@ def connection_class(service: Service) -> type[Connection]:
     if framing == "raw":
         return RawConnection
     raise ValueError(f"unknown framing {framing!r} (raw, line or chunk)")
-
-
-def _set_keepalive(sock: Any, ka: Any) -> None:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    if hasattr(socket, "TCP_KEEPIDLE"):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(ka.idle)))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(ka.interval)))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, max(1, int(ka.count)))
-
-
-class _Sweeper:
-    """One timer per event loop that checks every connection with an idle timeout.
-
-    Cheaper than a timer per connection re-armed on every packet: the hot path only counts
-    bytes (which it does anyway); the sweep compares the counts with the last sweep's.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.conns: set[Connection] = set()
-        self.handle: asyncio.TimerHandle | None = None
-        self.period = 1.0
-
-    def add(self, conn: Connection) -> None:
-        timeout = conn.options.idle_timeout
-        assert timeout is not None
-        conn._idle_since = self.loop.time()
-        self.conns.add(conn)
-        period = max(0.02, min(1.0, timeout / 8))
-        if period < self.period or self.handle is None:
-            self.period = min(self.period, period)
-            if self.handle is not None:
-                self.handle.cancel()
-            self.handle = self.loop.call_later(self.period, self.tick)
-
-    def discard(self, conn: Connection) -> None:
-        self.conns.discard(conn)
-        if not self.conns and self.handle is not None:
-            self.handle.cancel()
-            self.handle = None
-            self.period = 1.0
-
-    def tick(self) -> None:
-        now = self.loop.time()
-        for conn in list(self.conns):
-            timeout = conn.options.idle_timeout
-            if timeout is not None:
-                conn._idle_tick(now, timeout)
-        self.handle = self.loop.call_later(self.period, self.tick) if self.conns else None
-
-
-_sweepers: dict[asyncio.AbstractEventLoop, _Sweeper] = {}
-
-
-def _sweeper_for(loop: asyncio.AbstractEventLoop) -> _Sweeper:
-    sweeper = _sweepers.get(loop)
-    if sweeper is None or sweeper.loop.is_closed():
-        for old in [lp for lp in _sweepers if lp.is_closed()]:
-            del _sweepers[old]
-        sweeper = _sweepers[loop] = _Sweeper(loop)
-    return sweeper
