@@ -59,7 +59,8 @@ def serve(dump_read: str) -> Iterator[StartServer]:
             args = (*args, "--splice" if dump_read == "splice" else "--no-splice")
         server = ServerProcess(args, wrapper=wrapper)
         servers.append(server)
-        return server.start()
+        server.wait_ready()
+        return server
 
     yield start
     problems: list[str] = []
@@ -70,11 +71,11 @@ def serve(dump_read: str) -> Iterator[StartServer]:
             problems.append(str(exc))
             continue
         finally:  # shown by pytest when the test fails
-            print(f"--- server {server.args} (pid {server.pid}):\n{server.stderr}")
+            print(f"--- server {server.title} (pid {server.pid}):\n{server.stderr}")
         if server.expect_clean_exit and code != 0:
-            problems.append(f"server {server.args} exited {code}:\n{server.stderr}")
+            problems.append(f"server {server.title} exited {code}:\n{server.stderr}")
         if "Traceback" in server.stderr:
-            problems.append(f"server {server.args} printed a traceback:\n{server.stderr}")
+            problems.append(f"server {server.title} printed a traceback:\n{server.stderr}")
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
 

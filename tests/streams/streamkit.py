@@ -15,15 +15,14 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import re
 import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+
+from helpers import CliServer
 
 __all__ = [
     "BLOCK",
@@ -36,7 +35,6 @@ __all__ = [
     "hash_to_eof",
     "push_seeded",
     "read_to_eof",
-    "run_cli",
     "seeded_blocks",
     "seeded_bytes",
     "sha256_file",
@@ -49,8 +47,6 @@ HOST = "127.0.0.1"
 MIB = 1024 * 1024
 #: Seeded data is generated (and must be regenerated) in blocks of this size.
 BLOCK = MIB
-
-_LISTENING = re.compile(r"listening on (\S+):(\d+)$")
 
 
 # ---------------------------------------------------------------------------- seeded data
@@ -166,147 +162,36 @@ def wait_until(
 # ---------------------------------------------------------------------------- the server
 
 
-def run_cli(*args: str, timeout: float = 20 * UNIT) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m twoway ARGS`` to completion (for commands that must exit on their own)."""
-    return subprocess.run(
-        [sys.executable, "-m", "twoway", *args],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-class ServerProcess:
-    """``python -m twoway serve ARGS --port 0`` in a subprocess, its stderr read by a thread.
-
-    :meth:`start` waits for ``listening on HOST:PORT`` and records the real port;
-    :meth:`wait_line` waits for a later log line; :meth:`stop` sends a signal and returns
-    the exit code. ``wrapper`` runs the server under another program (``strace``); then
-    :attr:`pid` is the server's own process id, found as the wrapper's child.
+class ServerProcess(CliServer):
+    """``python -m twoway serve ARGS --port 0``: a :class:`helpers.CliServer` (readiness with
+    :meth:`~helpers.CliServer.wait_ready`, log lines with :meth:`~helpers.CliServer.wait_for`,
+    signals, ``wrapper`` such as ``strace``) with what this suite adds: 20 units to exit,
+    a failure (after a kill) if the server does not, no second signal during a shutdown,
+    and the server's descriptors.
     """
 
     def __init__(self, args: Sequence[str], *, wrapper: Sequence[str] = ()) -> None:
-        self.args = list(args)
-        cmd = [*wrapper, sys.executable, "-m", "twoway", "serve", *args, "--port", "0"]
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        self.wrapped = bool(wrapper)
-        self.pid = self.proc.pid
-        self.port = 0
+        super().__init__(["serve", *args, "--port", "0"], wrapper=wrapper)
         #: Whether teardown checks the exit code (a test that kills -9 turns it off).
         self.expect_clean_exit = True
-        self._lines: list[str] = []
-        self._eof = False
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, name="stderr-reader", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        stream = self.proc.stderr
-        assert stream is not None
-        for raw in stream:
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            with self._cond:
-                self._lines.append(line)
-                self._cond.notify_all()
-        with self._cond:
-            self._eof = True
-            self._cond.notify_all()
-
-    # -- log lines ---------------------------------------------------------------------
-
-    @property
-    def lines(self) -> list[str]:
-        with self._cond:
-            return list(self._lines)
-
-    @property
-    def stderr(self) -> str:
-        return "\n".join(self.lines)
-
-    def mark(self) -> int:
-        """The number of lines logged so far: pass it to :meth:`wait_line` as ``since``."""
-        with self._cond:
-            return len(self._lines)
-
-    def wait_line(self, pattern: str, timeout: float = 10 * UNIT, since: int = 0) -> re.Match[str]:
-        """The first log line (from index ``since``) matching ``pattern``; fail after
-        ``timeout`` or if the server exits without logging it."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        i = since
-        with self._cond:
-            while True:
-                while i < len(self._lines):
-                    m = regex.search(self._lines[i])
-                    if m:
-                        return m
-                    i += 1
-                if self._eof:
-                    raise AssertionError(
-                        f"the server ended without logging /{pattern}/:\n{self._tail()}"
-                    )
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(
-                        f"no log line /{pattern}/ within {timeout:g} s:\n{self._tail()}"
-                    )
-                self._cond.wait(left)
-
-    def matching(self, pattern: str) -> list[str]:
-        regex = re.compile(pattern)
-        return [line for line in self.lines if regex.search(line)]
-
-    def _tail(self, n: int = 30) -> str:
-        return "\n".join(self._lines[-n:])
-
-    # -- lifecycle ---------------------------------------------------------------------
-
-    def start(self, timeout: float = 15 * UNIT) -> ServerProcess:
-        m = self.wait_line(_LISTENING.pattern, timeout)
-        self.port = int(m.group(2))
-        if self.wrapped:
-            self.pid = self._child_pid()
-        return self
-
-    def _child_pid(self) -> int:
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
-        pids = [int(p) for p in children.split()]
-        assert len(pids) == 1, f"expected one child of the wrapper, found {pids}"
-        return pids[0]
-
-    @property
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
-    def send_signal(self, sig: int) -> None:
-        if self.running:
-            os.kill(self.pid, sig)
 
     def wait(self, timeout: float = 20 * UNIT) -> int:
-        """Wait for the process to exit; collect the rest of its stderr; return the code."""
+        """Wait for the exit code; at the deadline kill the server and fail."""
         try:
-            code = self.proc.wait(timeout)
+            return self.wait_exit(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            self.killed = True
+            self.kill()
+            self.wait_exit(5 * UNIT)
             raise AssertionError(
-                f"the server did not exit within {timeout:g} s:\n{self._tail()}"
+                f"the server did not exit within {timeout:g} s:\n{self.tail()}"
             ) from None
-        finally:
-            self._reader.join(5 * UNIT)
-            if self.proc.stderr is not None:
-                self.proc.stderr.close()
-        return code
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20 * UNIT) -> int:
-        """Send ``sig`` (unless the server exited or is already shutting down: a second
-        signal would cut that shutdown short) and wait for the exit code."""
-        if not self.matching(r"received: shutting down"):
-            self.send_signal(sig)
+    def stop(self, timeout: float = 20 * UNIT, signum: int = signal.SIGTERM) -> int:
+        """Send ``signum`` (unless the server exited or is already shutting down: a second
+        signal would cut that shutdown short) and :meth:`wait` for the exit code."""
+        if not self.count(r"received: shutting down"):
+            self.signal(signum)
         return self.wait(timeout)
 
     # -- /proc -------------------------------------------------------------------------
@@ -324,10 +209,3 @@ class ServerProcess:
             except FileNotFoundError:  # closed while listing
                 pass
         return result
-
-    def status_kib(self, field: str) -> int:
-        """A ``/proc/PID/status`` figure in KiB (``VmRSS``, ``VmHWM``)."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-        raise AssertionError(f"no {field} in /proc/{self.pid}/status")

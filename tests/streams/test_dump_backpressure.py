@@ -122,11 +122,11 @@ def test_stopped_disk_does_not_stall_the_event_loop(
         with connect(server.port) as second:  # its file cannot be created now
             second_port = second.getsockname()[1]
             second.sendall(b"y" * 65536)
-            server.wait_line(rf"connection from 127\.0\.0\.1:{second_port}")
+            server.wait_for(rf"connection from 127\.0\.0\.1:{second_port}")
             with connect(server.port) as third:
-                server.wait_line(rf"connection from 127\.0\.0\.1:{third.getsockname()[1]}")
-            server.send_signal(signal.SIGTERM)
-            server.wait_line("SIGTERM received: shutting down", timeout=3 * UNIT)
+                server.wait_for(rf"connection from 127\.0\.0\.1:{third.getsockname()[1]}")
+            server.signal(signal.SIGTERM)
+            server.wait_for("SIGTERM received: shutting down", timeout=3 * UNIT)
             freezable_disk.thaw()
     assert server.wait() == 0
     [one] = directory.glob(f"*_{first_port}.dump")

@@ -67,8 +67,8 @@ def test_max_bytes_cuts_at_exactly_n(serve: StartServer, tmp_path: Path, sent: i
     path = _only_file(tmp_path)
     assert path.name.endswith(f"_{port}.dump")
     assert path.read_bytes() == seeded_bytes(11, sent)[:limit]
-    server.wait_line(rf"dump: {re.escape(str(path))}: stored {limit} bytes from ")
-    server.wait_line(rf"closed 127\.0\.0\.1:{port} \(.*quota exceeded")
+    server.wait_for(rf"dump: {re.escape(str(path))}: stored {limit} bytes from ")
+    server.wait_for(rf"closed 127\.0\.0\.1:{port} \(.*quota exceeded")
 
 
 @pytest.mark.parametrize("sent", [999_999, 1_000_000])
@@ -81,7 +81,7 @@ def test_max_bytes_not_exceeded_is_stored(serve: StartServer, tmp_path: Path, se
         sock.shutdown(socket.SHUT_WR)
         assert read_to_eof(sock) == b""
     assert _only_file(tmp_path).read_bytes() == seeded_bytes(12, sent)
-    server.wait_line(rf"stored {sent} bytes from ")
+    server.wait_for(rf"stored {sent} bytes from ")
 
 
 # ---------------------------------------------------------------------------- disk full
@@ -120,13 +120,13 @@ def test_disk_full_aborts_without_fin_and_keeps_serving(
     server = serve("dump", "--dir", str(directory))
     _upload_expecting_reset(server.port, 21, 4 * MIB)
     pattern = r"ERROR +dump: (\S+): No space left on device \(wrote (\d+) bytes\)$"
-    m = server.wait_line(pattern)
+    m = server.wait_for(pattern)
     path, wrote = Path(m.group(1)), int(m.group(2))
     assert path.parent == directory
     # What the log says is what the file holds, and it is what was sent, without a gap.
     assert _assert_prefix(path, 21, 4 * MIB) == wrote
     assert 0 < wrote <= MIB - filler
-    server.wait_line(r"closed 127\.0\.0\.1:\d+ \(.*disk error")
+    server.wait_for(r"closed 127\.0\.0\.1:\d+ \(.*disk error")
 
     # The server keeps serving: once there is room again, the next upload is stored.
     path.unlink()
@@ -139,7 +139,7 @@ def test_disk_full_aborts_without_fin_and_keeps_serving(
     [second] = directory.glob(f"*_{port}.dump")
     assert sha256_file(second) == digest
     assert server.stop() == 0
-    assert len(server.matching(r"No space left on device")) == 1, server.stderr
+    assert server.count(r"No space left on device") == 1, server.stderr
     assert "Traceback" not in server.stderr
 
 
@@ -149,13 +149,13 @@ def test_fsync_failure_aborts_without_fin(serve: StartServer, thin_disk: Path, p
     directory = thin_disk / "dumps"
     server = serve("dump", "--dir", str(directory), "--fsync", policy)
     _upload_expecting_reset(server.port, 23, 16 * MIB)
-    m = server.wait_line(
+    m = server.wait_for(
         r"ERROR +dump: (\S+): (No space left on device|Input/output error) \(wrote \d+ bytes\)$"
     )
-    server.wait_line(r"closed 127\.0\.0\.1:\d+ \(.*disk error")
+    server.wait_for(r"closed 127\.0\.0\.1:\d+ \(.*disk error")
     assert server.stop() == 0  # still running after the error; every line logged now
-    assert not server.matching(rf"{re.escape(m.group(1))}: stored "), server.stderr
-    assert len(server.matching(r"ERROR")) == 1, server.stderr
+    assert server.count(rf"{re.escape(m.group(1))}: stored ") == 0, server.stderr
+    assert server.count(r"ERROR") == 1, server.stderr
 
 
 # ---------------------------------------------------------------------------- SIGTERM
@@ -169,17 +169,17 @@ def test_sigterm_keeps_what_was_read_then_aborts(serve: StartServer, tmp_path: P
     with connect(server.port) as sock:
         port = sock.getsockname()[1]
         digest = push_seeded(sock, 31, size)
-        server.send_signal(signal.SIGTERM)
-        server.wait_line("SIGTERM received: shutting down")
+        server.signal(signal.SIGTERM)
+        server.wait_for("SIGTERM received: shutting down")
         expect_reset(sock)  # after the grace period
     assert server.wait() == 0
     path = _only_file(tmp_path)
     assert path.stat().st_size == size
     assert sha256_file(path) == digest
-    server.wait_line(rf"connection from 127\.0\.0\.1:{port} ended early after {size} bytes")
-    server.wait_line(rf"stored {size} bytes from 127\.0\.0\.1:{port}")
-    server.wait_line(r"grace period over: aborting 1 connection")
-    server.wait_line(rf"closed 127\.0\.0\.1:{port} \(in 9765\.6 KiB, .*shutdown")
+    server.wait_for(rf"connection from 127\.0\.0\.1:{port} ended early after {size} bytes")
+    server.wait_for(rf"stored {size} bytes from 127\.0\.0\.1:{port}")
+    server.wait_for(r"grace period over: aborting 1 connection")
+    server.wait_for(rf"closed 127\.0\.0\.1:{port} \(in 9765\.6 KiB, .*shutdown")
 
 
 def test_sigterm_lets_an_upload_finish_within_grace(serve: StartServer, tmp_path: Path) -> None:
@@ -188,13 +188,13 @@ def test_sigterm_lets_an_upload_finish_within_grace(serve: StartServer, tmp_path
     server = serve("dump", "--dir", str(tmp_path), "--grace", "10")
     with connect(server.port) as sock:
         digest = push_seeded(sock, 32, size)
-        server.send_signal(signal.SIGTERM)
-        server.wait_line("SIGTERM received: shutting down")
+        server.signal(signal.SIGTERM)
+        server.wait_for("SIGTERM received: shutting down")
         sock.shutdown(socket.SHUT_WR)
         assert read_to_eof(sock) == b""
     assert server.wait() == 0  # well before the 10 s grace: nothing left to wait for
     assert sha256_file(_only_file(tmp_path)) == digest
-    assert not server.matching("grace period over")
+    assert server.count("grace period over") == 0
 
 
 # ---------------------------------------------------------------------------- kill -9
@@ -211,7 +211,7 @@ def test_kill_9_leaves_an_exact_prefix(serve: StartServer, tmp_path: Path) -> No
             15 * UNIT,
             "32 MiB in the file",
         )
-        server.send_signal(signal.SIGKILL)
+        server.signal(signal.SIGKILL)
         assert server.wait() == -signal.SIGKILL
         with pytest.raises((ConnectionResetError, BrokenPipeError)):
             pushing.result(timeout=30 * UNIT)
@@ -231,7 +231,7 @@ def test_file_cannot_be_created_is_an_error_line(serve: StartServer, tmp_path: P
         sock.sendall(b"lost\n")
         sock.shutdown(socket.SHUT_WR)
         assert read_to_eof(sock) == b"error: cannot store data (no such file or directory)\n"
-    server.wait_line(rf"ERROR +dump: cannot create a file in {re.escape(str(directory))}: No such")
+    server.wait_for(rf"ERROR +dump: cannot create a file in {re.escape(str(directory))}: No such")
     directory.mkdir()
     with connect(server.port) as sock:
         sock.sendall(b"kept\n")
@@ -253,6 +253,6 @@ def test_idle_timeout_resets_rather_than_acknowledges(serve: StartServer, tmp_pa
         sock.sendall(b"a" * 1000)
         with pytest.raises(ConnectionResetError):
             sock.recv(1)  # what the server does at the idle timeout: b"" would be a FIN
-    server.wait_line(rf"stored 1000 bytes from 127\.0\.0\.1:{port}")
-    server.wait_line(rf"closed 127\.0\.0\.1:{port} \(.*idle")
+    server.wait_for(rf"stored 1000 bytes from 127\.0\.0\.1:{port}")
+    server.wait_for(rf"closed 127\.0\.0\.1:{port} \(.*idle")
     assert _only_file(tmp_path).read_bytes() == b"a" * 1000

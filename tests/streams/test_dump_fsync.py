@@ -96,7 +96,7 @@ def test_fsync_calls_match_the_policy(traced: Traced, tmp_path: Path, policy: st
     directory = tmp_path / "dumps"
     server, log = traced("dump", "--dir", str(directory), "--fsync", policy)
     port, path = _upload(server.port, directory, 7, 16 * MIB)
-    server.wait_line(rf"stored {16 * MIB} bytes")
+    server.wait_for(rf"stored {16 * MIB} bytes")
     events = _events(log)
     fin = _fin_index(events, port)
     name = str(path)

@@ -81,7 +81,7 @@ def test_dump_8x4mib_smoke(serve: StartServer, tmp_path: Path, loop: str) -> Non
     uploads, _ = _parallel_uploads(server.port, directory, 8, 4 * MIB, seed=1000)
     _check(uploads, directory, before)
     for up in uploads:
-        server.wait_line(rf"dump: \S+_{up.port}\.dump: stored {4 * MIB} bytes from ")
+        server.wait_for(rf"dump: \S+_{up.port}\.dump: stored {4 * MIB} bytes from ")
 
 
 @pytest.mark.slow

@@ -57,7 +57,7 @@ def test_shared_file_interleaves_whole_chunks(serve: StartServer, tmp_path: Path
     assert data.translate(None, _LOW) == b"".join(b)
     is_a = bytes(1 if i < 128 else 0 for i in range(256))
     assert _runs(data, is_a) > 2, "the uploads did not overlap: nothing was tested"
-    server.wait_line(rf"{target}: stored {size} bytes", timeout=5)
+    server.wait_for(rf"{target}: stored {size} bytes", timeout=5)
 
 
 def _lines_for(name: str, seed: int, count: int) -> list[bytes]:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import run_cli
+
 from .conftest import LOOPS, StartServer
 from .streamkit import (
     MIB,
@@ -29,7 +31,6 @@ from .streamkit import (
     expect_reset,
     hash_to_eof,
     read_to_eof,
-    run_cli,
     seeded_blocks,
     wait_until,
 )
@@ -114,7 +115,7 @@ def test_four_parallel_readers_get_identical_bytes(
         results = list(pool.map(_read_all_from, [server.port] * 4))
     assert [(n, sha) for _, n, sha in results] == [(big_file.size, big_file.sha)] * 4
     for port, _, _ in results:
-        server.wait_line(rf"file: sent {big_file.size} bytes to 127\.0\.0\.1:{port}$")
+        server.wait_for(rf"file: sent {big_file.size} bytes to 127\.0\.0\.1:{port}$")
     _fds_settle(server, baseline)
 
 
@@ -125,7 +126,7 @@ def test_keep_open_leaves_the_connection_open(
     with connect(server.port) as sock:
         data = _recv_exactly(sock, small_file.size)
         assert hashlib.sha256(data).hexdigest() == small_file.sha
-        server.wait_line(rf"file: sent {small_file.size} bytes to ")
+        server.wait_for(rf"file: sent {small_file.size} bytes to ")
         sock.settimeout(0.5 * UNIT)
         with pytest.raises(TimeoutError):  # no EOF: the connection stays open
             sock.recv(1)
@@ -192,7 +193,7 @@ def test_file_unavailable_after_startup_is_an_error_line(
         small_file.path.mkdir()
     with connect(server.port) as sock:
         assert read_to_eof(sock) == f"error: cannot read small.bin: {why}\n".encode()
-    server.wait_line(rf"ERROR +file: {re.escape(str(small_file.path))}: {why} \(for ")
+    server.wait_for(rf"ERROR +file: {re.escape(str(small_file.path))}: {why} \(for ")
     if replacement == "directory":
         small_file.path.rmdir()
     away.rename(small_file.path)  # back again: served again, the server never stopped
@@ -214,12 +215,12 @@ def test_reader_reset_mid_transfer_releases_everything(
         assert server.fd_count() == baseline + 3  # socket, its duplicate, the file
     finally:
         _abort(sock)
-    server.wait_line(rf"closed 127\.0\.0\.1:{port} ")
+    server.wait_for(rf"closed 127\.0\.0\.1:{port} ")
     _fds_settle(server, baseline)
     assert _read_all(server.port) == (big_file.size, big_file.sha)  # still serving
     _fds_settle(server, baseline)
     assert server.stop() == 0
-    assert not server.matching(r"WARNING|ERROR"), server.stderr
+    assert server.count(r"WARNING|ERROR") == 0, server.stderr
 
 
 def test_reader_that_never_reads_is_dropped(
@@ -230,7 +231,7 @@ def test_reader_that_never_reads_is_dropped(
     started = time.monotonic()
     with connect(server.port, rcvbuf=4096) as sock:
         port = sock.getsockname()[1]
-        server.wait_line(
+        server.wait_for(
             rf"file: 127\.0\.0\.1:{port}: no progress for 1 s, dropping the reader",
             timeout=5 * UNIT,
         )
@@ -239,7 +240,7 @@ def test_reader_that_never_reads_is_dropped(
         received = len(expect_reset(sock))
     assert 1.0 <= dropped < 4.0 * UNIT, dropped
     assert received < 16 * MIB  # what the kernel buffers took, not the file
-    server.wait_line(rf"closed 127\.0\.0\.1:{port} \(.*write timeout")
+    server.wait_for(rf"closed 127\.0\.0\.1:{port} \(.*write timeout")
 
 
 # ---------------------------------------------------------------------------- zero copy
@@ -263,8 +264,8 @@ def test_file_is_sent_with_sendfile(
     with connect(server.port, timeout=30 * UNIT) as sock:
         port = sock.getsockname()[1]
         assert hash_to_eof(sock) == (big_file.size, big_file.sha)
-    server.wait_line(rf"closed 127\.0\.0\.1:{port} ")
-    server.send_signal(signal.SIGTERM)
+    server.wait_for(rf"closed 127\.0\.0\.1:{port} ")
+    server.signal(signal.SIGTERM)
     assert server.wait() == 0
     log = strace_log.read_text()
     path = re.escape(str(big_file.path))
@@ -297,8 +298,8 @@ def test_sigterm_lets_a_transfer_finish_within_grace(
     server = _serve_file(serve, big_file, loop, "--grace", "10")
     with connect(server.port, rcvbuf=65536) as sock:
         head = _recv_exactly(sock, 1 * MIB)
-        server.send_signal(signal.SIGTERM)
-        server.wait_line("SIGTERM received: shutting down")
+        server.signal(signal.SIGTERM)
+        server.wait_for("SIGTERM received: shutting down")
         n, _, how = _read_outcome(sock)
     assert (len(head) + n, how) == (big_file.size, "eof")
     assert server.wait() == 0
@@ -312,7 +313,7 @@ def test_sigterm_past_grace_resets_an_unfinished_transfer(
     server = _serve_file(serve, big_file, loop, "--grace", "1")
     with connect(server.port, rcvbuf=65536) as sock:
         head = _recv_exactly(sock, 1 * MIB)
-        server.send_signal(signal.SIGTERM)
+        server.signal(signal.SIGTERM)
         assert server.wait() == 0  # the grace period is over, the server is gone
         n, _, how = _read_outcome(sock)
     assert len(head) + n < big_file.size
