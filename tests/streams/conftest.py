@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import inspect
 import os
 import shutil
 import subprocess
@@ -32,11 +33,11 @@ _DUMP_MODULES = (
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Every per-connection dump test runs with both ways of reading."""
+    """Every per-connection dump test runs with both ways of reading (``serve`` depends on
+    ``dump_read``, so only dump modules, or tests naming it, are parametrized)."""
     module = metafunc.module.__name__.rsplit(".", 1)[-1]
-    if "dump_read" in metafunc.fixturenames or (
-        "serve" in metafunc.fixturenames and module in _DUMP_MODULES
-    ):
+    asks = "dump_read" in inspect.signature(metafunc.function).parameters
+    if "dump_read" in metafunc.fixturenames and (asks or module in _DUMP_MODULES):
         metafunc.parametrize("dump_read", DUMP_READS)
 
 

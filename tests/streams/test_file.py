@@ -318,3 +318,22 @@ def test_sigterm_past_grace_resets_an_unfinished_transfer(
         n, _, how = _read_outcome(sock)
     assert len(head) + n < big_file.size
     assert how == "reset", f"a clean EOF after {len(head) + n} of {big_file.size} bytes"
+
+
+def test_a_file_that_shrinks_mid_transfer_resets_the_reader(
+    serve: StartServer, tmp_path: Path, loop: str
+) -> None:
+    """Truncated while being sent: a FIN would tell the reader it has the whole file, so
+    the server resets the connection and logs why; it keeps serving."""
+    served = _make(tmp_path / "shrinking.bin", 83, 64 * MIB)
+    server = _serve_file(serve, served, loop)
+    with connect(server.port, timeout=30 * UNIT) as sock:
+        port = sock.getsockname()[1]
+        _recv_exactly(sock, 1 * MIB)  # the transfer has begun; the rest waits for us
+        with served.path.open("r+b") as f:
+            f.truncate(8 * MIB)
+        assert 1 * MIB + len(expect_reset(sock)) < served.size
+    server.wait_for(rf"file: .*shrank to \d+ bytes while being sent to 127\.0\.0\.1:{port}")
+    server.wait_for(rf"closed 127\.0\.0\.1:{port} .*file shrank")
+    assert _read_all(server.port)[0] == 8 * MIB  # the next reader gets the file as it is now
+    assert server.stop() == 0

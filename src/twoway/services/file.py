@@ -100,8 +100,9 @@ class _Sender:
                 except BlockingIOError:
                     self._wait_writable()
                     return
-                if sent == 0:  # the file shrank under us: send what there was
-                    break
+                if sent == 0:  # the file shrank under us: the reader must not take it as whole
+                    self._shrank()
+                    return
                 self.offset += sent
                 self.conn.bytes_written += sent
                 self.last_progress = self.loop.time()
@@ -157,12 +158,27 @@ class _Sender:
                     self.file_fd, min(_CHUNK // 4, self.size - self.offset), self.offset
                 )
                 if not data:
-                    break
+                    self._shrank()
+                    return
                 self.offset += len(data)
                 await self.conn.write(data)
         finally:
             self.release()
         self._done()
+
+    def _shrank(self) -> None:
+        """The file ended early (truncated while being sent): a FIN would tell the reader it
+        has the whole file, so the connection is reset instead."""
+        self._stop_waiting()
+        self.release()
+        log.warning(
+            "file: %s: the file shrank to %d bytes while being sent to %s (%d expected)",
+            self.service.path,
+            self.offset,
+            self.conn.peer,
+            self.size,
+        )
+        self.conn.abort(reason="file shrank")
 
     def _done(self) -> None:
         if self.conn.is_closing:
