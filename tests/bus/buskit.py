@@ -200,7 +200,9 @@ class ChatClient:
     def sync(self) -> list[str]:
         """A barrier: the lines the server sent before it answered a ``/peers``."""
         self.send("/peers")
-        return self.lines_until(re.compile(r"^You have \d+ peers? on this server$"))
+        return self.lines_until(
+            re.compile(r"^You have \d+ peers? on (this server|\d+ servers \(\d+ on this one\))$")
+        )
 
     def welcome(self) -> str:
         for line in self.lines_until("* type /help for commands"):

@@ -80,9 +80,18 @@ def test_who_rooms_and_peers_count_both_servers(pair: Pair) -> None:
     for cl in (a1, a2, b1):
         assert cl.ask("/who", "* in #t4") == "* in #t4: amy4, ann4, ben4"
         assert re.search(r"#t4 \(3\)", cl.ask("/rooms", "* rooms:"))
-    # /peers counts everyone on every server (the other tests' clients included).
-    counts = {cl.ask("/peers", "You have") for cl in (a1, a2, b1)}
-    assert len(counts) == 1, counts
+    # /peers counts everyone on every server (the other tests' clients included), and says
+    # how many of them are on the asker's own server.
+    answers = [cl.ask("/peers", "You have") for cl in (a1, a2, b1)]
+    shape = re.compile(r"^You have (\d+) peers on 2 servers \((\d+) on this one\)$")
+    parsed = [shape.match(a) for a in answers]
+    assert all(parsed), answers
+    totals = {int(m.group(1)) for m in parsed if m}
+    assert len(totals) == 1, answers
+    [total] = totals
+    here = [int(m.group(2)) for m in parsed if m]
+    # Everyone but the asker: (own server - 1) + the other server, from either side.
+    assert here[0] == here[1] and here[0] + 1 + here[2] + 1 == total + 1, answers
     b1.send("/quit")
     a1.expect("* ben4 left #t4 (quit)")
     assert a1.ask("/who", "* in #t4") == "* in #t4: amy4, ann4"

@@ -22,6 +22,7 @@ from twoway.sansio.chat import (
 
 A = 1 << 32  # node 1's first client id is A | 1
 B = 2 << 32  # node 2's
+C = 3 << 32  # node 3's
 
 
 def sent(effects: Sequence[Effect], cid: int) -> list[str]:
@@ -105,7 +106,15 @@ def test_who_rooms_peers_count_remote_members(core: ChatCore) -> None:
     core.remote_presence(B | 2, "carol", "#dev", 2)
     assert last_send(core, A | 1, "/who") == "* in #lobby: alice, bob"
     assert last_send(core, A | 1, "/rooms") == "* rooms: #dev (1), #lobby (2)"
-    assert last_send(core, A | 1, "/peers") == "You have 2 peers on this server"
+    assert last_send(core, A | 1, "/peers") == "You have 2 peers on 2 servers (0 on this one)"
+    core.connect(A | 2, 0.0)
+    core.remote_presence(C | 1, "dave", "#dev", 3)
+    assert last_send(core, A | 1, "/peers") == "You have 4 peers on 3 servers (1 on this one)"
+    for gone in (B | 1, B | 2, C | 1):
+        core.remote_gone(gone, "quit")
+    assert last_send(core, A | 1, "/peers") == "You have 1 peer on this server"
+    core.remote_presence(B | 1, "bob", "#lobby", 2)
+    core.remote_presence(B | 2, "carol", "#dev", 2)
     out = core.line(A | 1, "/join dev", 0.0)
     assert "* 1 peer here: carol" in sent(out, A | 1)
 

@@ -177,7 +177,7 @@ _HELP = (
     "* /msg NICK text    send a private message",
     "* /me action        describe what you are doing",
     "* /topic [text]     show, or set, the topic of this room",
-    "* /peers            count the other people on this server",
+    "* /peers            count the other people (on every server of the chat)",
     "* /quit [reason]    leave (typing quit does the same)",
     "* //text            send a message that starts with /",
     "* /help             this list",
@@ -747,8 +747,13 @@ class ChatCore:
         return out
 
     def _cmd_peers(self, client: _Client, arg: str) -> list[Effect]:
-        n = len(self._clients) + len(self._remote.cids) - 1
-        return [Send(client.cid, f"You have {n} peer{'' if n == 1 else 's'} on this server")]
+        local = len(self._clients) - 1
+        n = local + len(self._remote.cids)
+        text = f"You have {n} peer{'' if n == 1 else 's'}"
+        servers = len(self._remote.nodes)  # nodes with at least one member, besides this one
+        if not servers:
+            return [Send(client.cid, text + " on this server")]
+        return [Send(client.cid, f"{text} on {servers + 1} servers ({local} on this one)")]
 
     # -- helpers ---------------------------------------------------------------------------
 
