@@ -86,16 +86,46 @@ async def test_a_repeated_publish_lands_once(
 
     client = aioredis.Redis.from_url(redis.url)
     try:
-        keys = ["twoway:chat:log", "twoway:chat:seq", "twoway:chat:pub"]
+        keys = ["twoway:chat:log", "twoway:chat:pub:77"]
+        seq, ttl = "twoway:chat:seq:", 3600
         data = encode_items([Said("#x", "only once")])
         for _ in range(3):
-            await client.eval(_PUBLISH, 3, *keys, 77, 1, 1000, data, "#x", 1)
+            await client.eval(_PUBLISH, 2, *keys, 1, 1000, data, seq, ttl, 77, "#x", 1)
         data = encode_items([Said("#x", "next")])
-        await client.eval(_PUBLISH, 3, *keys, 77, 2, 1000, data, "#x", 1)
+        await client.eval(_PUBLISH, 2, *keys, 2, 1000, data, seq, ttl, 77, "#x", 1)
     finally:
         await client.aclose()
     await lb.wait(lambda: Said("#x", "next") in lb.items())
     assert lb.items().count(Said("#x", "only once")) == 1
+
+
+async def test_counter_keys_expire_when_unused(redis: RedisServer) -> None:
+    """The per-node and per-room counters are keys with a TTL, refreshed on use: a node that
+    is gone and a room nobody speaks in leave nothing behind in Redis."""
+    import redis.asyncio as aioredis
+
+    bus = RedisBus(redis.url, key_ttl=2, **FAST)  # type: ignore[arg-type]
+    other = RedisBus(redis.url, **FAST)  # type: ignore[arg-type]
+    await bus.start(Listener())
+    seen = Listener()
+    await other.start(seen)
+    client = aioredis.Redis.from_url(redis.url)
+    try:
+        node_key, room_key = f"twoway:chat:pub:{bus.node}", "twoway:chat:seq:#expiring"
+        bus.publish(Said("#expiring", "hello"))
+        await seen.wait(lambda: Said("#expiring", "hello") in seen.items())
+        assert int(await client.get(room_key)) == 1
+        assert 0 < await client.ttl(room_key) <= 2
+        assert 0 < await client.ttl(node_key) <= 2
+        assert await client.type("twoway:chat:seq") == b"none"  # no ever-growing hash
+        assert await client.type("twoway:chat:pub") == b"none"
+        await bus.stop()
+        await asyncio.sleep(3 * UNIT)
+        assert await client.exists(room_key, node_key) == 0
+    finally:
+        await bus.stop()
+        await other.stop()
+        await client.aclose()
 
 
 async def test_start_without_redis_then_it_comes(

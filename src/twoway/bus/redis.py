@@ -83,18 +83,26 @@ log = logging.getLogger("twoway.bus")
 # unreachable draws a random number at or above it, so the two never collide.
 _RANDOM_NODES = 1 << 30
 
+# KEYS: the stream, this node's last published entry number. ARGV: entry number, maxlen,
+# data, room-counter key prefix, key TTL, node, then (room, count) pairs. Both kinds of
+# counter are plain keys with a TTL, refreshed on each use, so the keys of nodes and rooms
+# that are gone expire instead of piling up in Redis. A room idle past the TTL restarts its
+# numbering at 1, which readers take as a restart, never as a gap.
 _PUBLISH = """
-local last = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
-if tonumber(ARGV[2]) <= last then return 0 end
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[1]) <= last then return 0 end
+local ttl = tonumber(ARGV[5])
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ttl)
 local runs = {}
-for i = 5, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   local count = tonumber(ARGV[i + 1])
-  local last = redis.call('HINCRBY', KEYS[2], ARGV[i], count)
+  local key = ARGV[4] .. ARGV[i]
+  local last = redis.call('INCRBY', key, count)
+  redis.call('EXPIRE', key, ttl)
   runs[#runs + 1] = ARGV[i] .. ' ' .. (last - count + 1) .. ' ' .. count
 end
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*',
-           'n', ARGV[1], 's', ARGV[2], 'd', ARGV[4], 'q', table.concat(runs, ','))
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
+           'n', ARGV[6], 's', ARGV[1], 'd', ARGV[3], 'q', table.concat(runs, ','))
 return 1
 """
 
@@ -186,6 +194,8 @@ class RedisBus:
       ``block`` (1.0: how long one blocking read waits for entries).
     * ``retry_initial`` (0.5) and ``retry_max`` (4.0): the reconnection backoff.
     * ``stop_timeout`` — how long :meth:`stop` tries to flush (2.0).
+    * ``key_ttl`` — the per-node and per-room counter keys expire after this long unused
+      (7 days): what departed nodes and abandoned rooms leave in Redis goes away.
 
     Not thread-safe: use it from the event loop that started it.
     """
@@ -210,9 +220,12 @@ class RedisBus:
         retry_initial: float = 0.5,
         retry_max: float = 4.0,
         stop_timeout: float = 2.0,
+        key_ttl: int = 7 * 24 * 3600,
     ) -> None:
-        if buffer_limit < 1 or maxlen < 1 or read_count < 1 or batch_items < 1:
-            raise ValueError("buffer_limit, maxlen, read_count and batch_items must be >= 1")
+        if min(buffer_limit, maxlen, read_count, batch_items, key_ttl) < 1:
+            raise ValueError(
+                "buffer_limit, maxlen, read_count, batch_items and key_ttl must be >= 1"
+            )
         self._redis = _import_redis()
         self.url = url
         self.node = 0
@@ -230,7 +243,8 @@ class RedisBus:
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self.stop_timeout = stop_timeout
-        self._keys = [prefix + "log", prefix + "seq", prefix + "pub"]
+        self.key_ttl = key_ttl
+        self._keys = [prefix + "log"]
         self._listener: BusListener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # redis.asyncio objects (imported lazily, hence Any): one connection for writes and
@@ -525,8 +539,16 @@ class RedisBus:
                         return
                 batch = self._batch = self._next_batch()
             await self._publish_script(
-                keys=self._keys,
-                args=[self.node, batch.nseq, self.maxlen, batch.data, *batch.runs],
+                keys=[self._keys[0], f"{self.prefix}pub:{self.node}"],
+                args=[
+                    batch.nseq,
+                    self.maxlen,
+                    batch.data,
+                    self.prefix + "seq:",
+                    self.key_ttl,
+                    self.node,
+                    *batch.runs,
+                ],
                 client=self._client,
             )
             self._batch = None
