@@ -11,6 +11,7 @@ import errno
 import re
 import signal
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -256,3 +257,17 @@ def test_idle_timeout_resets_rather_than_acknowledges(serve: StartServer, tmp_pa
     server.wait_for(rf"stored 1000 bytes from 127\.0\.0\.1:{port}")
     server.wait_for(rf"closed 127\.0\.0\.1:{port} \(.*idle")
     assert _only_file(tmp_path).read_bytes() == b"a" * 1000
+
+
+def test_a_slow_upload_that_keeps_sending_is_not_idle(serve: StartServer, tmp_path: Path) -> None:
+    """Bytes keep arriving, more slowly than --idle-timeout: the upload is not cut (read by
+    a splice pump, the bytes are counted from its thread, where the idle sweep sees them)."""
+    server = serve("dump", "--dir", str(tmp_path), "--idle-timeout", "1")
+    with connect(server.port, timeout=5 * UNIT) as sock:
+        for _ in range(10):  # 3 s in all, three times the idle timeout
+            sock.sendall(b"b" * 1000)
+            time.sleep(0.3)
+        sock.shutdown(socket.SHUT_WR)
+        assert read_to_eof(sock) == b""  # the FIN that says "stored"
+    assert _only_file(tmp_path).read_bytes() == b"b" * 10_000
+    assert server.count(r"idle") == 0, server.stderr
