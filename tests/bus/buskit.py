@@ -56,18 +56,27 @@ class RedisServer:
     empty, as after a crash), run by :class:`helpers.CliServer`. :meth:`start` waits until
     it answers ``PING``; it can be started again on the same port after it stopped."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, unix_socket: Path | None = None) -> None:
         assert REDIS_SERVER is not None
         self.port = port if port is not None else free_port()
+        self.unix_socket = unix_socket
         self.proc: CliServer | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def unix_url(self) -> str:
+        """The ``unix://`` URL of its socket (with ``unix_socket`` given)."""
+        assert self.unix_socket is not None
+        return f"unix://{self.unix_socket}?db=0"
+
     def start(self, timeout: float = 10 * UNIT) -> None:
         assert REDIS_SERVER is not None
         args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        if self.unix_socket is not None:
+            args += ["--unixsocket", str(self.unix_socket), "--unixsocketperm", "700"]
         deadline = time.monotonic() + timeout
         while True:
             self.proc = CliServer(args, program=[REDIS_SERVER])
@@ -229,13 +238,14 @@ class Cluster:
     """Chat servers on one Redis, and their clients; :meth:`close` stops everything and
     returns the problems found in the servers' logs (tracebacks, unclean exits)."""
 
-    def __init__(self, redis: RedisServer) -> None:
+    def __init__(self, redis: RedisServer, url: str | None = None) -> None:
         self.redis = redis
+        self.url = url if url is not None else redis.url  # what the servers' --bus says
         self.servers: list[CliServer] = []
         self.clients: list[ChatClient] = []
 
     def server(self, *args: str, ready: bool = True) -> CliServer:
-        srv = CliServer(serve_args("chat", "--bus", self.redis.url, "--flood-rate", "0", *args))
+        srv = CliServer(serve_args("chat", "--bus", self.url, "--flood-rate", "0", *args))
         self.servers.append(srv)
         if ready:
             srv.wait_ready()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
+
+import pytest
 
 from helpers import CliServer
 
-from .buskit import UNIT, Cluster
+from .buskit import REDIS_SERVER, UNIT, Cluster, RedisServer
 
 Pair = tuple[Cluster, CliServer, CliServer]
 
@@ -166,3 +169,21 @@ def test_server_stop_removes_its_clients_elsewhere(cluster: Cluster) -> None:
     alice.expect(re.compile(r"^\* bob7 left #lobby \("), 5 * UNIT)
     assert alice.ask("/who", "* in #lobby") == "* in #lobby: alice7"
     assert "bus: redis" in b.stderr
+
+
+def test_two_servers_over_a_unix_socket(tmp_path: Path) -> None:
+    """``--bus unix:///path``: the same chat through Redis's Unix socket."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed")
+    redis = RedisServer(unix_socket=tmp_path / "redis.sock")
+    redis.start()
+    cluster = Cluster(redis, url=redis.unix_url)
+    try:
+        a, b = cluster.server(), cluster.server()
+        alice, bob = cluster.client(a, "alice9"), cluster.client(b, "bob9")
+        alice.knows("bob9")
+        alice.send("over the socket")
+        assert bob.expect(re.compile(r"^alice9: ")) == "alice9: over the socket"
+        assert "bus: redis at unix://" in a.stderr
+    finally:
+        assert cluster.close() == []
