@@ -19,6 +19,7 @@ The peer's bad input is never an exception: it becomes an event or an error line
 from __future__ import annotations
 
 import errno
+import ssl
 
 __all__ = [
     "ConfigError",
@@ -83,7 +84,14 @@ _PHRASES = {
 
 
 def describe_oserror(exc: BaseException) -> str:
-    """A short lower-case phrase for an ``OSError`` ("address already in use"), else ``str``."""
+    """A short lower-case phrase for an ``OSError`` ("address already in use"), else ``str``.
+
+    TLS errors are ``OSError`` too, with numbers that mean nothing as errno (a failed
+    certificate check has errno 1, "operation not permitted"): they get the TLS reason."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error: {(exc.reason or str(exc)).lower().replace('_', ' ')}"
     if isinstance(exc, OSError):
         if exc.errno in _PHRASES:
             return _PHRASES[exc.errno]

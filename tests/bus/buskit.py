@@ -9,11 +9,13 @@ runs the redis-server processes too).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -56,15 +58,28 @@ class RedisServer:
     empty, as after a crash), run by :class:`helpers.CliServer`. :meth:`start` waits until
     it answers ``PING``; it can be started again on the same port after it stopped."""
 
-    def __init__(self, port: int | None = None, unix_socket: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        unix_socket: Path | None = None,
+        tls: tuple[Path, Path, Path] | None = None,
+    ) -> None:
+        """``tls``: (certificate, key, CA) for a TLS port beside the plain one (which the
+        readiness probe uses)."""
         assert REDIS_SERVER is not None
         self.port = port if port is not None else free_port()
         self.unix_socket = unix_socket
+        self.tls = tls
+        self.tls_port = free_port() if tls is not None else 0
         self.proc: CliServer | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def tls_url(self, ca: Path) -> str:
+        """The ``rediss://`` URL of its TLS port, trusting ``ca``."""
+        return f"rediss://127.0.0.1:{self.tls_port}/0?ssl_ca_certs={ca}"
 
     @property
     def unix_url(self) -> str:
@@ -77,6 +92,11 @@ class RedisServer:
         args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         if self.unix_socket is not None:
             args += ["--unixsocket", str(self.unix_socket), "--unixsocketperm", "700"]
+        if self.tls is not None:
+            cert, key, ca = self.tls
+            args += ["--tls-port", str(self.tls_port), "--tls-cert-file", str(cert)]
+            args += ["--tls-key-file", str(key), "--tls-ca-cert-file", str(ca)]
+            args += ["--tls-auth-clients", "no"]
         deadline = time.monotonic() + timeout
         while True:
             self.proc = CliServer(args, program=[REDIS_SERVER])
@@ -298,3 +318,20 @@ def cluster_of(redis: RedisServer) -> Iterator[Cluster]:
         yield c
     finally:
         c.close()
+
+
+def make_certificates(directory: Path, name: str = "twoway test CA") -> tuple[Path, Path, Path]:
+    """A CA and a certificate for 127.0.0.1 signed by it, made with the openssl command:
+    (certificate, key, CA certificate)."""
+    ca_key, ca = directory / "ca.key", directory / "ca.crt"
+    key, csr, cert = directory / "srv.key", directory / "srv.csr", directory / "srv.crt"
+    ext = directory / "ext.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    run = functools.partial(subprocess.run, check=True, capture_output=True, timeout=60)
+    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+         f"/CN={name}", "-keyout", str(ca_key), "-out", str(ca)])  # fmt: skip
+    run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+         "-keyout", str(key), "-out", str(csr)])  # fmt: skip
+    run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+         "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(cert)])  # fmt: skip
+    return cert, key, ca

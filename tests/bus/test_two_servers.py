@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 
 from helpers import CliServer
 
-from .buskit import REDIS_SERVER, UNIT, Cluster, RedisServer
+from .buskit import REDIS_SERVER, UNIT, Cluster, RedisServer, make_certificates
 
 Pair = tuple[Cluster, CliServer, CliServer]
 
@@ -185,5 +186,42 @@ def test_two_servers_over_a_unix_socket(tmp_path: Path) -> None:
         alice.send("over the socket")
         assert bob.expect(re.compile(r"^alice9: ")) == "alice9: over the socket"
         assert "bus: redis at unix://" in a.stderr
+    finally:
+        assert cluster.close() == []
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl command")
+def test_two_servers_over_tls_and_an_untrusted_one_is_refused(tmp_path: Path) -> None:
+    """``--bus rediss://...?ssl_ca_certs=CA``: the chat through Redis's TLS port. A server
+    that does not trust the certificate says so in one line, retries, and keeps its own
+    clients chatting."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed")
+    (tmp_path / "good").mkdir()
+    (tmp_path / "other").mkdir()
+    cert, key, ca = make_certificates(tmp_path / "good")
+    *_, other_ca = make_certificates(tmp_path / "other", "some other CA")
+    redis = RedisServer(tls=(cert, key, ca))
+    redis.start()
+    cluster = Cluster(redis, url=redis.tls_url(ca))
+    try:
+        a, b = cluster.server(), cluster.server()
+        alice, bob = cluster.client(a, "alice10"), cluster.client(b, "bob10")
+        alice.knows("bob10")
+        alice.send("over tls")
+        assert bob.expect(re.compile(r"^alice10: ")) == "alice10: over tls"
+        assert "bus: redis at rediss://" in a.stderr
+
+        untrusting = Cluster(redis, url=redis.tls_url(other_ca))
+        c = untrusting.server()
+        line = c.wait_for(r"bus: redis unreachable \((.*)\), retrying", 5 * UNIT)
+        assert line.group(1).startswith("TLS certificate verify failed: "), line.group(0)
+        carol, dan = untrusting.client(c, "carol10"), untrusting.client(c, "dan10")
+        carol.send("local still works")
+        assert dan.expect(re.compile(r"^carol10: ")) == "carol10: local still works"
+        for cl in untrusting.clients:
+            cl.close()
+        assert c.stop_checked(check_exit=True) == []
+        assert c.count("Traceback") == 0
     finally:
         assert cluster.close() == []
