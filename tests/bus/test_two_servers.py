@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -225,3 +226,31 @@ def test_two_servers_over_tls_and_an_untrusted_one_is_refused(tmp_path: Path) ->
         assert c.count("Traceback") == 0
     finally:
         assert cluster.close() == []
+
+
+def test_a_server_that_joins_late_shows_recent_history(cluster: Cluster) -> None:
+    """History from before a server joined comes from the log: its clients see the recent
+    lines of the lobby at once, and of another room when they join it."""
+    a = cluster.server()
+    alice = cluster.client(a, "alice11")
+    for i in range(3):
+        alice.send(f"early {i}")
+    alice.send("/join dev11")
+    alice.send("in dev")
+    alice.sync()
+
+    def logged() -> bool:
+        return b"in dev" in cluster.redis.command("XREVRANGE", "twoway:chat:log", "+", "-")
+
+    deadline = time.monotonic() + 5 * UNIT
+    while not logged():
+        assert time.monotonic() < deadline, "alice's lines never reached the log"
+        time.sleep(0.05)
+    b = cluster.server()
+    bob = cluster.client(b, "bob11")
+    assert [x for x in bob.history if x.startswith("[history]")] == [
+        f"[history] alice11: early {i}" for i in range(3)
+    ]
+    bob.send("/join dev11")
+    bob.expect("[history] alice11: in dev")
+    alice.expect("* bob11 joined #dev11")

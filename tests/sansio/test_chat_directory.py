@@ -390,3 +390,51 @@ def test_two_nodes_converge_with_unique_nicks(ops: list[tuple[int, str, int]]) -
     assert len(nicks) == len(set(nicks)), views[0]
     assert nodes[1].core.remote_count == len(nodes[2].local())
     assert nodes[2].core.remote_count == len(nodes[1].local())
+
+
+# -- backfill: history from before this server joined ------------------------------------
+
+
+def _history_of(core: ChatCore, cid: int, line: str) -> list[str]:
+    return [t for t in sent(core.line(cid, line, 0.0), cid) if t.startswith("[history]")]
+
+
+def test_backfill_goes_before_what_the_room_already_has() -> None:
+    c = ChatCore(cluster=True, history=4)
+    c.connect(A | 1, 0.0)
+    c.line(A | 1, "/nick alice", 0.0)
+    c.line(A | 1, "said here", 0.0)
+    out = c.backfill([("#lobby", "bob: one"), ("#lobby", "bob: two\x1b"), ("#dev", "carol: x")])
+    assert out is None  # delivered to nobody
+    c.connect(A | 2, 0.0)
+    assert _history_of(c, A | 2, "/join lobby") == []  # (already there: an error)
+    welcome = sent(c.connect(A | 3, 0.0), A | 3)
+    assert [t for t in welcome if t.startswith("[history]")] == [
+        "[history] bob: one",
+        "[history] bob: two^[",  # escaped like any remote line
+        "[history] alice: said here",
+    ]
+
+
+def test_backfill_for_a_room_that_does_not_exist_yet_waits_for_it() -> None:
+    c = ChatCore(cluster=True, history=2)
+    c.connect(A | 1, 0.0)
+    c.backfill([("#dev", "carol: 1"), ("#dev", "carol: 2"), ("#dev", "carol: 3")])
+    assert _history_of(c, A | 1, "/join dev") == ["[history] carol: 2", "[history] carol: 3"]
+    # Created by a remote member instead, the room gets it the same way.
+    c.backfill([("#ops", "dave: up")])
+    c.remote_presence(B | 1, "dave", "#ops", 2)
+    assert _history_of(c, A | 1, "/join ops") == ["[history] dave: up"]
+
+
+def test_backfill_is_bounded_and_off_without_history(monkeypatch: pytest.MonkeyPatch) -> None:
+    import twoway.sansio.chat as chat_mod
+
+    monkeypatch.setattr(chat_mod, "MAX_BACKFILL_ROOMS", 2)
+    c = ChatCore(cluster=True, history=3)
+    c.backfill([(f"#r{i}", f"x: {j}") for i in range(5) for j in range(10)])
+    assert len(c._backfill) == 2 and all(len(d) == 3 for d in c._backfill.values())
+    quiet = ChatCore(cluster=True, history=0)
+    quiet.backfill([("#lobby", "x: y")])
+    quiet.connect(A | 1, 0.0)
+    assert _history_of(quiet, A | 1, "/join dev") == []

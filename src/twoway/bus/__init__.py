@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from twoway.bus.redis import RedisBus
 
 __all__ = [
+    "Backfill",
     "Bus",
     "BusEvent",
     "BusListener",
@@ -62,7 +63,15 @@ class Overflow:
     count: int
 
 
-BusEvent = Received | RoomGap | Missed | NodeLost | Overflow
+@dataclass(frozen=True, slots=True)
+class Backfill:
+    """What other nodes said before this one joined, oldest first, as ``(room, text)``: for
+    the rooms' history, delivered to nobody. Sent once, when a node first reaches the log."""
+
+    lines: tuple[tuple[str, str], ...]
+
+
+BusEvent = Received | RoomGap | Missed | NodeLost | Overflow | Backfill
 
 
 class BusListener(Protocol):

@@ -49,11 +49,11 @@ import logging
 import random
 import secrets
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from twoway.bus import BusEvent, BusListener, Missed, NodeLost, Overflow
+from twoway.bus import Backfill, BusEvent, BusListener, Missed, NodeLost, Overflow
 from twoway.errors import ConfigError, describe_oserror
 from twoway.sansio.backoff import backoff_delays
 from twoway.sansio.busproto import (
@@ -196,6 +196,8 @@ class RedisBus:
     * ``stop_timeout`` — how long :meth:`stop` tries to flush (2.0).
     * ``key_ttl`` — the per-node and per-room counter keys expire after this long unused
       (7 days): what departed nodes and abandoned rooms leave in Redis goes away.
+    * ``backfill`` — entries read back from the log when the node first connects, for the
+      rooms' history (500; 0: none): a server that joins late still shows recent lines.
 
     Not thread-safe: use it from the event loop that started it.
     """
@@ -221,6 +223,7 @@ class RedisBus:
         retry_max: float = 4.0,
         stop_timeout: float = 2.0,
         key_ttl: int = 7 * 24 * 3600,
+        backfill: int = 500,
     ) -> None:
         if min(buffer_limit, maxlen, read_count, batch_items, key_ttl) < 1:
             raise ValueError(
@@ -244,6 +247,7 @@ class RedisBus:
         self.retry_max = retry_max
         self.stop_timeout = stop_timeout
         self.key_ttl = key_ttl
+        self.backfill = max(0, backfill)
         self._keys = [prefix + "log"]
         self._listener: BusListener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -413,9 +417,12 @@ class RedisBus:
             await c.set(k_epoch, token)
             epoch = token
         missed = ask = False
+        backfill: Backfill | None = None
         if self._epoch is None:  # the first time: start reading from now on
-            newest = await c.xrevrange(self._keys[0], count=1)
-            self._last_id = newest[0][0] if newest else b"0-0"
+            recent = await c.xrevrange(self._keys[0], count=max(1, self.backfill))
+            self._last_id = recent[0][0] if recent else b"0-0"
+            if self.backfill:
+                backfill = self._backfill_from(reversed(recent))
             ask = True
         elif epoch != self._epoch:
             log.warning("bus: redis lost its data: messages from other servers may be missing")
@@ -431,6 +438,20 @@ class RedisBus:
                 missed = ask = True
         self._epoch = epoch
         self._came_up(missed=missed, ask=ask)
+        if backfill is not None and backfill.lines:
+            self._deliver([backfill])
+
+    def _backfill_from(self, entries: Iterable[tuple[bytes, dict[bytes, bytes]]]) -> Backfill:
+        """The room lines of ``entries`` (oldest first), for the rooms' history."""
+        lines: list[tuple[str, str]] = []
+        for entry_id, fields in entries:
+            try:
+                entry = decode_entry(fields)
+            except ProtocolError as exc:
+                log.debug("bus: no history from entry %s: %s", entry_id, exc)
+                continue
+            lines += ((i.room, i.text) for i in entry.items if type(i) is Said)
+        return Backfill(tuple(lines))
 
     def _came_up(self, *, missed: bool, ask: bool) -> None:
         assert self._loop is not None and self._inbox is not None

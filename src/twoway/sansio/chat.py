@@ -60,6 +60,8 @@ __all__ = [
 # 20 lines: enough to see what a conversation is about when you join, short enough to read
 # on one screen. Memory is bounded by rooms * history * line length.
 DEFAULT_HISTORY = 20
+#: Rooms whose backfilled history is kept before they exist here (see ChatCore.backfill).
+MAX_BACKFILL_ROOMS = 1000
 # Names listed in one "peers here" or /who line: 100 short nicks make a line of about a
 # kilobyte; the full list of a 10 000-person lobby would be a 100 KB line per join.
 DEFAULT_MAX_NAMES = 100
@@ -266,6 +268,7 @@ class ChatCore:
     """
 
     __slots__ = (
+        "_backfill",
         "_clients",
         "_cluster",
         "_free_guests",
@@ -305,6 +308,8 @@ class ChatCore:
         self._motd = tuple(f"* {escape_controls(line)}" for line in (motd or "").splitlines())
         self._lobby = _Room("#" + lobby_name.lower(), history)
         self._rooms: dict[str, _Room] = {self._lobby.name: self._lobby}
+        # History from before this server joined, for rooms that do not exist here yet.
+        self._backfill: dict[str, deque[str]] = {}
         self._clients: dict[int, _Client] = {}
         self._nicks: dict[str, _Client] = {}  # lower-case nick -> client
         # Guest numbers: every number below _next_guest is held by a connected client, or
@@ -511,6 +516,26 @@ class ChatCore:
         self.counters.remote_messages += 1
         return [ToRoom(room, text, None)]
 
+    def backfill(self, lines: Iterable[tuple[str, str]]) -> None:
+        """Lines said on other servers before this one joined the chat, oldest first, as
+        ``(room, text)``: they go into the rooms' history, before what is there already, and
+        are delivered to nobody. Lines for rooms that do not exist here yet are kept (at most
+        ``history`` per room, for at most :data:`MAX_BACKFILL_ROOMS` rooms) until the room
+        is created."""
+        if not self._history:
+            return
+        per_room: dict[str, list[str]] = {}
+        for room, text in lines:
+            per_room.setdefault(room, []).append(escape_controls(text))
+        for name, texts in per_room.items():
+            r = self._rooms.get(name)
+            if r is not None:
+                assert r.history is not None
+                r.history = deque([*texts, *r.history], maxlen=self._history)
+            elif name in self._backfill or len(self._backfill) < MAX_BACKFILL_ROOMS:
+                kept = self._backfill.setdefault(name, deque(maxlen=self._history))
+                kept.extend(texts)
+
     def remote_topic(self, room: str, topic: str, nick: str) -> list[Effect]:
         """``nick`` on another server set the topic of ``room`` (a :class:`TopicSet`)."""
         r = self._rooms.get(room)
@@ -627,10 +652,14 @@ class ChatCore:
             self._release_guest_nick(key)
 
     def _room(self, name: str) -> _Room:
-        """The room called ``name`` (already valid and lower-case), created if needed."""
+        """The room called ``name`` (already valid and lower-case), created if needed (with
+        the history backfilled for it, if any)."""
         room = self._rooms.get(name)
         if room is None:
             room = self._rooms[name] = _Room(name, self._history)
+            early = self._backfill.pop(name, None)
+            if early and room.history is not None:
+                room.history.extend(early)
         return room
 
     # -- commands --------------------------------------------------------------------------
@@ -788,9 +817,7 @@ class ChatCore:
         if name == old.name:
             return self._error(client, f"you are already in {name}")
         self._leave_room(client)
-        new = self._rooms.get(name)
-        if new is None:
-            new = self._rooms[name] = _Room(name, self._history)
+        new = self._room(name)
         out: list[Effect] = [ToRoom(old.name, f"* {client.nick} left {old.name}", client.cid)]
         self._enter(client, new, out)
         out.append(Log(f"{client.nick} left {old.name} for {new.name}"))

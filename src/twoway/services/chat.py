@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from twoway.bus import Bus, BusEvent, LocalBus, Missed, NodeLost, Overflow, make_bus
+from twoway.bus import Backfill, Bus, BusEvent, LocalBus, Missed, NodeLost, Overflow, make_bus
 from twoway.config import Settings
 from twoway.errors import ConfigError, describe_oserror
 from twoway.net.handlers import LineService
@@ -344,6 +344,9 @@ class ChatService(LineService):
                 out += core.notice(
                     f"* notice: {event.count} messages could not be sent to other servers"
                 )
+            elif kind is Backfill:
+                assert isinstance(event, Backfill)
+                core.backfill(event.lines)
         if out:
             self._apply_coalesced(out)
 
