@@ -796,6 +796,8 @@ class AsciiLineConnection(LineConnection):
             self._deliver(events)
 
     def _one_ascii_line(self, data: bytes) -> None:
+        """:meth:`LineConnection._one_line`'s twin for bytes, written out on purpose like the
+        other hot-path callbacks here: a shared helper would cost a call per message."""
         global _batching, _owner
         _batching = True
         _owner = self
