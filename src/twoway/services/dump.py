@@ -50,6 +50,7 @@ class _Sink:
         "conn",
         "dir_pending",
         "done",
+        "durable",
         "failed",
         "fd",
         "final_sent",
@@ -62,6 +63,7 @@ class _Sink:
         "service",
         "shared",
         "sync_due",
+        "syncing",
         "want_splice",
         "written",
     )
@@ -78,6 +80,10 @@ class _Sink:
         self.buf_size = 0
         self.received = 0
         self.written = 0
+        # Bytes known to be on disk (written, then fsynced): the interval tick skips a file
+        # with nothing newer, instead of syncing idle files every second.
+        self.durable = 0
+        self.syncing = False  # the write in flight ends with an fsync
         self.inflight = False
         self.finishing = False
         # The final write (with the policy's sync) has been submitted: only after it may
@@ -183,6 +189,7 @@ class _Sink:
             return
         self.final_sent = final
         self.sync_due = False
+        self.syncing = sync
         dirpath = None
         if sync and self.dir_pending:
             dirpath, self.dir_pending = self.path, False
@@ -203,6 +210,8 @@ class _Sink:
             self._fail(exc)
             return
         self.written += fut.result()
+        if self.syncing:
+            self.durable = self.written
         if self.finishing:
             if self.buf_size or self.sync_due or not self.final_sent:
                 self.submit()
@@ -293,6 +302,8 @@ class _Sink:
         self._release_splice()
         self.received += result.moved
         self.written += result.moved
+        if result.synced:
+            self.durable = self.written
         if result.dir_synced:
             self.dir_pending = False
         reason = result.reason
@@ -582,7 +593,7 @@ class DumpService(Service):
         for sink in list(self.sinks):
             if sink.pump is not None:
                 continue  # a pump syncs on its own clock
-            if not sink.failed and sink.received:
+            if not sink.failed and sink.received > sink.durable:
                 sink.sync_due = True
                 if not sink.inflight:
                     sink.submit()
