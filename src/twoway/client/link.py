@@ -211,7 +211,10 @@ class Link:
         keep it in the buffer instead (dropping the oldest beyond ``buffer``)."""
         while True:
             conn = self.conn
-            if conn is None or conn.is_closing or self._ended:
+            # Connected but the buffer not yet flushed (the connection is up before its
+            # session starts): queue behind the buffered lines, which go first.
+            waiting = bool(self._outbox) and not self._flushing
+            if conn is None or conn.is_closing or self._ended or waiting:
                 self._keep(data)
                 return
             if self._flushing:  # the buffered lines go first
