@@ -44,10 +44,11 @@ def tcp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
 
 
 class Running:
-    """A pump running in its thread, as ``dump`` runs it."""
+    """A pump running in its thread, as ``dump`` runs it, and the file it writes."""
 
-    def __init__(self, pump: SplicePump) -> None:
+    def __init__(self, pump: SplicePump, file_fd: int) -> None:
         self.pump = pump
+        self.file_fd = file_fd
         self.result: PumpResult | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -55,23 +56,28 @@ class Running:
     def _run(self) -> None:
         self.result = self.pump.run()
 
+    def wait_moved(self, n: int) -> None:
+        """Until the pump has moved ``n`` bytes into the file (nothing reports it)."""
+        deadline = time.monotonic() + 5 * UNIT
+        while self.pump.result.moved < n:
+            assert time.monotonic() < deadline, f"moved {self.pump.result.moved} of {n}"
+            time.sleep(0.01)
+
     def wait(self) -> PumpResult:
+        """Until the pump returns; its result."""
         self.thread.join(10 * UNIT)
         assert not self.thread.is_alive(), "the pump did not stop"
         assert self.result is not None
         return self.result
 
+    def close_file(self) -> None:
+        os.close(self.file_fd)
+
 
 def _start(server: socket.socket, path: Path, **kwargs: object) -> Running:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     pump = SplicePump(os.dup(server.fileno()), fd, offset=0, **kwargs)  # type: ignore[arg-type]
-    running = Running(pump)
-    running.file_fd = fd  # type: ignore[attr-defined]
-    return running
-
-
-def _close_file(running: Running) -> None:
-    os.close(running.file_fd)  # type: ignore[attr-defined]
+    return Running(pump, fd)
 
 
 def test_moves_every_byte_in_order_until_eof(
@@ -85,7 +91,7 @@ def test_moves_every_byte_in_order_until_eof(
     client.sendall(data)
     client.shutdown(socket.SHUT_WR)
     result = running.wait()
-    _close_file(running)
+    running.close_file()
     assert (result.reason, result.moved, result.error) == ("eof", len(data), None)
     assert result.synced  # the default policy (close) syncs before returning
     assert path.read_bytes() == data
@@ -100,7 +106,7 @@ def test_the_pump_owns_its_descriptor_and_closes_it(
     running = _start(server, tmp_path / "out")
     client.shutdown(socket.SHUT_WR)
     running.wait()
-    _close_file(running)
+    running.close_file()
     # Its dup of the socket, its pipe and its wake-up pipe are gone; only the file was ours.
     assert len(os.listdir("/proc/self/fd")) == before
 
@@ -114,7 +120,7 @@ def test_a_limit_stops_at_exactly_that_many_bytes_and_leaves_the_rest_unread(
     client.sendall(data[: 2 * 1024 * 1024])
     running = _start(server, path, limit=1_000_001)
     result = running.wait()
-    _close_file(running)
+    running.close_file()
     assert (result.reason, result.moved) == ("limit", 1_000_001)
     assert path.read_bytes() == data[:1_000_001]
     # The next byte is still in the socket, for the event loop to find over the quota.
@@ -129,13 +135,11 @@ def test_stop_from_another_thread_stores_what_was_read(
     path = tmp_path / "out"
     running = _start(server, path)
     client.sendall(b"a" * 100_000)
-    deadline = time.monotonic() + 5 * UNIT
-    while running.pump.result.moved < 100_000 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    running.wait_moved(100_000)
     running.pump.stop()
     running.pump.stop()  # idempotent
     result = running.wait()
-    _close_file(running)
+    running.close_file()
     assert (result.reason, result.moved, result.synced) == ("stopped", 100_000, True)
     assert path.read_bytes() == b"a" * 100_000
 
@@ -147,13 +151,11 @@ def test_a_reset_by_the_peer_ends_the_pump_with_what_was_read(
     path = tmp_path / "out"
     running = _start(server, path)
     client.sendall(b"b" * 50_000)
-    deadline = time.monotonic() + 5 * UNIT
-    while running.pump.result.moved < 50_000 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    running.wait_moved(50_000)
     client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     client.close()  # an RST
     result = running.wait()
-    _close_file(running)
+    running.close_file()
     assert result.reason == "reset"
     assert isinstance(result.error, ConnectionResetError)
     assert result.moved == 50_000 and result.synced
@@ -171,7 +173,7 @@ def test_a_full_disk_is_reported_with_the_bytes_that_fit(
     result = running.wait()
     client.close()
     sender.join(10 * UNIT)
-    _close_file(running)
+    running.close_file()
     assert result.reason == "disk"
     assert isinstance(result.error, OSError) and result.error.strerror == "No space left on device"
     assert 0 < result.moved <= 1024 * 1024
@@ -213,7 +215,7 @@ def test_policy_never_does_not_sync(
     client.sendall(b"d" * 300_000)
     client.shutdown(socket.SHUT_WR)
     result = running.wait()
-    _close_file(running)
+    running.close_file()
     assert result.reason == "eof" and not result.synced and not result.dir_synced
     assert fsyncs.calls == []
 
@@ -226,7 +228,7 @@ def test_policy_close_syncs_the_file_and_its_directory_once(
     client.sendall(b"e" * 3_000_000)
     client.shutdown(socket.SHUT_WR)
     result = running.wait()
-    _close_file(running)
+    running.close_file()
     assert result.synced and result.dir_synced
     assert len(fsyncs.calls) == 2  # the file, then its directory
 
@@ -241,7 +243,7 @@ def test_policy_always_syncs_after_each_received_chunk(
         time.sleep(0.05)  # five separate arrivals
     client.shutdown(socket.SHUT_WR)
     result = running.wait()
-    _close_file(running)
+    running.close_file()
     assert result.synced and result.moved == 50_000
     # One per arrival (maybe fewer, if two arrivals were read as one), never per 4 KiB.
     assert 2 <= len(fsyncs.calls) <= 5
@@ -260,7 +262,7 @@ def test_policy_interval_syncs_within_a_second_and_not_when_idle(
     assert fsyncs.calls[0][0] - sent <= 1.3 * UNIT
     client.shutdown(socket.SHUT_WR)
     result = running.wait()
-    _close_file(running)
+    running.close_file()
     assert result.synced and len(fsyncs.calls) == 1  # nothing new to sync at the end
 
 
@@ -281,7 +283,7 @@ def test_write_behind_starts_writeback_per_window(
     client.sendall(data)
     client.shutdown(socket.SHUT_WR)
     result = running.wait()
-    _close_file(running)
+    running.close_file()
     assert result.reason == "eof" and path.read_bytes() == data
     starts = [args for _, args in counted.calls]
     assert starts and all(flags == 2 for *_, flags in starts)  # WRITE: start, never wait
