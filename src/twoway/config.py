@@ -213,7 +213,6 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "size",
         256 * 1024,
         "bytes queued for one client before it is dropped as too slow (0: no limit)",
-        services=("chat",),
         minimum=0,
         zero_disables=True,
         metavar="BYTES",
@@ -224,7 +223,9 @@ OPTIONS: tuple[OptionSpec, ...] = (
         10.0,
         "seconds a client may stay over a quarter of max-queued before it is dropped "
         "(0: only the hard limit)",
-        services=("chat",),
+        # Not for file: a slow reader of a large file is a normal client, and sendfile
+        # keeps nothing queued in user space anyway.
+        services=("chat", "echo", "upper", "stamp", "peers", "dump"),
         minimum=0,
         zero_disables=True,
         metavar="SECONDS",
@@ -372,7 +373,15 @@ class Settings:
             "idle_timeout": self.idle_timeout,
             "keepalive": self.keepalive,
             "nodelay": self.no_delay,
+            "max_queued": self.max_queued,
+            "slow_grace": self.slow_grace if self.service != "file" else None,
         }
+        if self.max_queued is not None:
+            # The soft limit: a client may hold up to a quarter of its queue for slow_grace
+            # seconds (a burst it will catch up on); reading from it pauses meanwhile.
+            high = max(4096, self.max_queued // 4)
+            values["write_high"] = high
+            values["write_low"] = high // 4
         values.update(overrides)
         return ConnectionOptions(**values)
 

@@ -690,26 +690,60 @@ class RawConnection(Connection):
 
 
 class LineConnection(Connection):
-    """A connection whose service gets decoded lines (``on_line``)."""
+    """A connection whose service gets decoded lines (``on_line``).
 
-    __slots__ = ("_decoder",)
+    Answering obeys the write queue: once a server connection's queue passes its high-water
+    mark, the rest of the read is kept as bytes (at most one read) and answered when the
+    peer has read enough (``resume_writing``); reading stays paused meanwhile. One read can
+    hold a quarter of a million empty lines, so answering them all first would let a peer
+    that never reads pin megabytes.
+    """
+
+    __slots__ = ("_backlog", "_decoder")
 
     def __init__(
         self, service: Service, options: ConnectionOptions, server: Server | None = None
     ) -> None:
         super().__init__(service, options, server)
         self._decoder = LineDecoder(options.max_line)
+        #: Received bytes not answered yet because the write queue is full (see the class).
+        self._backlog: bytes | None = None
 
     def data_received(self, data: bytes) -> None:
         self.bytes_read += len(data)
         if self._closing:
             return
+        if self._backlog is not None:
+            self._backlog += data  # a read that was already under way when reading paused
+            return
         if not _batching and self._decoder.is_single(data):
             self._one_line(data[:-1])
             return
-        events = self._decoder.feed(data)
+        self._feed(data)
+
+    def resume_writing(self) -> None:
+        backlog = self._backlog
+        if backlog is not None:
+            # The peer read enough: answer the rest of the last read before reading more.
+            self._backlog = None
+            self._write_paused = False
+            if self._slow_timer is not None:
+                self._slow_timer.cancel()
+                self._slow_timer = None
+            if not self._closing:
+                self._feed(backlog)
+            if self._write_paused or self._backlog is not None:
+                return  # over the high-water mark again: reading stays paused
+        super().resume_writing()
+
+    def _feed(self, data: bytes) -> None:
+        decoder = self._decoder
+        # A feed that starts inside an over-long line ends it at the first newline without an
+        # event: _keep_rest must count that newline too.
+        skip = 1 if decoder.discarding else 0
+        events = decoder.feed(data)
         if events:
-            self._deliver(events)
+            self._deliver(events, data, skip)
 
     def _one_line(self, raw: bytes) -> None:
         """The hot path for a read holding exactly one LF line: no event objects at all."""
@@ -730,25 +764,25 @@ class LineConnection(Connection):
         finally:
             _end_callback(self)
 
-    def _deliver(self, events: list[Any]) -> None:
+    def _deliver(self, events: list[Any], data: bytes, skip: int) -> None:
         global _batching, _owner
         if _batching:
-            self._call(self._dispatch, events)
+            self._call(self._dispatch, events, data, skip)
             return
         # _call, inlined: this is the hot path of every line service.
         _batching = True
         _owner = self
         try:
-            self._dispatch(self, events)
+            self._dispatch(self, events, data, skip)
         except Exception as exc:
             self._report(exc)
             self.abort()
         finally:
             _end_callback(self)
 
-    def _dispatch(self, _conn: Connection, events: list[Any]) -> None:
+    def _dispatch(self, _conn: Connection, events: list[Any], data: bytes, skip: int) -> None:
         service: LineService = self.service  # type: ignore[assignment]
-        for event in events:
+        for done, event in enumerate(events, 1):
             if type(event) is Line:
                 raw, crlf = event
                 self._newline = b"\r\n" if crlf else b"\n"
@@ -761,6 +795,18 @@ class LineConnection(Connection):
                 service.on_line_too_long(self, event.limit)
             if self._closing:
                 return
+            if self._write_paused and self.server is not None and done < len(events):
+                self._keep_rest(data, done + skip)
+                return
+
+    def _keep_rest(self, data: bytes, newlines: int) -> None:
+        """Keep what follows the ``newlines``-th newline of ``data`` unanswered (the events
+        after the ones handled); the decoder starts again at that line boundary later."""
+        pos = -1
+        for _ in range(newlines):
+            pos = data.index(b"\n", pos + 1)
+        self._decoder.reset()
+        self._backlog = data[pos + 1 :]
 
     def _at_eof(self, _conn: Connection) -> None:
         events = self._decoder.feed_eof()
@@ -788,12 +834,13 @@ class AsciiLineConnection(LineConnection):
         self.bytes_read += len(data)
         if self._closing:
             return
+        if self._backlog is not None:
+            self._backlog += data
+            return
         if not _batching and data.isascii() and self._decoder.is_single(data):
             self._one_ascii_line(data)
             return
-        events = self._decoder.feed(data)
-        if events:
-            self._deliver(events)
+        self._feed(data)
 
     def _one_ascii_line(self, data: bytes) -> None:
         """:meth:`LineConnection._one_line`'s twin for bytes, written out on purpose like the
@@ -836,9 +883,10 @@ class TelnetLineConnection(LineConnection):
         if reply:
             self.write(reply)
         if data:
-            events = self._decoder.feed(data)
-            if events:
-                self._deliver(events)
+            if self._backlog is not None:
+                self._backlog += data
+            else:
+                self._feed(data)
 
 
 class ChunkConnection(Connection):

@@ -86,6 +86,19 @@ class LineDecoder:
         """Bytes held for an incomplete line (at most ``max_line + 1``)."""
         return len(self._buf)
 
+    @property
+    def discarding(self) -> bool:
+        """Whether the rest of an over-long line is being skipped (up to its newline)."""
+        return self._discarding
+
+    def reset(self) -> None:
+        """Forget any partial line: the next :meth:`feed` starts at a line boundary.
+
+        For a caller that stopped handling a fed chunk's events part-way and will feed the
+        unhandled rest again (see ``LineConnection`` backpressure)."""
+        self._buf.clear()
+        self._discarding = False
+
     def is_single(self, data: bytes) -> bool:
         """Whether ``data`` is exactly one LF-terminated line within the limit, with nothing
         pending: then :meth:`feed` would return exactly ``[Line(data[:-1], False)]`` and
