@@ -373,8 +373,12 @@ class Connection(asyncio.Protocol):
             self._pending_size = len(data)
             _dirty.append(self)
             return _READY
-        assert self.transport is not None
-        self.transport.write(data)
+        transport = self.transport
+        assert transport is not None
+        if transport.is_closing():  # lost, connection_lost still to come (see _flush_pending)
+            self._closing = True
+            return _READY
+        transport.write(data)
         if self._write_paused:
             self._check_queue()
             return self._drain_waiter()
@@ -585,13 +589,18 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if pending is None or transport is None:
             return
+        if transport.is_closing():
+            # The peer is gone and connection_lost has not run yet (a batch of resets): a
+            # write now would only make asyncio log "socket.send() raised exception.".
+            self._closing = True
+            return
         transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
         if self._write_paused:
             self._check_queue()
 
     def _flush_own(self) -> None:
         pending = self._pending
-        if pending and self.transport is not None:
+        if pending and self.transport is not None and not self.transport.is_closing():
             self._pending = None
             self.transport.write(b"".join(pending))
 
