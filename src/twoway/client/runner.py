@@ -24,7 +24,7 @@ from twoway.client.output import LineSink, PipeWriter, RawSink, Sink, choose_wri
 from twoway.client.status import Status
 from twoway.client.stdin import Source, open_stdin
 from twoway.errors import ConfigError, describe_oserror
-from twoway.net.loops import loop_factory
+from twoway.loops import loop_factory
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "run_client"]
 
