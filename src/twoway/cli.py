@@ -234,7 +234,7 @@ def connect(
     Exit 0 when the server closes; 1 when a connection fails (one line on stderr).
     """
     from twoway.client import ClientOptions, run_client
-    from twoway.client.multi import link_names
+    from twoway.client.options import link_names
     from twoway.net.options import Keepalive
 
     try:
