@@ -56,12 +56,22 @@ def test_unknown_key_is_named_with_a_suggestion(tmp_path: Path) -> None:
         ('no-delay = "maybe"', "no-delay = 'maybe': not a boolean"),
         ("host = 5", "host = 5: not a string"),
         ("grace = inf", "grace = inf: not a duration"),
+        # Found moving the parsers: a TOML array or table reached int() and a traceback.
+        ("max-conns = [1]", "max-conns = [1]: not a whole number"),
+        ("max-line = {a = 1}", "max-line = {'a': 1}: not a size"),
     ],
 )
 def test_bad_value_names_key_and_value(tmp_path: Path, toml: str, shown: str) -> None:
     cfg = write(tmp_path, toml + "\n")
     line = one_error_line(run_cli("serve", "upper", "--config", str(cfg)))
     assert line.startswith(f"twoway: config file {cfg}: {shown}"), line
+
+
+def test_a_rate_must_be_a_finite_number(tmp_path: Path) -> None:
+    # nan passed every range check ("nan < 0" is false) and became chat's flood rate.
+    cfg = write(tmp_path, "flood-rate = nan\n")
+    line = one_error_line(run_cli("serve", "chat", "--config", str(cfg)))
+    assert line == f"twoway: config file {cfg}: flood-rate = nan: not a number"
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
