@@ -14,8 +14,9 @@ from typing import Any
 import click
 
 from twoway._version import __version__
-from twoway.config import OPTIONS, OptionSpec, load_settings
+from twoway.config import OPTIONS, OptionSpec, Settings, load_settings
 from twoway.errors import ConfigError, ServiceError, TwowayError
+from twoway.services import SERVICES, check_settings, service_options
 
 __all__ = ["main"]
 
@@ -34,8 +35,9 @@ def _option(spec: OptionSpec) -> Callable[[Callable[..., Any]], Callable[..., An
         helptext += f" [{'|'.join(spec.choices)}]"
     if spec.default is not None and spec.kind != "bool":
         helptext += f" (default {spec.default})"
-    if spec.services is not None:
-        helptext += f" ({', '.join(spec.services)})"
+    if spec.per_service:
+        takers = [name for name, service in SERVICES.items() if spec.key in service.options]
+        helptext += f" ({', '.join(takers)})"
     helptext += f"; env {spec.env}"
     if spec.kind == "bool":
         return click.option(spec.flag or f"--{spec.key}", spec.attr, default=None, help=helptext)
@@ -46,6 +48,12 @@ def _option(spec: OptionSpec) -> Callable[[Callable[..., Any]], Callable[..., An
         metavar=spec.metavar or spec.kind.upper(),
         help=helptext,
     )
+
+
+def _load(**kwargs: Any) -> Settings:
+    """Settings for a built-in service: the services say which options each takes and how
+    the values go together."""
+    return load_settings(services=service_options(), validate=check_settings, **kwargs)
 
 
 def _with_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -85,7 +93,7 @@ def serve(service: str | None, target: str | None, config_file: str | None, **fl
     import os
 
     from twoway.runner import serve_settings
-    from twoway.services import SERVICES, build_service
+    from twoway.services import build_service, connection_options
 
     config_file = config_file or os.environ.get("TWOWAY_CONFIG") or None
     raw = {spec.key: flags[spec.attr] for spec in OPTIONS}
@@ -94,15 +102,14 @@ def serve(service: str | None, target: str | None, config_file: str | None, **fl
             _fail("give the file once: either PATH or --path", EXIT_USAGE)
         raw["path"] = target
     try:
-        settings = load_settings(service=service, flags=raw, config_file=config_file)
+        settings = _load(service=service, flags=raw, config_file=config_file)
         svc = build_service(settings)
-        spec = SERVICES[settings.service]
-        overrides = spec.options(settings) if spec.options is not None else {}
+        options = connection_options(settings)
     except (ConfigError, ServiceError) as exc:
         _fail(str(exc), EXIT_USAGE)
         return
     try:
-        code = serve_settings(settings, svc, **overrides)
+        code = serve_settings(settings, svc, options)
     except TwowayError as exc:
         _fail(str(exc), EXIT_FAILURE)
         return
@@ -116,12 +123,12 @@ def serve(service: str | None, target: str | None, config_file: str | None, **fl
 def check_config(file: str) -> None:
     """Validate a config FILE and print the effective settings (with environment)."""
     try:
-        settings = load_settings(config_file=file)
+        settings = _load(config_file=file)
     except ConfigError as exc:
         _fail(str(exc), EXIT_USAGE)
         return
     click.echo(f"# {file}: ok")
-    for line in settings.describe():
+    for line in settings.describe(SERVICES[settings.service].options):
         click.echo(line)
 
 
@@ -227,7 +234,7 @@ def connect(
     Exit 0 when the server closes; 1 when a connection fails (one line on stderr).
     """
     from twoway.client import ClientOptions, run_client
-    from twoway.client.multi import link_names
+    from twoway.client.options import link_names
     from twoway.net.options import Keepalive
 
     try:

@@ -16,15 +16,17 @@ import resource
 import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from twoway.config import Settings
 from twoway.errors import describe_oserror
 from twoway.logs import setup_logging
+from twoway.loops import loop_factory, resolve_loop
 from twoway.net.handlers import Service
-from twoway.net.loops import loop_factory, resolve_loop
 from twoway.net.options import ConnectionOptions
 from twoway.net.server import Server
+
+if TYPE_CHECKING:  # `import twoway` must not load the CLI's option table
+    from twoway.config import Settings
 
 __all__ = [
     "ExceptionFilter",
@@ -156,8 +158,9 @@ async def run_server(server: Server, grace: float, *, name: str = "twoway", tag:
     return 0
 
 
-def serve_settings(settings: Settings, service: Service, **conn_overrides: Any) -> int:
-    """Run ``service`` as configured by ``settings`` until a signal; return the exit code.
+def serve_settings(settings: Settings, service: Service, options: ConnectionOptions) -> int:
+    """Run ``service`` with per-connection ``options`` as configured by ``settings`` until a
+    signal; return the exit code.
 
     Raises :class:`~twoway.errors.TwowayError` for expected failures (the CLI prints them).
     """
@@ -172,7 +175,7 @@ def serve_settings(settings: Settings, service: Service, **conn_overrides: Any) 
             service,
             settings.host,
             port,
-            options=settings.connection_options(**conn_overrides),
+            options=options,
             max_connections=settings.max_conns,
             max_connections_per_ip=settings.max_conns_per_ip,
             reuse_port=index is not None,

@@ -138,9 +138,20 @@ async def test_keepalive_option_reaches_the_socket(upper: Server) -> None:
 
 
 async def test_a_host_name_resolves(upper: Server) -> None:
+    # The server listens on 127.0.0.1 only; "localhost" may also resolve to ::1, which is
+    # refused, so the race must end on the IPv4 address and the connection carry data.
+    infos = await asyncio.get_running_loop().getaddrinfo("localhost", port_of(upper))
+    assert any(info[4][0] == "127.0.0.1" for info in infos), infos
     conn = await twoway.connect("localhost", port_of(upper))
-    conn.abort()
-    await conn.wait_closed()
+    try:
+        assert conn.peer == f"127.0.0.1:{port_of(upper)}"
+        await conn.send_line("resolved")
+        assert await asyncio.wait_for(conn.readline(), 5 * UNIT) == 'You said "RESOLVED"'
+        conn.end()
+        assert [line async for line in conn] == []
+        await asyncio.wait_for(conn.wait_closed(), 5 * UNIT)
+    finally:
+        conn.abort()
 
 
 async def test_refused_is_retryable_with_a_one_line_message() -> None:

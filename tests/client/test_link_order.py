@@ -34,7 +34,7 @@ async def test_a_send_between_connect_and_flush_queues_behind_the_buffer() -> No
     link.conn = conn  # type: ignore[assignment]  # connected; its session has not flushed yet
     await link.send(b"tick 4\n")
     assert conn.written == []  # not ahead of the buffered ticks
-    await link._flush_outbox(conn)  # type: ignore[arg-type]
+    await link.flush_outbox(conn)  # type: ignore[arg-type]
     await link.send(b"tick 5\n")
     assert conn.written == [b"tick %d\n" % n for n in (1, 2, 3, 4, 5)]
     assert link.sent == 5

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from twoway.client.lines import LineSplitter, split_keepends
-from twoway.client.multi import link_names, prefix
-from twoway.client.options import ClientOptions
+from twoway.client.options import ClientOptions, link_names
+from twoway.client.output import prefix
 from twoway.client.template import check_template, random_hex, render
 
 # --------------------------------------------------------------------------- lines

@@ -60,6 +60,16 @@ async def test_server_killed_and_restarted_during_a_periodic_send(procs: Procs) 
     await client.stderr.wait_for(r"reconnecting in \d\.\d s \(attempt 5\)", 15 * UNIT)
     cpu, elapsed = cpu_seconds(client.pid) - cpu0, time.monotonic() - t0
     assert elapsed > 1.5
+    # --retry-max 1 caps the backoff: 0.5 s doubles to 1 s by attempt 3 and stays there
+    # (jitter only lowers a capped delay), where an ignored cap would wait 2 s, then 4 s.
+    delays = {
+        int(attempt): float(delay)
+        for delay, attempt in re.findall(
+            r"reconnecting in (\d+\.\d) s \(attempt (\d+)\)", client.stderr.text
+        )
+    }
+    assert all(delay <= 1.0 for delay in delays.values()), delays
+    assert all(delays[attempt] >= 0.9 for attempt in (3, 4, 5)), delays
     assert cpu / elapsed < 0.05, f"{cpu:.2f} s of CPU in {elapsed:.1f} s of outage"
     await client.stderr.wait_for(r"cannot connect to 127\.0\.0\.1:\d+: connection refused")
     await client.stderr.wait_for(r"buffer full \(5 lines\): dropping the oldest")

@@ -3,7 +3,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from twoway.sansio.framing import Line, LineDecoder, LineTooLong, PartialLine
@@ -36,6 +36,42 @@ def test_limit_counts_content_not_terminator() -> None:
     assert decode([b"12345678\r\n"]) == [Line(b"12345678", True)]
     assert decode([b"123456789\n"]) == [LineTooLong(8)]
     assert decode([b"123456789\r\n"]) == [LineTooLong(8)]
+
+
+# The limit when several lines arrive in one read. The decoder has three places that check it:
+# the fast path (exactly one line in the read, nothing pending), the multi-line path (the
+# read split at its newlines) and the pending buffer (a line still waiting for its newline,
+# completed by a later read). Each boundary below is checked on each of them.
+
+
+@pytest.mark.parametrize(
+    ("chunks", "expected"),
+    [
+        # the multi-line path: a line one byte too long, then another line, in one read
+        ([b"123456789\nok\n"], [LineTooLong(8), Line(b"ok", False)]),
+        ([b"123456789\r\nok\n"], [LineTooLong(8), Line(b"ok", False)]),
+        ([b"12345678\nok\n"], [Line(b"12345678", False), Line(b"ok", False)]),
+        ([b"12345678\r\nok\n"], [Line(b"12345678", True), Line(b"ok", False)]),
+        ([b"ok\n123456789\nok\n"], [Line(b"ok", False), LineTooLong(8), Line(b"ok", False)]),
+        ([b"ok\n12345678\n"], [Line(b"ok", False), Line(b"12345678", False)]),
+        # the pending buffer: the line began in an earlier read
+        ([b"1234", b"56789\nok\n"], [LineTooLong(8), Line(b"ok", False)]),
+        ([b"1234", b"5678\nok\n"], [Line(b"12345678", False), Line(b"ok", False)]),
+        ([b"12345678", b"\nok\n"], [Line(b"12345678", False), Line(b"ok", False)]),
+        ([b"12345678\r", b"\nok\n"], [Line(b"12345678", True), Line(b"ok", False)]),
+        ([b"123456789", b"\nok\n"], [LineTooLong(8), Line(b"ok", False)]),
+        ([b"ok\n1234", b"56789\nok\n"], [Line(b"ok", False), LineTooLong(8), Line(b"ok", False)]),
+        # the pending buffer alone: one byte over is over, even before any newline
+        ([b"123456789"], [LineTooLong(8)]),
+        ([b"1234", b"56789"], [LineTooLong(8)]),
+        ([b"12345678"], [PartialLine(b"12345678")]),
+        # the fast path: one line, nothing pending
+        ([b"123456789\n", b"ok\n"], [LineTooLong(8), Line(b"ok", False)]),
+        ([b"12345678\n", b"ok\n"], [Line(b"12345678", False), Line(b"ok", False)]),
+    ],
+)
+def test_limit_on_every_path(chunks: list[bytes], expected: list[object]) -> None:
+    assert decode(chunks) == expected
 
 
 def test_over_long_line_discarded_then_resync() -> None:
@@ -115,6 +151,19 @@ stream = st.lists(
 ).map(b"".join)
 
 
+# Boundaries that random streams reach only by luck (2 runs in 11 with a fresh database
+# missed an off-by-one in the multi-line path): exactly the limit and one byte over, with LF
+# and CRLF, on the fast path (one line), the multi-line path (another line follows in the
+# same read) and the pending buffer (cut before the newline).
+@example(data=b"123456789\nok\n", cuts=[], limit=8)
+@example(data=b"123456789\r\nok\n", cuts=[], limit=8)
+@example(data=b"12345678\nok\n", cuts=[], limit=8)
+@example(data=b"12345678\r\nok\n", cuts=[], limit=8)
+@example(data=b"123456789\n", cuts=[], limit=8)
+@example(data=b"12345678\r\n", cuts=[], limit=8)
+@example(data=b"123456789\nok\n", cuts=[4], limit=8)
+@example(data=b"12345678\r\nok\n", cuts=[9], limit=8)
+@example(data=b"123456789\nok\n", cuts=[9], limit=8)
 @settings(max_examples=400)
 @given(
     data=stream,
@@ -133,6 +182,13 @@ def test_any_split_gives_same_events(data: bytes, cuts: list[int], limit: int | 
     assert decode([bytes([b]) for b in data], limit) == whole
 
 
+@example(data=b"123456789\nok\n", limit=8)
+@example(data=b"123456789\r\nok\n", limit=8)
+@example(data=b"ok\n123456789\nok\n", limit=8)
+@example(data=b"123456789\n", limit=8)
+@example(data=b"123456789\r\n", limit=8)
+@example(data=b"123456789", limit=8)
+@example(data=b"12345678\r\r", limit=8)
 @settings(max_examples=300)
 @given(data=stream, limit=st.integers(min_value=1, max_value=12))
 def test_events_respect_limit_and_never_contain_newline(data: bytes, limit: int) -> None:
@@ -143,6 +199,12 @@ def test_events_respect_limit_and_never_contain_newline(data: bytes, limit: int)
             assert not ev.data.endswith(b"\r")
 
 
+@example(data=b"12345678\n", limit=8, prefix=b"")
+@example(data=b"123456789\n", limit=8, prefix=b"")
+@example(data=b"12345678\r\n", limit=8, prefix=b"")
+@example(data=b"123456789\nok\n", limit=8, prefix=b"")
+@example(data=b"56789\nok\n", limit=8, prefix=b"1234")
+@example(data=b"5678\n", limit=8, prefix=b"1234")
 @settings(max_examples=400)
 @given(
     data=stream,

@@ -41,7 +41,7 @@ async def run_interactive(links: Sequence[Link], opts: ClientOptions) -> int | N
     async def prompt_loop() -> int | None:
         while True:
             try:
-                # handle_sigint=False: a real SIGINT is the runner's; Ctrl-C typed in the
+                # handle_sigint=False: a real SIGINT is the main module's; Ctrl-C typed in the
                 # prompt arrives as a key and raises KeyboardInterrupt here.
                 text = await session.prompt_async(PROMPT, handle_sigint=False)
             except EOFError:

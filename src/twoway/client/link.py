@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable, Sequence
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 from twoway.errors import ConnectError, describe_oserror
-from twoway.net.client import _is_ip, connect
+from twoway.net.client import connect, is_ip_address
 from twoway.net.handlers import Service
 from twoway.net.options import ConnectionOptions
 
@@ -31,48 +32,52 @@ if TYPE_CHECKING:
     from twoway.client.status import Status
     from twoway.net.connection import Connection
 
-__all__ = ["Link", "LinkService"]
+__all__ = ["Link", "LinkService", "all_done"]
 
 
 class LinkService(Service):
-    """The callbacks of a link's connections: raw bytes to the sink, lifecycle to the link."""
+    """The callbacks of a link's connections, handed down by the link: raw bytes to
+    ``on_data``, lifecycle to the others."""
 
     framing = "raw"
     name = "client"
 
-    def __init__(self, link: Link) -> None:
-        self.link = link
+    def __init__(
+        self,
+        *,
+        on_connect: Callable[[Connection], None],
+        on_data: Callable[[bytes], None],
+        on_eof: Callable[[Connection], None],
+        on_close: Callable[[Connection, BaseException | None], None],
+    ) -> None:
+        self._on_connect = on_connect
+        self._on_data = on_data
+        self._on_eof = on_eof
+        self._on_close = on_close
 
     def on_connect(self, conn: Connection) -> None:
-        self.link._on_connect(conn)
+        self._on_connect(conn)
 
     def on_data(self, conn: Connection, data: bytes) -> None:
-        link = self.link
-        link.chunks_received += 1
-        if link._timer is not None:
-            link._last_read = link._loop.time()
-        waiter = link._data_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        link.sink.data(data)
+        self._on_data(data)
 
     def on_eof(self, conn: Connection) -> None:
-        self.link._on_eof(conn)
+        self._on_eof(conn)
 
     def on_close(self, conn: Connection, exc: BaseException | None) -> None:
-        self.link._on_close(conn, exc)
+        self._on_close(conn, exc)
 
 
 class _Target(connect):
-    """``connect`` that reports each attempt's name lookup on the link's status."""
+    """``connect`` that reports each attempt's name lookup through ``on_lookup(host)``."""
 
-    def __init__(self, link: Link, **kwargs: object) -> None:
+    def __init__(self, on_lookup: Callable[[str], None], **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.link = link
+        self.on_lookup = on_lookup
 
     async def open(self) -> Connection:
-        if not _is_ip(self.host):
-            self.link.status.detail(self.link.name, f"looking up {self.host}")
+        if not is_ip_address(self.host):
+            self.on_lookup(self.host)
         return await super().open()
 
 
@@ -114,11 +119,17 @@ class Link:
         self._last_read = 0.0
         self._data_waiter: asyncio.Future[None] | None = None
         options = ConnectionOptions(keepalive=opts.keepalive, max_line=None)
+        service = LinkService(
+            on_connect=self._on_connect,
+            on_data=self._on_data,
+            on_eof=self._on_eof,
+            on_close=self._on_close,
+        )
         self.target = _Target(
-            self,
+            self._on_lookup,
             host=opts.host,
             port=opts.port,
-            handler=LinkService(self),
+            handler=service,
             options=options,
             connect_timeout=opts.connect_timeout,
             reconnect=opts.reconnect,
@@ -173,7 +184,7 @@ class Link:
     async def _session(self, conn: Connection) -> None:
         self.status.state(self.name, f"connected to {self.where}")
         try:
-            await self._flush_outbox(conn)
+            await self.flush_outbox(conn)
             if self._input_done and not self._outbox:
                 self._end(conn)
             await conn.wait_closed()
@@ -183,7 +194,10 @@ class Link:
             self.conn = None
             self._flushed.set()
 
-    async def _flush_outbox(self, conn: Connection) -> None:
+    async def flush_outbox(self, conn: Connection) -> None:
+        """Send the lines kept while disconnected on ``conn``, oldest first, after reporting
+        how many were dropped; a :meth:`send` meanwhile waits behind them. Each new
+        connection's session calls it before anything else is sent."""
         if self._dropped:
             self.status.state(
                 self.name,
@@ -302,6 +316,18 @@ class Link:
             self._last_read = self._loop.time()
             self._timer = self._loop.call_later(timeout, self._check_timeout, conn)
 
+    def _on_lookup(self, host: str) -> None:
+        self.status.detail(self.name, f"looking up {host}")
+
+    def _on_data(self, data: bytes) -> None:
+        self.chunks_received += 1
+        if self._timer is not None:
+            self._last_read = self._loop.time()
+        waiter = self._data_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self.sink.data(data)
+
     def _check_timeout(self, conn: Connection) -> None:
         timeout = self.opts.timeout
         assert timeout is not None
@@ -346,3 +372,8 @@ class Link:
         if exc is not None:
             self.status.state(self.name, str(exc))
         self.status.state(self.name, f"reconnecting in {delay:.1f} s (attempt {attempt})")
+
+
+async def all_done(links: Sequence[Link]) -> None:
+    """Wait until every link has stopped for good."""
+    await asyncio.gather(*(link.done.wait() for link in links))

@@ -1,4 +1,5 @@
-"""What ``twoway connect`` was asked to do: one frozen object, built once by the CLI."""
+"""What ``twoway connect`` was asked to do: one frozen object, built once by the CLI, and the
+connection names ``--connections N`` or ``--names A,B,C`` stand for."""
 
 from __future__ import annotations
 
@@ -7,7 +8,24 @@ from dataclasses import dataclass
 from twoway.client.template import check_template
 from twoway.net.options import Keepalive
 
-__all__ = ["ClientOptions"]
+__all__ = ["ClientOptions", "link_names"]
+
+
+def link_names(connections: int | None, names: str | None) -> tuple[str, ...]:
+    """The connection names: ``("Dwarves", "Elves")`` from ``--names``, ``("1", "2", "3")``
+    from ``--connections 3``, ``()`` for a single connection. Raises ``ValueError``."""
+    if names is not None and connections is not None:
+        raise ValueError("use either --connections or --names, not both")
+    if names is not None:
+        parts = tuple(part.strip() for part in names.split(","))
+        if not all(parts):
+            raise ValueError(f"--names: empty name in {names!r}")
+        return parts
+    if connections is None or connections == 1:
+        return ()
+    if connections < 1:
+        raise ValueError("--connections must be at least 1")
+    return tuple(str(i) for i in range(1, connections + 1))
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,8 @@ directly: they do not make a process wait for another one.
 Sinks decide the shape: :class:`RawSink` passes bytes through untouched (one connection, like
 ``nc``); :class:`LineSink` cuts lines to prefix them with the connection's name and, for a
 terminal, escapes control characters so nothing a server sends can drive the terminal.
+When several connections run, every line one of them prints (received, or its state on
+stderr) starts with :func:`prefix`, so a shared terminal or file can be told apart with grep.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ __all__ = [
     "Sink",
     "Writer",
     "choose_writer",
+    "prefix",
 ]
 
 # Hand a partial line (a prompt, a reply without newline) to the screen after this pause.
@@ -40,6 +43,11 @@ PARTIAL_LINE_DELAY = 0.1
 PIPE_HIGH = 256 * 1024
 # At exit, how long a reader downstream gets to take what is still queued for it.
 CLOSE_GRACE = 5.0
+
+
+def prefix(name: str) -> str:
+    """What a connection's output lines start with: ``[Elves] ``, or nothing if unnamed."""
+    return f"[{name}] " if name else ""
 
 
 class Writer:
@@ -112,23 +120,24 @@ class ConsoleWriter(Writer):
 
 
 class _PipeProtocol(asyncio.Protocol):
-    def __init__(self, writer: PipeWriter) -> None:
-        self.writer = writer
+    """The pipe's flow control and loss, handed to the writer as callbacks."""
+
+    def __init__(self, on_pause: Callable[[bool], None], on_broken: Callable[[], None]) -> None:
+        self.on_pause = on_pause
+        self.on_broken = on_broken
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def pause_writing(self) -> None:
-        self.writer.paused = True
-        self.writer.on_pause()
+        self.on_pause(True)
 
     def resume_writing(self) -> None:
-        self.writer.paused = False
-        self.writer.on_resume()
+        self.on_pause(False)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.lost.done():
             self.lost.set_result(None)
         if exc is not None:
-            self.writer._broke()
+            self.on_broken()
 
 
 class PipeWriter(Writer):
@@ -150,7 +159,9 @@ class PipeWriter(Writer):
         loop = asyncio.get_running_loop()
         pipe = os.fdopen(os.dup(self.fd), "wb", buffering=0)
         try:
-            transport, protocol = await loop.connect_write_pipe(lambda: _PipeProtocol(self), pipe)
+            transport, protocol = await loop.connect_write_pipe(
+                lambda: _PipeProtocol(self._set_paused, self._broke), pipe
+            )
         except BaseException:
             pipe.close()
             os.set_blocking(self.fd, self._was_blocking)
@@ -158,6 +169,13 @@ class PipeWriter(Writer):
         transport.set_write_buffer_limits(high=PIPE_HIGH)
         self._transport = transport
         self._protocol = protocol
+
+    def _set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        if paused:
+            self.on_pause()
+        else:
+            self.on_resume()
 
     def write(self, data: bytes) -> None:
         transport = self._transport

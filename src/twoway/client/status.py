@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from twoway.client.multi import prefix
+from twoway.client.output import prefix
 
 __all__ = ["Status"]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from twoway.net.connection import Connection
 from twoway.net.handlers import Framing, LineService, Service
-from twoway.net.loops import loop_factory
 from twoway.net.options import ConnectionOptions, Keepalive
 from twoway.net.server import Server, ServerStats, serve
 
@@ -17,6 +16,5 @@ __all__ = [
     "Server",
     "ServerStats",
     "Service",
-    "loop_factory",
     "serve",
 ]

@@ -37,7 +37,7 @@ from twoway.net.handlers import Framing, Service
 from twoway.net.options import ConnectionOptions
 from twoway.sansio.backoff import backoff_delays
 
-__all__ = ["ClientService", "connect", "happy_eyeballs"]
+__all__ = ["ClientService", "connect", "happy_eyeballs", "is_ip_address"]
 
 log = logging.getLogger("twoway.client")
 
@@ -203,7 +203,8 @@ def _summarise(exc: BaseException) -> BaseException:
     return errs[0]
 
 
-def _is_ip(host: str) -> bool:
+def is_ip_address(host: str) -> bool:
+    """Whether ``host`` is an IP address (IPv6 with an optional ``%zone``), not a name."""
     try:
         ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
@@ -292,7 +293,7 @@ class connect:
         cls = connection_class(self.service)
         try:
             async with asyncio.timeout(self.connect_timeout):
-                if not _is_ip(self.host):
+                if not is_ip_address(self.host):
                     log.debug("looking up %s", self.host)
                 infos = await loop.getaddrinfo(
                     self.host, self.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP

@@ -1,27 +1,39 @@
-"""The built-in services, by name, and how each is built from :class:`Settings`."""
+"""The built-in services: the registry by name, the options each takes, and how each is built
+(with its connection options) from :class:`~twoway.config.Settings`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from twoway.config import SERVICE_NAMES, Settings
-from twoway.errors import ServiceError
+from twoway.config import KeepaliveSetting, Settings
+from twoway.errors import ConfigError, ServiceError
 from twoway.net.handlers import Framing, Service
+from twoway.net.options import ConnectionOptions, Keepalive
 
-__all__ = ["SERVICES", "ServiceSpec", "build_service"]
+__all__ = [
+    "SERVICES",
+    "ServiceSpec",
+    "build_service",
+    "check_settings",
+    "connection_options",
+    "service_options",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class ServiceSpec:
-    """A built-in service: its name, one-line description and factory."""
+    """A built-in service: its name, one-line description, factory, and the per-service
+    options (config keys such as ``history``) it takes; the options config marks as applying
+    to every service (``port``, ``max-line``...) it takes anyway."""
 
     name: str
     summary: str
     factory: Callable[[Settings], Service]
-    #: ConnectionOptions overrides this service needs (e.g. chat's slow-consumer limits).
-    options: Callable[[Settings], dict[str, Any]] | None = None
+    options: tuple[str, ...] = ()
+    #: Checks how the settings go together; raises :class:`ConfigError`.
+    check: Callable[[Settings], None] | None = None
 
 
 def _framing(settings: Settings) -> Framing:
@@ -58,10 +70,16 @@ def _chat(settings: Settings) -> Service:
     return build_chat(settings)
 
 
-def _chat_options(settings: Settings) -> dict[str, Any]:
-    from twoway.services.chat import chat_connection_options
-
-    return chat_connection_options(settings)
+def _check_chat(settings: Settings) -> None:
+    bus = settings.bus
+    if bus != "local" and not bus.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"bus = {bus!r}: use local or redis://HOST:PORT/DB")
+    if settings.workers > 1 and bus == "local":
+        raise ConfigError(
+            f"--workers {settings.workers} with chat needs a bus shared by the workers "
+            "(--bus redis://HOST:PORT/DB); without one, clients of different workers "
+            "could not see each other"
+        )
 
 
 def _dump(settings: Settings) -> Service:
@@ -90,19 +108,57 @@ def _file(settings: Settings) -> Service:
     )
 
 
+# slow-grace is for every service but file: a slow reader of a large file is a normal client.
+_FRAMED = ("framing", "slow-grace")
+_CHAT = (
+    "bus",
+    "motd",
+    "history",
+    "flood-rate",
+    "flood-burst",
+    "slow-grace",
+)
+_DUMP = ("dir", "file", "lines", "fsync", "splice", "max-bytes", "slow-grace")
+_FILE = ("path", "keep-open", "rate", "write-timeout")
+
+#: Every built-in service, in the order ``--help`` and errors list them.
 SERVICES: dict[str, ServiceSpec] = {
     spec.name: spec
     for spec in (
-        ServiceSpec("chat", "line chat with nicks, rooms and history", _chat, _chat_options),
-        ServiceSpec("echo", "sends back every byte, unchanged", _echo),
-        ServiceSpec("upper", 'answers each line with You said "<LINE UPPERCASED>"', _upper),
-        ServiceSpec("stamp", "greets, then answers HH:MM:SS - server reply: <line>", _stamp),
-        ServiceSpec("peers", "answers each line with You have N peers on this server", _peers),
-        ServiceSpec("dump", "appends what each client sends to a file", _dump),
-        ServiceSpec("file", "sends a file to each client", _file),
+        ServiceSpec(
+            "chat",
+            "line chat with nicks, rooms and history",
+            _chat,
+            _CHAT,
+            check=_check_chat,
+        ),
+        ServiceSpec("echo", "sends back every byte, unchanged", _echo, ("slow-grace",)),
+        ServiceSpec(
+            "upper", 'answers each line with You said "<LINE UPPERCASED>"', _upper, _FRAMED
+        ),
+        ServiceSpec(
+            "stamp", "greets, then answers HH:MM:SS - server reply: <line>", _stamp, _FRAMED
+        ),
+        ServiceSpec(
+            "peers", "answers each line with You have N peers on this server", _peers, _FRAMED
+        ),
+        ServiceSpec("dump", "appends what each client sends to a file", _dump, _DUMP),
+        ServiceSpec("file", "sends a file to each client", _file, _FILE),
     )
 }
-assert tuple(SERVICES) == SERVICE_NAMES
+
+
+def service_options() -> Mapping[str, tuple[str, ...]]:
+    """Each service's name and the per-service option keys it takes, for
+    :func:`~twoway.config.load_settings`."""
+    return {name: spec.options for name, spec in SERVICES.items()}
+
+
+def check_settings(settings: Settings) -> None:
+    """Check how ``settings`` go together for their service; raises :class:`ConfigError`."""
+    check = SERVICES[settings.service].check
+    if check is not None:
+        check(settings)
 
 
 def build_service(settings: Settings) -> Service:
@@ -113,3 +169,35 @@ def build_service(settings: Settings) -> Service:
             f"unknown service {settings.service!r} (choose from {', '.join(SERVICES)})"
         )
     return spec.factory(settings)
+
+
+def connection_options(settings: Settings) -> ConnectionOptions:
+    """The per-connection options ``settings`` describe for their service."""
+    spec = SERVICES[settings.service]
+    values: dict[str, Any] = {
+        "max_line": settings.max_line,
+        "idle_timeout": settings.idle_timeout,
+        "keepalive": _keepalive(settings.keepalive),
+        "nodelay": settings.no_delay,
+        "max_queued": settings.max_queued,
+        "slow_grace": settings.slow_grace if "slow-grace" in spec.options else None,
+    }
+    if settings.max_queued is not None:
+        # The soft limit: a client may hold up to a quarter of its queue for slow_grace
+        # seconds (a burst it will catch up on); reading from it pauses meanwhile.
+        high = max(4096, settings.max_queued // 4)
+        values["write_high"] = high
+        values["write_low"] = high // 4
+    return ConnectionOptions(**values)
+
+
+def _keepalive(setting: KeepaliveSetting | None) -> Keepalive | None:
+    """``IDLE[,INTERVAL[,COUNT]]`` as given, the rest from :class:`Keepalive`'s defaults; an
+    interval left out is never longer than the idle time."""
+    if setting is None:
+        return None
+    default = Keepalive()
+    idle = default.idle if setting.idle is None else setting.idle
+    interval = min(default.interval, idle) if setting.interval is None else setting.interval
+    count = default.count if setting.count is None else setting.count
+    return Keepalive(idle, interval, count)

@@ -17,14 +17,13 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from twoway.client.link import Link
-from twoway.client.multi import all_done, prefix
+from twoway.client.link import Link, all_done
 from twoway.client.options import ClientOptions
-from twoway.client.output import LineSink, PipeWriter, RawSink, Sink, choose_writer
+from twoway.client.output import LineSink, PipeWriter, RawSink, Sink, choose_writer, prefix
 from twoway.client.status import Status
 from twoway.client.stdin import Source, open_stdin
 from twoway.errors import ConfigError, describe_oserror
-from twoway.net.loops import loop_factory
+from twoway.loops import loop_factory
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "run_client"]
 

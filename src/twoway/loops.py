@@ -1,4 +1,8 @@
-"""Event loop choice: ``auto`` (uvloop when importable), ``asyncio`` or ``uvloop``."""
+"""Event loop choice: ``auto`` (uvloop when importable), ``asyncio`` or ``uvloop``.
+
+A process decision (like signals and logging), so it lives beside :mod:`twoway.runner`: the
+library never picks a loop for its caller.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ LOOPS: tuple[LoopName, ...] = ("auto", "asyncio", "uvloop")
 
 
 def resolve_loop(name: str) -> Literal["asyncio", "uvloop"]:
-    """The concrete loop ``name`` stands for on this machine."""
+    """The concrete loop ``name`` stands for on this machine. Raises :class:`ConfigError` for
+    an unknown name or a uvloop that is not installed (the user chose it)."""
     if name == "auto":
         return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
     if name == "asyncio":

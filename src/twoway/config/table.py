@@ -1,0 +1,293 @@
+"""The option table: :class:`Settings`, one field per option, and :data:`OPTIONS` derived from it.
+
+Each option is written once, as a field: its name is the key (``max_line`` is ``--max-line``,
+``max-line`` in TOML, ``TWOWAY_MAX_LINE``), its annotation the type, :func:`option` its kind,
+default and help. The CLI builds its flags from :data:`OPTIONS`, so an option cannot exist in
+one place and not another. Which service takes a per-service option is declared by the
+services (``twoway.services.SERVICES``), not here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from twoway.config.parse import KeepaliveSetting
+from twoway.config.spec import OptionSpec, option, spec_of
+
+__all__ = ["BY_KEY", "MAX_LINE", "OPTIONS", "Settings"]
+
+#: ``--max-line``'s default. It is the library's own default (``ConnectionOptions.max_line``,
+#: from the line decoder), which config may not import; a test checks that the two agree.
+MAX_LINE = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The effective settings of one ``twoway serve`` process; every field after ``service``
+    is an option (see the module docstring). Built by
+    :func:`~twoway.config.load.load_settings`."""
+
+    service: str = "chat"
+    host: str = option(
+        "str",
+        "127.0.0.1",
+        "address to listen on (0.0.0.0 or :: to expose to a network)",
+        metavar="HOST",
+    )
+    port: int = option(
+        "int",
+        4001,
+        "port to listen on (0: any free port)",
+        minimum=0,
+        maximum=65535,
+        metavar="PORT",
+    )
+    framing: str = option(
+        "choice",
+        "line",
+        "line: one message per line; chunk: one per received chunk (clients that send no newline)",
+        per_service=True,
+        choices=("line", "chunk"),
+    )
+    max_conns: int | None = option(
+        "int",
+        None,
+        "most connections at once (0: no limit)",
+        minimum=0,
+        zero_disables=True,
+        metavar="N",
+    )
+    max_conns_per_ip: int | None = option(
+        "int",
+        None,
+        "most connections from one IP address (0: no limit)",
+        minimum=0,
+        zero_disables=True,
+        metavar="N",
+    )
+    max_line: int = option(
+        "size",
+        MAX_LINE,
+        "longest line accepted, in bytes (without the terminator)",
+        minimum=1,
+        metavar="BYTES",
+    )
+    idle_timeout: float | None = option(
+        "duration",
+        None,
+        "close connections idle this many seconds (0: never)",
+        minimum=0,
+        zero_disables=True,
+        metavar="SECONDS",
+    )
+    # option() returns a dataclasses.field, which ruff cannot see through (RUF009).
+    keepalive: KeepaliveSetting | None = option(  # noqa: RUF009
+        "keepalive",
+        None,
+        "TCP keep-alive: IDLE[,INTERVAL[,COUNT]] seconds (0: off)",
+        metavar="SPEC",
+    )
+    no_delay: bool = option(
+        "bool",
+        True,
+        "disable Nagle's algorithm (TCP_NODELAY)",
+        flag="--no-delay/--delay",
+    )
+    grace: float = option(
+        "duration",
+        5.0,
+        "on SIGINT/SIGTERM, let connections finish this many seconds",
+        minimum=0,
+        metavar="SECONDS",
+    )
+    workers: int = option(
+        "int",
+        1,
+        "worker processes sharing the port (SO_REUSEPORT); chat needs --bus with more than one",
+        minimum=1,
+        metavar="N",
+    )
+    bus: str = option(
+        "str",
+        "local",
+        "chat fan-out between processes: local (one process) or redis://HOST:PORT/DB",
+        per_service=True,
+        metavar="URL",
+    )
+    loop: str = option(
+        "choice",
+        "auto",
+        "event loop (auto: uvloop when installed)",
+        choices=("auto", "asyncio", "uvloop"),
+    )
+    motd: str | None = option(
+        "path",
+        None,
+        "file whose lines greet every chat client",
+        per_service=True,
+        metavar="FILE",
+    )
+    history: int = option(
+        "int",
+        20,
+        "messages per room replayed to people who join (0: none)",
+        per_service=True,
+        minimum=0,
+        metavar="N",
+    )
+    flood_rate: float = option(
+        "float",
+        5.0,
+        "lines per second a chat client may send after its burst (0: no flood control)",
+        per_service=True,
+        minimum=0,
+        metavar="LINES",
+    )
+    flood_burst: int = option(
+        "int",
+        10,
+        "lines a chat client may send at once",
+        per_service=True,
+        minimum=1,
+        metavar="LINES",
+    )
+    max_queued: int | None = option(
+        "size",
+        256 * 1024,
+        "bytes queued for one client before it is dropped as too slow (0: no limit)",
+        minimum=0,
+        zero_disables=True,
+        metavar="BYTES",
+    )
+    slow_grace: float | None = option(
+        "duration",
+        10.0,
+        "seconds a client may stay over a quarter of max-queued before it is dropped "
+        "(0: only the hard limit)",
+        per_service=True,
+        minimum=0,
+        zero_disables=True,
+        metavar="SECONDS",
+    )
+    dir: str = option(
+        "path",
+        "dumps",
+        "directory for one file per connection (created if missing)",
+        per_service=True,
+        metavar="DIR",
+    )
+    file: str | None = option(
+        "path",
+        None,
+        "append every connection to this one file instead (interleaved by whole chunks)",
+        per_service=True,
+        metavar="PATH",
+    )
+    lines: bool = option(
+        "bool",
+        False,
+        "with --file, interleave connections by whole lines",
+        per_service=True,
+        flag="--lines/--no-lines",
+    )
+    fsync: str = option(
+        "choice",
+        "close",
+        "when to fsync: never, interval (each second), "
+        "close (before the FIN), always (every write)",
+        per_service=True,
+        choices=("never", "interval", "close", "always"),
+    )
+    splice: bool = option(
+        "bool",
+        True,
+        "move each connection's bytes into its file with splice(2), no copy in user space "
+        "(Linux; --no-splice reads them in Python)",
+        per_service=True,
+        flag="--splice/--no-splice",
+    )
+    max_bytes: int | None = option(
+        "size",
+        None,
+        "most bytes stored per connection (0: no limit)",
+        per_service=True,
+        minimum=0,
+        zero_disables=True,
+        metavar="BYTES",
+    )
+    path: str | None = option(
+        "path",
+        None,
+        "the file to send (also the argument after the service)",
+        per_service=True,
+        metavar="PATH",
+    )
+    keep_open: bool = option(
+        "bool",
+        False,
+        "keep the connection open after the file",
+        per_service=True,
+        flag="--keep-open/--no-keep-open",
+    )
+    rate: int | None = option(
+        "size",
+        None,
+        "bytes per second per connection (0: no limit)",
+        per_service=True,
+        minimum=0,
+        zero_disables=True,
+        metavar="BYTES",
+    )
+    write_timeout: float | None = option(
+        "duration",
+        30.0,
+        "drop a reader that takes nothing for this many seconds (0: never)",
+        per_service=True,
+        minimum=0,
+        zero_disables=True,
+        metavar="SECONDS",
+    )
+    log_level: str = option(
+        "choice", "info", "log level", choices=("debug", "info", "warning", "error")
+    )
+    log_format: str = option("choice", "text", "log format", choices=("text", "json"))
+    #: Where each value came from (``default``, ``config file X``, ``environment``, ``flag``).
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def describe(self, service_options: Collection[str] = ()) -> list[str]:
+        """``key = value  # source`` lines, for ``twoway check-config``: every option that
+        applies to every service, and the per-service ones named in ``service_options``
+        (the keys this settings' service takes)."""
+        lines = [f'service = "{self.service}"  # {self.sources.get("service", "default")}']
+        for spec in OPTIONS:
+            if spec.per_service and spec.key not in service_options:
+                continue
+            value = getattr(self, spec.attr)
+            lines.append(
+                f"{spec.key} = {_toml_value(spec, value)}  "
+                f"# {self.sources.get(spec.key, 'default')}"
+            )
+        return lines
+
+
+#: Every option, in the order ``--help`` lists them.
+OPTIONS: tuple[OptionSpec, ...] = tuple(
+    spec for spec in (spec_of(f) for f in fields(Settings)) if spec is not None
+)
+#: The options by key (``max-line``).
+BY_KEY: Mapping[str, OptionSpec] = {spec.key: spec for spec in OPTIONS}
+
+
+def _toml_value(spec: OptionSpec, value: Any) -> str:
+    if value is None:
+        return "0" if spec.zero_disables or spec.kind == "keepalive" else '""'
+    if isinstance(value, KeepaliveSetting):
+        text = str(value)
+        return text if text == "true" else f'"{text}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return f"{value:g}" if isinstance(value, float) else str(value)
