@@ -178,6 +178,7 @@ def serve_settings(settings: Settings, service: Service, options: ConnectionOpti
             options=options,
             max_connections=settings.max_conns,
             max_connections_per_ip=settings.max_conns_per_ip,
+            ipv6_prefix=settings.ipv6_prefix,
             reuse_port=index is not None,
         )
         tag = f" (worker {index + 1}, pid {os.getpid()})" if index is not None else ""

@@ -86,6 +86,8 @@ async def test_nodelay_and_keepalive_are_set_on_the_accepted_socket() -> None:
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 42
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 7
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+        # Data in flight to a vanished peer times out as fast as an idle one does.
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == (42 + 7 * 3) * 1000
 
 
 async def test_nodelay_off_and_no_keepalive() -> None:

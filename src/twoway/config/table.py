@@ -67,6 +67,15 @@ class Settings:
         zero_disables=True,
         metavar="N",
     )
+    ipv6_prefix: int = option(
+        "int",
+        64,
+        "IPv6 clients count as one address per this many leading bits, for per-IP limits "
+        "(one host usually holds a whole /64)",
+        minimum=1,
+        maximum=128,
+        metavar="BITS",
+    )
     max_line: int = option(
         "size",
         MAX_LINE,
@@ -85,9 +94,23 @@ class Settings:
     # option() returns a dataclasses.field, which ruff cannot see through (RUF009).
     keepalive: KeepaliveSetting | None = option(  # noqa: RUF009
         "keepalive",
-        None,
-        "TCP keep-alive: IDLE[,INTERVAL[,COUNT]] seconds (0: off)",
+        # On by default, at the library's 60 s idle, 10 s x 5 probes: below the idle timeouts
+        # of common NATs and load balancers (240-350 s) so mappings stay open, a vanished
+        # peer is found in under two minutes, and it costs one probe a minute per idle client.
+        KeepaliveSetting(),
+        "TCP keep-alive: IDLE[,INTERVAL[,COUNT]] seconds, or true for 60,10,5 (0: off)",
         metavar="SPEC",
+    )
+    line_timeout: float | None = option(
+        "duration",
+        # nginx's client_header_timeout is 60 s too: ample for a person typing a line or a
+        # slow link sending 64 KiB, and a peer trickling one byte a second is cut within it.
+        60.0,
+        "close a connection whose line is still unfinished after this many seconds (0: never)",
+        per_service=True,
+        minimum=0,
+        zero_disables=True,
+        metavar="SECONDS",
     )
     no_delay: bool = option(
         "bool",

@@ -267,22 +267,27 @@ class Connection(asyncio.Protocol):
         self.remote_address = transport.get_extra_info("peername")
         # Both loops already set TCP_NODELAY on TCP sockets. The socket object is fetched only
         # when an option needs it: uvloop builds a wrapper per call (~200 B per connection).
+        # A server's connections inherit keep-alive from the listening socket (see Server).
+        keepalive = opts.keepalive if self.server is None else None
         sock = None
-        if not opts.nodelay or opts.keepalive is not None:
+        if not opts.nodelay or keepalive is not None:
             sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
                 if not opts.nodelay:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
-                if opts.keepalive is not None:
-                    set_keepalive(sock, opts.keepalive)
+                if keepalive is not None:
+                    set_keepalive(sock, keepalive)
             except OSError as exc:  # the socket may already be gone
                 log.debug("%s: socket options not set: %s", self.peer, exc)
         transport.set_write_buffer_limits(high=opts.write_high, low=opts.write_low)
         if self.server is not None and not self.server._admit(self):
             return
-        if opts.idle_timeout is not None:
-            sweeper_for(asyncio.get_running_loop()).add(self)
+        timeouts = [t for t in (opts.idle_timeout, opts.line_timeout) if t is not None]
+        if timeouts:
+            loop = asyncio.get_running_loop()
+            self._idle_since = loop.time()
+            sweeper_for(loop).watch(self, self._sweep, min(timeouts))
         self._started = True
         self._call(self.service.on_connect)
 
@@ -298,8 +303,8 @@ class Connection(asyncio.Protocol):
         self._close_timer = self._slow_timer = None
         self._wake_drainers()
         self._wake_inbox()
-        if self.options.idle_timeout is not None:
-            sweeper_for(asyncio.get_running_loop()).discard(self)
+        if self.options.idle_timeout is not None or self.options.line_timeout is not None:
+            sweeper_for(asyncio.get_running_loop()).unwatch(self)
         if self._started:
             try:
                 self.service.on_close(self, exc)
@@ -660,17 +665,29 @@ class Connection(asyncio.Protocol):
             self._report(exc)
             self.abort()
 
-    def _idle_tick(self, now: float, timeout: float) -> None:
-        seen = self.bytes_read + self.bytes_written
-        if seen != self._idle_seen or not self._idle_since:
-            self._idle_seen = seen
-            self._idle_since = now
-        elif now - self._idle_since >= timeout and not self._closing:
-            if self.close_reason is None:
-                self.close_reason = "idle"
-            if self.server is not None:
-                self.server.stats.idle_timeouts += 1
-            self._call(self.service.on_idle)
+    def _sweep(self, now: float) -> None:
+        """The sweeper's callback (see net.idle): the idle timeout and the line deadline."""
+        if self._closing:
+            return
+        timeout = self.options.idle_timeout
+        if timeout is not None:
+            seen = self.bytes_read + self.bytes_written
+            if seen != self._idle_seen:
+                self._idle_seen = seen
+                self._idle_since = now
+            elif now - self._idle_since >= timeout:
+                if self.close_reason is None:
+                    self.close_reason = "idle"
+                if self.server is not None:
+                    self.server.stats.idle_timeouts += 1
+                self._call(self.service.on_idle)
+                return
+        timeout = self.options.line_timeout
+        if timeout is not None:
+            self._check_line_deadline(now, timeout)
+
+    def _check_line_deadline(self, now: float, timeout: float) -> None:
+        """Line connections end a line that takes longer than ``timeout``; others have none."""
 
 
 class RawConnection(Connection):
@@ -708,7 +725,7 @@ class LineConnection(Connection):
     that never reads pin megabytes.
     """
 
-    __slots__ = ("_backlog", "_decoder")
+    __slots__ = ("_backlog", "_decoder", "_line_since", "_line_start")
 
     def __init__(
         self, service: Service, options: ConnectionOptions, server: Server | None = None
@@ -717,6 +734,10 @@ class LineConnection(Connection):
         self._decoder = LineDecoder(options.max_line)
         #: Received bytes not answered yet because the write queue is full (see the class).
         self._backlog: bytes | None = None
+        #: Where the unfinished line the last sweep saw began (a stream offset; -1 while an
+        #: over-long line is skipped), and since when it has been unfinished.
+        self._line_start: int | None = None
+        self._line_since = 0.0
 
     def data_received(self, data: bytes) -> None:
         self.bytes_read += len(data)
@@ -807,6 +828,27 @@ class LineConnection(Connection):
             if self._write_paused and self.server is not None and done < len(events):
                 self._keep_rest(data, done + skip)
                 return
+
+    def _check_line_deadline(self, now: float, timeout: float) -> None:
+        decoder = self._decoder
+        buffered = decoder.buffered
+        if buffered:
+            start = self.bytes_read - buffered
+        elif decoder.discarding:
+            start = -1
+        else:
+            self._line_start = None
+            return
+        if start != self._line_start:
+            self._line_start = start
+            self._line_since = now
+        elif now - self._line_since >= timeout:
+            if self.close_reason is None:
+                self.close_reason = "line timeout"
+            if self.server is not None:
+                self.server.stats.line_timeouts += 1
+            service = cast(LineService, self.service)
+            self._call(service.on_line_timeout, timeout)
 
     def _keep_rest(self, data: bytes, newlines: int) -> None:
         """Keep what follows the ``newlines``-th newline of ``data`` unanswered (the events

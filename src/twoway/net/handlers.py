@@ -125,6 +125,11 @@ class LineService(Service):
         conn.send_line(f"error: idle for {conn.options.idle_timeout:g} s, disconnecting")
         conn.close()
 
+    def on_line_timeout(self, conn: Connection, timeout: float) -> None:
+        """A line stayed unfinished for ``line_timeout`` seconds: say so, then close."""
+        conn.send_line(f"error: line not finished within {timeout:g} s, disconnecting")
+        conn.close()
+
     def on_slow(self, conn: Connection) -> None:
         """Drop a peer that does not read, after one last line saying so."""
         conn.send_line("error: too slow, disconnecting")

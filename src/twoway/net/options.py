@@ -30,6 +30,10 @@ class ConnectionOptions:
     max_line: int | None = DEFAULT_MAX_LINE
     #: Close a connection that neither sent nor received anything for this long.
     idle_timeout: float | None = None
+    #: Line framing: close a connection whose current line is still unfinished after this
+    #: long (nginx's ``client_header_timeout``). A peer trickling one byte a second is never
+    #: idle, so only a deadline per line ends it.
+    line_timeout: float | None = None
     #: TCP keep-alive probes, or ``None`` for the kernel's default (off).
     keepalive: Keepalive | None = None
     #: Send small writes at once (``TCP_NODELAY``): interactive line services want it.

@@ -24,9 +24,10 @@ from twoway.errors import ListenError, describe_oserror
 from twoway.net.asyncapi import AsyncService
 from twoway.net.connection import Connection, connection_class
 from twoway.net.handlers import Framing, Service
+from twoway.net.idle import set_keepalive
 from twoway.net.options import ConnectionOptions
 
-__all__ = ["Server", "ServerStats", "normalize_ip", "serve"]
+__all__ = ["Server", "ServerStats", "limit_key", "normalize_ip", "serve"]
 
 log = logging.getLogger("twoway.server")
 
@@ -43,6 +44,7 @@ class ServerStats:
     bytes_out: int = 0
     slow_disconnects: int = 0
     idle_timeouts: int = 0
+    line_timeouts: int = 0
     errors: int = 0
 
 
@@ -102,12 +104,29 @@ def normalize_ip(host: str) -> str:
     return str(ip)
 
 
+def limit_key(host: str, ipv6_prefix: int = 64) -> str:
+    """What per-address limits count a client as: its IPv4 address (an IPv4-mapped IPv6
+    address counts as the IPv4 one), or its IPv6 network of ``ipv6_prefix`` bits, written
+    ``2001:db8::/64``, since one host usually holds a whole /64. A host name is itself."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        if ipv6_prefix < 128:
+            net = ipaddress.IPv6Network((ip, ipv6_prefix), strict=False)
+            return str(net)
+    return str(ip)
+
+
 class Server:
     """A TCP server running one :class:`Service`. Create it with :func:`serve`.
 
-    Limits: ``max_connections`` and ``max_connections_per_ip`` (``None`` disables). A
-    connection over a limit reads one ``error: ...`` line and is closed; the others never
-    notice.
+    Limits: ``max_connections`` and ``max_connections_per_ip`` (``None`` disables; IPv6
+    clients count per network of ``ipv6_prefix`` bits, see :func:`limit_key`). A connection
+    over a limit reads one ``error: ...`` line and is closed; the others never notice.
     """
 
     def __init__(
@@ -119,6 +138,7 @@ class Server:
         options: ConnectionOptions | None = None,
         max_connections: int | None = None,
         max_connections_per_ip: int | None = None,
+        ipv6_prefix: int = 64,
         reuse_port: bool = False,
         backlog: int = 1024,
         ssl: Any = None,
@@ -130,6 +150,9 @@ class Server:
         self.options = options if options is not None else ConnectionOptions()
         self.max_connections = max_connections
         self.max_connections_per_ip = max_connections_per_ip
+        if not 1 <= ipv6_prefix <= 128:
+            raise ValueError(f"ipv6_prefix must be 1 to 128 (got {ipv6_prefix})")
+        self.ipv6_prefix = ipv6_prefix
         self.reuse_port = reuse_port
         self.backlog = backlog
         self.ssl = ssl
@@ -161,6 +184,7 @@ class Server:
         await self.service.on_start(self)
         try:
             if self.sock is not None:
+                self._tune_listener(self.sock)
                 srv = await loop.create_server(
                     factory, sock=self.sock, backlog=self.backlog, ssl=self.ssl
                 )
@@ -198,6 +222,7 @@ class Server:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 if family == socket.AF_INET6:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                self._tune_listener(sock)
                 # With port 0 every address family must end up on the same free port.
                 sock.bind((addr[0], port, *addr[2:]))
                 port = sock.getsockname()[1]
@@ -210,6 +235,13 @@ class Server:
                 raise
             self._listeners.append(srv)
         self.port = port
+
+    def _tune_listener(self, sock: socket.socket) -> None:
+        """Socket options every accepted connection inherits from the listening socket (on
+        Linux), so no connection pays a system call for them: TCP keep-alive."""
+        keepalive = self.options.keepalive
+        if keepalive is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            set_keepalive(sock, keepalive)
 
     def _make_protocol(self) -> Connection:
         return self._conn_class(self.service, self.options, self)
@@ -267,7 +299,8 @@ class Server:
         per_ip = self.max_connections_per_ip
         if per_ip is not None:
             # Only counted when limited: the normalised address costs memory per connection.
-            ip = normalize_ip(str(conn.remote_address[0])) if conn.remote_address else "?"
+            addr = conn.remote_address
+            ip = limit_key(str(addr[0]), self.ipv6_prefix) if addr else "?"
             count = self._per_ip.get(ip, 0)
             if count >= per_ip:
                 self.stats.rejected_per_ip += 1

@@ -109,8 +109,9 @@ def _file(settings: Settings) -> Service:
 
 
 # slow-grace is for every service but file: a slow reader of a large file is a normal client.
-_FRAMED = ("framing", "slow-grace")
+_FRAMED = ("framing", "slow-grace", "line-timeout")
 _CHAT = (
+    "line-timeout",
     "bus",
     "motd",
     "history",
@@ -177,6 +178,7 @@ def connection_options(settings: Settings) -> ConnectionOptions:
     values: dict[str, Any] = {
         "max_line": settings.max_line,
         "idle_timeout": settings.idle_timeout,
+        "line_timeout": settings.line_timeout if "line-timeout" in spec.options else None,
         "keepalive": _keepalive(settings.keepalive),
         "nodelay": settings.no_delay,
         "max_queued": settings.max_queued,
