@@ -110,6 +110,10 @@ async def test_counter_keys_expire_when_unused(redis: RedisServer) -> None:
     seen = Listener()
     await other.start(seen)
     client = aioredis.Redis.from_url(redis.url)
+    # Redis announces each key it expires: the test waits for those events, not for a time.
+    await client.config_set("notify-keyspace-events", "Ex")
+    expired = client.pubsub()
+    await expired.subscribe("__keyevent@0__:expired")
     try:
         node_key, room_key = f"twoway:chat:pub:{bus.node}", "twoway:chat:seq:#expiring"
         bus.publish(Said("#expiring", "hello"))
@@ -120,11 +124,17 @@ async def test_counter_keys_expire_when_unused(redis: RedisServer) -> None:
         assert await client.type("twoway:chat:seq") == b"none"  # no ever-growing hash
         assert await client.type("twoway:chat:pub") == b"none"
         await bus.stop()
-        await asyncio.sleep(3 * UNIT)
+        gone: set[str] = set()
+        async with asyncio.timeout(10 * UNIT):  # the TTL is 2 s
+            while not {room_key, node_key} <= gone:
+                message = await expired.get_message(ignore_subscribe_messages=True, timeout=None)
+                if message is not None:
+                    gone.add(message["data"].decode())
         assert await client.exists(room_key, node_key) == 0
     finally:
         await bus.stop()
         await other.stop()
+        await expired.aclose()
         await client.aclose()
 
 
