@@ -75,7 +75,9 @@ def _state(pid: int) -> str:
 
 class Stopped:
     """SIGSTOP ``srv`` until the block ends (then SIGCONT, whatever happened). Entering waits
-    until the kernel reports it stopped: from then on it reads nothing more from Redis."""
+    until the kernel reports it stopped: from then on it sends Redis no new read. The one
+    blocking read it may have in flight is answered with the first entry that lands (the
+    reply waits in its socket): only entries after that one can be deleted unseen."""
 
     def __init__(self, srv: CliServer) -> None:
         self.srv = srv
@@ -118,7 +120,9 @@ def test_a_line_deleted_from_the_log_is_announced_to_its_room(
 ) -> None:
     b, alice, bob, carol = _setup(cluster, "gap")
     with Stopped(b):
-        for i in (1, 2, 3):  # one entry each: the next is sent once the last is in the log
+        # One entry each (the next is sent once the last is in the log); line 1 answers B's
+        # read in flight, line 2 is deleted.
+        for i in (1, 2, 3):
             alice.send(f"gap line {i}")
             entry = stream.wait_entry(f"gap line {i}")
             if i == 2:
@@ -140,10 +144,13 @@ def test_an_entry_without_room_lines_deleted_is_announced_as_a_node_gap(
     """A topic change is no room line: nothing numbers it but A's entry numbers."""
     b, alice, bob, carol = _setup(cluster, "gap2")
     with Stopped(b):
+        alice.send("before the topic")  # what B's read in flight is answered with
+        stream.wait_entry("before the topic")
         alice.send("/topic never seen on B")
         stream.delete(stream.wait_entry("never seen on B"))
         alice.send("after the topic")
         stream.wait_entry("after the topic")
+    bob.expect("alice: before the topic")
     assert bob.lines_until("alice: after the topic") == [NODE_GAP]
     carol.expect(NODE_GAP)
     assert (
