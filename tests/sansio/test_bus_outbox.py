@@ -72,9 +72,11 @@ def test_the_bus_own_items_do_not_count_against_the_limit() -> None:
     box = Outbox(limit=1)
     for _ in range(5):
         box.put_control(Heartbeat())
-        box.put(Ask(0))  # not a chat item either
     assert box.put(Said("#a", "x"))
     assert box.pending == 1
+    assert not box.put(Said("#a", "y"))
+    box.put_control(Ask(0))
+    assert len(box) == 7
 
 
 def test_limits_must_be_positive() -> None:

@@ -111,7 +111,8 @@ class Inbox:
         gives one :class:`Missed` (what was lost is unknown, so one notice says it)."""
         reading = Reading()
         own = self._own
-        handlers = _ON_EVENT
+        events = reading.events
+        on_event, on_item = _ON_EVENT, _ON_ITEM
         for entry_id, fields in entries:
             mine = fields.get(b"n") == own
             if mine and not fields.get(b"q"):
@@ -122,16 +123,16 @@ class Inbox:
                 reading.skipped.append((entry_id, str(exc)))
                 continue
             for event in self.feed(entry, now):
-                handlers[type(event)](self, reading, event)
+                if type(event) is Received:  # the common case, inline: most are chat items
+                    item = event.item
+                    handler = on_item.get(type(item))
+                    if handler is None:
+                        events.append(event)  # a chat item, or a Hello: the listener's
+                    else:
+                        handler(self, reading, event.node, item)
+                else:
+                    on_event[type(event)](self, reading, event)
         return reading
-
-    def _on_received(self, reading: Reading, event: Received) -> None:
-        item = event.item
-        handler = _ON_ITEM.get(type(item))
-        if handler is None:
-            reading.events.append(event)  # a chat item, or a Hello: the listener's
-        else:
-            handler(self, reading, event.node, item)
 
     def _on_node_gap(self, reading: Reading, event: NodeGap) -> None:
         if not reading.gap:
@@ -246,15 +247,15 @@ class Inbox:
         return st is not None and st.alive
 
 
-# What Inbox.read does with each event of Inbox.feed, by type (each handler takes its key).
+# What Inbox.read does with each event of Inbox.feed but Received, by type (each handler
+# takes its key's type).
 _ON_EVENT: dict[type, Callable[[Inbox, Reading, Any], None]] = {
-    Received: Inbox._on_received,
     NodeGap: Inbox._on_node_gap,
     RoomGap: Inbox._on_room_gap,
     Unknown: Inbox._on_unknown,
 }
 
-# The bus's own items that stop at the bus (every other item goes to the listener).
+# The bus's own items that stop at the bus, by type (every other item goes to the listener).
 _ON_ITEM: dict[type, Callable[[Inbox, Reading, int, Any], None]] = {
     Heartbeat: Inbox._on_heartbeat,
     Ask: Inbox._on_ask,

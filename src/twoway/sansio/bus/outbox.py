@@ -76,18 +76,18 @@ class Outbox:
         return self._queued + (self._batch.count if self._batch is not None else 0)
 
     def put(self, item: Item) -> bool:
-        """Queue a chat item; False if the buffer is full: then it is dropped and counted
-        (a :class:`Said` per room, for :meth:`overflow`)."""
-        counted = type(item) in USER_KINDS
-        if counted and self._queued >= self.limit:
-            self.dropped += 1
-            if type(item) is Said:
-                rooms = self._dropped_rooms
-                rooms[item.room] = rooms.get(item.room, 0) + 1
-            return False
-        self._queued += counted
-        self._queue.append(item)
-        return True
+        """Queue a chat item (one of :data:`~twoway.sansio.bus.items.USER_KINDS`; the bus's
+        own go through :meth:`put_control`). False if the buffer is full: then the item is
+        dropped and counted (a :class:`Said` per room, for :meth:`overflow`)."""
+        if self._queued < self.limit:
+            self._queued += 1
+            self._queue.append(item)
+            return True
+        self.dropped += 1
+        if type(item) is Said:
+            rooms = self._dropped_rooms
+            rooms[item.room] = rooms.get(item.room, 0) + 1
+        return False
 
     def put_control(self, item: Item) -> None:
         """Queue one of the bus's own items: never dropped, not counted against the limit."""
