@@ -1,5 +1,7 @@
-"""The chat bus protocol without I/O: the items servers tell each other, their wire codec,
-and the reading (:class:`Inbox`) and writing (:class:`Outbox`) sides as pure state.
+"""The chat bus protocol without I/O: the items, their wire codec, the inbox and the outbox.
+
+What chat servers tell each other, and the reading (:class:`Inbox`) and writing
+(:class:`Outbox`) sides of the shared log as pure state:
 
 * :mod:`~twoway.sansio.bus.items` — what a node publishes;
 * :mod:`~twoway.sansio.bus.codec` — how it travels in the log's entries;
