@@ -9,7 +9,9 @@
      ├── ConnectError           the client cannot connect
      │    ├── RetryableConnectError   refused, reset or timed out: trying again may help
      │    └── FatalConnectError       unknown host, bad address: trying again will not help
-     └── ConnectionClosed       an operation on a connection that is already closed
+     ├── ConnectionClosed       an operation on a connection that is already closed
+     └── BusProtocolError       an entry in the bus's log is not bus data (another program
+                                wrote it, or a bug): the entry is skipped and reported
 
 The peer's bad input is never an exception: it becomes an event or an error line to the peer.
 ``OSError`` from the kernel is translated into one of these at the boundary, chained with
@@ -22,6 +24,7 @@ import errno
 import ssl
 
 __all__ = [
+    "BusProtocolError",
     "ConfigError",
     "ConnectError",
     "ConnectionClosed",
@@ -64,6 +67,13 @@ class FatalConnectError(ConnectError):
 
 class ConnectionClosed(TwowayError):
     """The connection is closed, so it can neither send nor receive any more."""
+
+
+class BusProtocolError(TwowayError, ValueError):
+    """A bus log entry that is not valid bus data: another program wrote it, or a node of
+    an incompatible version (its writer is to blame, not this node). Raised by the codec in
+    :mod:`twoway.sansio.bus`; the bus skips the entry, logs one line, and the gap it leaves
+    in that node's numbers is announced like any other."""
 
 
 _PHRASES = {

@@ -18,7 +18,7 @@ needs_redis = pytest.mark.skipif(
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if item.path.parent.name == "bus" and "busproto" not in item.path.name:
+        if item.path.parent.name == "bus":
             item.add_marker(needs_redis)
 
 

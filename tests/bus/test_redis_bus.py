@@ -4,22 +4,25 @@ without Redis, the bounded buffer and its overflow notice, configuration errors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 
 import pytest
 
-from twoway.bus import BusEvent, LocalBus, Missed, Overflow, make_bus
-from twoway.bus.redis import _PUBLISH, RedisBus
+from twoway.bus import BusEvent, LocalBus, Missed, Overflow, RedisBusOptions, make_bus
+from twoway.bus.redis import RedisBus
+from twoway.bus.scripts import PUBLISH
 from twoway.errors import ConfigError
-from twoway.sansio.busproto import Hello, Lost, Received, encode_items
+from twoway.sansio.bus import Hello, Lost, Received, encode_items
 from twoway.sansio.chat import Presence, Said
 
 from .buskit import UNIT, RedisServer
 
-FAST = {"retry_initial": 0.1, "retry_max": 0.5, "timeout": 1.0}
+FAST = RedisBusOptions(retry_initial=0.1, retry_max=0.5, timeout=1.0)
 
 
 class Listener:
@@ -47,17 +50,28 @@ class Listener:
                 await self._changed.wait()
 
 
+@contextlib.asynccontextmanager
+async def started_buses(
+    redis: RedisServer, options: RedisBusOptions = FAST
+) -> AsyncIterator[list[tuple[RedisBus, Listener]]]:
+    """Two buses on ``redis``, started, each with one member in its snapshot."""
+    started: list[tuple[RedisBus, Listener]] = []
+    try:
+        for i in range(2):
+            bus = RedisBus(redis.url, options)
+            listener = Listener([((i + 1) << 32 | 1, f"user{i}", "#lobby")])
+            await bus.start(listener)
+            started.append((bus, listener))
+        yield started
+    finally:
+        for bus, _ in started:
+            await bus.stop()
+
+
 @pytest.fixture
 async def buses(redis: RedisServer) -> AsyncIterator[list[tuple[RedisBus, Listener]]]:
-    started: list[tuple[RedisBus, Listener]] = []
-    for i in range(2):
-        bus = RedisBus(redis.url, **FAST)  # type: ignore[arg-type]
-        listener = Listener([((i + 1) << 32 | 1, f"user{i}", "#lobby")])
-        await bus.start(listener)
-        started.append((bus, listener))
-    yield started
-    for bus, _ in started:
-        await bus.stop()
+    async with started_buses(redis) as started:
+        yield started
 
 
 async def test_delivery_between_two_nodes(buses: list[tuple[RedisBus, Listener]]) -> None:
@@ -90,9 +104,9 @@ async def test_a_repeated_publish_lands_once(
         seq, ttl = "twoway:chat:seq:", 3600
         data = encode_items([Said("#x", "only once")])
         for _ in range(3):
-            await client.eval(_PUBLISH, 2, *keys, 1, 1000, data, seq, ttl, 77, "#x", 1)
+            await client.eval(PUBLISH, 2, *keys, 1, 1000, data, seq, ttl, 77, "#x", 1)
         data = encode_items([Said("#x", "next")])
-        await client.eval(_PUBLISH, 2, *keys, 2, 1000, data, seq, ttl, 77, "#x", 1)
+        await client.eval(PUBLISH, 2, *keys, 2, 1000, data, seq, ttl, 77, "#x", 1)
     finally:
         await client.aclose()
     await lb.wait(lambda: Said("#x", "next") in lb.items())
@@ -104,12 +118,16 @@ async def test_counter_keys_expire_when_unused(redis: RedisServer) -> None:
     is gone and a room nobody speaks in leave nothing behind in Redis."""
     import redis.asyncio as aioredis
 
-    bus = RedisBus(redis.url, key_ttl=2, **FAST)  # type: ignore[arg-type]
-    other = RedisBus(redis.url, **FAST)  # type: ignore[arg-type]
+    bus = RedisBus(redis.url, replace(FAST, key_ttl=2))
+    other = RedisBus(redis.url, FAST)
     await bus.start(Listener())
     seen = Listener()
     await other.start(seen)
     client = aioredis.Redis.from_url(redis.url)
+    # Redis announces each key it expires: the test waits for those events, not for a time.
+    await client.config_set("notify-keyspace-events", "Ex")
+    expired = client.pubsub()
+    await expired.subscribe("__keyevent@0__:expired")
     try:
         node_key, room_key = f"twoway:chat:pub:{bus.node}", "twoway:chat:seq:#expiring"
         bus.publish(Said("#expiring", "hello"))
@@ -120,11 +138,17 @@ async def test_counter_keys_expire_when_unused(redis: RedisServer) -> None:
         assert await client.type("twoway:chat:seq") == b"none"  # no ever-growing hash
         assert await client.type("twoway:chat:pub") == b"none"
         await bus.stop()
-        await asyncio.sleep(3 * UNIT)
+        gone: set[str] = set()
+        async with asyncio.timeout(10 * UNIT):  # the TTL is 2 s
+            while not {room_key, node_key} <= gone:
+                message = await expired.get_message(ignore_subscribe_messages=True, timeout=None)
+                if message is not None:
+                    gone.add(message["data"].decode())
         assert await client.exists(room_key, node_key) == 0
     finally:
         await bus.stop()
         await other.stop()
+        await expired.aclose()
         await client.aclose()
 
 
@@ -133,7 +157,7 @@ async def test_start_without_redis_then_it_comes(
 ) -> None:
     caplog.set_level(logging.INFO, logger="twoway.bus")
     redis.terminate()
-    bus = RedisBus(redis.url, **FAST)  # type: ignore[arg-type]
+    bus = RedisBus(redis.url, FAST)
     listener = Listener()
     async with asyncio.timeout(3 * UNIT):
         await bus.start(listener)  # does not wait for Redis
@@ -141,7 +165,7 @@ async def test_start_without_redis_then_it_comes(
         assert bus.node >= 1 << 30  # a random node number
         bus.publish(Said("#lobby", "sent while down"))
         redis.start()
-        other = RedisBus(redis.url, **FAST)  # type: ignore[arg-type]
+        other = RedisBus(redis.url, FAST)
         lo = Listener()
         await other.start(lo)
         try:
@@ -157,12 +181,20 @@ async def test_start_without_redis_then_it_comes(
     assert sum("bus: redis back, 1 messages sent" in x for x in lines) == 1, lines
 
 
+@pytest.fixture
+async def small_buses(redis: RedisServer) -> AsyncIterator[list[tuple[RedisBus, Listener]]]:
+    """Like ``buses``, with room for 5 chat items in each buffer."""
+    async with started_buses(redis, replace(FAST, buffer_limit=5)) as started:
+        yield started
+
+
 async def test_overflow_is_counted_announced_and_reported_to_others(
-    redis: RedisServer, buses: list[tuple[RedisBus, Listener]], caplog: pytest.LogCaptureFixture
+    redis: RedisServer,
+    small_buses: list[tuple[RedisBus, Listener]],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="twoway.bus")
-    (a, la), (_, lb) = buses
-    a.buffer_limit = 5
+    (a, la), (_, lb) = small_buses
     await lb.wait(lambda: bool(lb.items()))
     redis.signal(signal.SIGSTOP)
     try:
@@ -181,6 +213,31 @@ async def test_overflow_is_counted_announced_and_reported_to_others(
     # One line per bus (two here) for each change of state, however long it lasted.
     assert sum("redis unreachable (timed out)" in x for x in lines) == 2, lines
     assert sum("redis back" in x for x in lines) == 2, lines
+
+
+def test_options_defaults_and_limits() -> None:
+    o = RedisBusOptions()
+    assert (o.prefix, o.buffer_limit, o.maxlen, o.heartbeat, o.silence) == (
+        "twoway:chat:",
+        10_000,
+        100_000,
+        1.0,
+        3.5,
+    )
+    assert (o.connect_timeout, o.timeout, o.block, o.retry_initial, o.retry_max) == (
+        1.0,
+        2.0,
+        1.0,
+        0.5,
+        4.0,
+    )
+    assert (o.read_count, o.batch_items, o.batch_bytes, o.stop_timeout) == (100, 500, 262144, 2.0)
+    assert (o.key_ttl, o.backfill) == (7 * 24 * 3600, 500)
+    for bad in ("buffer_limit", "maxlen", "read_count", "batch_items", "key_ttl"):
+        with pytest.raises(ValueError, match="must be >= 1"):
+            RedisBusOptions(**{bad: 0})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="backfill must be >= 0"):
+        RedisBusOptions(backfill=-1)
 
 
 def test_make_bus() -> None:

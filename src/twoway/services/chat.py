@@ -31,7 +31,7 @@ from twoway.bus import Backfill, Bus, BusEvent, LocalBus, Missed, NodeLost, Over
 from twoway.config import Settings
 from twoway.errors import ConfigError, describe_oserror
 from twoway.net.handlers import LineService
-from twoway.sansio.busproto import Hello, Lost, Received, RoomGap
+from twoway.sansio.bus import Hello, Lost, Received, RoomGap
 from twoway.sansio.chat import (
     ChatCore,
     Close,

@@ -1,109 +1,26 @@
-"""The bus protocol without I/O: the codec, duplicates, gaps, unknown and silent nodes."""
+"""The bus inbox without I/O: duplicates, gaps, unknown and silent nodes, and what one read
+of the log asks of the bus."""
 
 from __future__ import annotations
 
-import json
-
-import pytest
-
-from twoway.sansio.busproto import (
+from twoway.sansio.bus import (
     Ask,
+    Backfill,
     Bye,
     Entry,
     Heartbeat,
     Hello,
     Inbox,
-    Lost,
+    Missed,
     NodeGap,
-    ProtocolError,
+    NodeLost,
     Received,
     RoomGap,
     Unknown,
-    decode_entry,
-    decode_items,
-    decode_runs,
+    backfill,
     encode_items,
-    room_runs,
 )
-from twoway.sansio.chat import Gone, Presence, Said, Send, TopicSet
-
-EVERY_KIND = [
-    Said("#lobby", 'bob: héllo \t"quoted"'),
-    Presence((7 << 32) | 1, "bob", "#lobby"),
-    Gone((7 << 32) | 1, "quit: bye"),
-    Send((1 << 62) | 5, "[msg from x] hi"),
-    TopicSet("#dev", "ship it", "bob"),
-    Hello((((7 << 32) | 1, "bob", "#lobby"),), (("#dev", "t"),)),
-    Hello(()),
-    Ask(0),
-    Ask(3),
-    Lost((("#lobby", 4),)),
-    Heartbeat(),
-    Bye(),
-]
-
-
-def test_codec_round_trip_every_kind() -> None:
-    data = encode_items(EVERY_KIND)
-    assert decode_items(data) == EVERY_KIND
-    assert "héllo".encode() in data  # UTF-8, not \\u escapes: smaller entries
-
-
-def test_room_runs_count_consecutive_lines_of_a_room() -> None:
-    items = [
-        Said("#a", "x"),
-        Presence(1, "n", "#b"),  # not a room line: does not break the run
-        Said("#a", "y"),
-        Said("#c", "y"),
-        Said("#a", "z"),
-    ]
-    assert room_runs(items) == [("#a", 2), ("#c", 1), ("#a", 1)]
-    assert room_runs([Heartbeat()]) == []
-
-
-def test_decode_runs() -> None:
-    assert decode_runs(b"#lobby 41 3,#dev 7 1") == [("#lobby", 41, 3), ("#dev", 7, 1)]
-    assert decode_runs(b"") == []
-    for bad in (b"#a 1", b"#a x 1", b"#a 1 2 3", b"#a 1 2,"):
-        with pytest.raises(ProtocolError):
-            decode_runs(bad)
-
-
-def test_unknown_kinds_are_skipped() -> None:
-    data = json.dumps([["future", 1, 2], ["msg", "#a", "x"]]).encode()
-    assert decode_items(data) == [Said("#a", "x")]
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        b"not json",
-        b'{"msg": 1}',
-        b"[[]]",
-        b'[["msg", "#a"]]',
-        b'[["msg", 1, "x"]]',
-        b'[["presence", "1", "n", "#a"]]',
-        b'[["hello", [[1, "n"]], []]]',
-        b'[["lost", [["#a", "4"]]]]',
-        b"\xff\xfe",
-    ],
-)
-def test_malformed_items_raise(data: bytes) -> None:
-    with pytest.raises(ProtocolError):
-        decode_items(data)
-
-
-def test_decode_entry_fields() -> None:
-    fields = {b"n": b"3", b"s": b"17", b"d": encode_items([Said("#a", "x")]), b"q": b"#a 42 1"}
-    assert decode_entry(fields) == Entry(3, 17, [Said("#a", "x")], [("#a", 42, 1)])
-    assert decode_entry(fields, items=False) == Entry(3, 17, (), [("#a", 42, 1)])
-    assert decode_entry({b"n": b"3", b"s": b"1", b"d": b"[]", b"q": b""}).runs == []
-    for bad in ({b"s": b"1"}, {b"n": b"x", b"s": b"1"}, {b"n": b"1", b"s": b"1", b"q": b"a"}):
-        with pytest.raises(ProtocolError):
-            decode_entry(bad)
-
-
-# -- the inbox -------------------------------------------------------------------------------
+from twoway.sansio.chat import Gone, Said
 
 HELLO = Hello(())
 
@@ -235,3 +152,79 @@ def test_inbox_numbers_runs() -> None:
     assert out == [Received(2, Said("#a", "4"))]  # 10, 11, 12 then 13: no gap
     out = inbox.feed(Entry(2, 4, [Said("#a", "5")], [("#a", 20, 1)]), 0.0)
     assert out[0] == RoomGap("#a", 6)
+
+
+# -- Inbox.read: raw entries of one read of the log ---------------------------------------------
+
+
+def raw(node: int, nseq: int, *items: object, q: bytes = b"") -> dict[bytes, bytes]:
+    """The fields of a stream entry, as redis-py returns them."""
+    fields = {b"n": str(node).encode(), b"s": str(nseq).encode()}
+    fields[b"d"] = encode_items(items)  # type: ignore[arg-type]
+    if q:
+        fields[b"q"] = q
+    return fields
+
+
+def test_read_passes_chat_items_and_gaps_on_in_order() -> None:
+    inbox = Inbox(1)
+    inbox.read([(b"1-0", raw(2, 1, HELLO)), (b"2-0", raw(2, 2, Said("#a", "x"), q=b"#a 1 1"))], 0)
+    r = inbox.read([(b"3-0", raw(2, 5, Said("#a", "y"), q=b"#a 4 1"))], 0.0)
+    # A node gap becomes one Missed (rooms unknown), then the room's own gap, then the line.
+    assert r.events == [Missed(), RoomGap("#a", 2), Received(2, Said("#a", "y"))]
+    assert (r.ask, r.reply, r.skipped) == ([], False, [])
+
+
+def test_read_gives_one_missed_however_many_node_gaps() -> None:
+    inbox = Inbox(1)
+    inbox.read([(b"1-0", raw(2, 1, HELLO)), (b"2-0", raw(3, 1, HELLO))], 0.0)
+    r = inbox.read([(b"3-0", raw(2, 4, Heartbeat())), (b"4-0", raw(3, 9, Heartbeat()))], 0.0)
+    assert r.events == [Missed()]
+
+
+def test_read_consumes_the_bus_own_items() -> None:
+    inbox = Inbox(1)
+    r = inbox.read([(b"1-0", raw(2, 1, HELLO, Heartbeat(), Ask(7)))], 0.0)
+    assert r.events == [Received(2, HELLO)]  # the heartbeat and an Ask for node 7 stop here
+    assert not r.reply
+    assert inbox.read([(b"2-0", raw(2, 2, Ask(1)))], 0.0).reply  # for us
+    assert inbox.read([(b"3-0", raw(2, 3, Ask(0)))], 0.0).reply  # for everybody
+    r = inbox.read([(b"4-0", raw(2, 4, Bye()))], 0.0)
+    assert r.events == [NodeLost(2, "server stopped")]
+    assert not inbox.is_alive(2)  # forgotten
+
+
+def test_read_asks_unknown_nodes() -> None:
+    inbox = Inbox(1)
+    assert inbox.read([(b"1-0", raw(5, 1, Heartbeat()))], 0.0).ask == [5]
+
+
+def test_read_skips_what_is_not_bus_data_and_the_gap_shows() -> None:
+    inbox = Inbox(1)
+    inbox.read([(b"1-0", raw(2, 1, HELLO))], 0.0)
+    bad = {b"n": b"2", b"s": b"2", b"d": b"not json"}
+    r = inbox.read([(b"2-0", bad), (b"3-0", raw(2, 3, Said("#a", "z")))], 0.0)
+    [(entry_id, why)] = r.skipped
+    assert entry_id == b"2-0" and why.startswith("items are not JSON: ")
+    assert r.events == [Missed(), Received(2, Said("#a", "z"))]
+
+
+def test_read_own_entries_only_number_rooms() -> None:
+    inbox = Inbox(1)
+    inbox.read([(b"1-0", raw(2, 1, HELLO))], 0.0)
+    own = [
+        (b"2-0", raw(1, 1, HELLO)),  # no room lines: not even decoded
+        (b"3-0", {b"n": b"1", b"s": b"2", b"d": b"undecoded", b"q": b"#a 1 2"}),
+    ]
+    assert inbox.read(own, 0.0).events == []
+    r = inbox.read([(b"4-0", raw(2, 2, Said("#a", "3"), q=b"#a 3 1"))], 0.0)
+    assert r.events == [Received(2, Said("#a", "3"))]  # 1, 2 (ours) then 3: no gap
+
+
+def test_backfill_takes_room_lines_oldest_first() -> None:
+    entries = [
+        (b"1-0", raw(2, 1, Said("#a", "one"), HELLO)),
+        (b"2-0", {b"n": b"oops"}),
+        (b"3-0", raw(3, 1, Said("#b", "two"))),
+    ]
+    assert backfill(entries) == (Backfill((("#a", "one"), ("#b", "two"))), 1)
