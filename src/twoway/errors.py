@@ -10,6 +10,8 @@
      │    ├── RetryableConnectError   refused, reset or timed out: trying again may help
      │    └── FatalConnectError       unknown host, bad address: trying again will not help
      ├── ConnectionClosed       an operation on a connection that is already closed
+     │    ├── ConnectionClosedLocally  this side closed it (close, abort, end): your code's doing
+     │    └── ConnectionLost           it broke: the peer reset it or went away
      └── BusProtocolError       an entry in the bus's log is not bus data (another program
                                 wrote it, or a bug): the entry is skipped and reported
 
@@ -28,6 +30,8 @@ __all__ = [
     "ConfigError",
     "ConnectError",
     "ConnectionClosed",
+    "ConnectionClosedLocally",
+    "ConnectionLost",
     "FatalConnectError",
     "ListenError",
     "RetryableConnectError",
@@ -66,7 +70,18 @@ class FatalConnectError(ConnectError):
 
 
 class ConnectionClosed(TwowayError):
-    """The connection is closed, so it can neither send nor receive any more."""
+    """The connection is closed, so it can neither send nor receive any more. Catch this to
+    handle both ways it ends; the subclasses say which one it was."""
+
+
+class ConnectionClosedLocally(ConnectionClosed):
+    """This side closed the connection (``close``, ``abort`` or ``end``) and then tried to
+    use it: a bug in the caller's sequencing, not the peer's doing."""
+
+
+class ConnectionLost(ConnectionClosed):
+    """The connection broke without this side closing it: the peer reset it, went away, or
+    closed it first. Expected on the open internet; handle it, do not report it as a bug."""
 
 
 class BusProtocolError(TwowayError, ValueError):

@@ -301,7 +301,7 @@ class Link:
         return self.reason not in (None, "closed", "closed by the server")
 
     def _on_connect(self, conn: Connection) -> None:
-        from twoway.net.connection import format_address
+        from twoway.net.address import format_address
 
         self.conn = conn
         self.reason = None

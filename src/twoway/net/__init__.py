@@ -5,7 +5,8 @@ from __future__ import annotations
 from twoway.net.connection import Connection
 from twoway.net.handlers import Framing, LineService, Service
 from twoway.net.options import ConnectionOptions, Keepalive
-from twoway.net.server import Server, ServerStats, serve
+from twoway.net.registry import Registry, ServerStats
+from twoway.net.server import Server, serve
 
 __all__ = [
     "Connection",
@@ -13,6 +14,7 @@ __all__ = [
     "Framing",
     "Keepalive",
     "LineService",
+    "Registry",
     "Server",
     "ServerStats",
     "Service",

@@ -33,9 +33,24 @@ class AsyncService(LineService):
         self.handler = handler
         self.framing = framing  # type: ignore[misc]
         self.name = getattr(handler, "__name__", "async")  # type: ignore[misc]
+        #: The running handlers (a handler may outlive its connection).
+        self.tasks: set[asyncio.Task[None]] = set()
 
     def on_connect(self, conn: Connection) -> None:
-        conn._task = asyncio.get_running_loop().create_task(self._run(conn))
+        task = asyncio.get_running_loop().create_task(self._run(conn))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def finish_handlers(self, grace: float) -> None:
+        """Give the running handlers ``grace`` seconds to return, then cancel them."""
+        tasks = [t for t in self.tasks if not t.done()]
+        if not tasks:
+            return
+        if grace > 0:
+            await asyncio.wait(tasks, timeout=grace)
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks, timeout=2.0)
 
     async def _run(self, conn: Connection) -> None:
         try:
@@ -46,16 +61,18 @@ class AsyncService(LineService):
             conn.abort()
             raise
         except Exception as exc:
-            conn._report(exc)
-            conn.abort()
+            try:
+                self.on_error(conn, exc)
+            finally:
+                conn.abort()
         else:
             conn.close()
 
     def on_line(self, conn: Connection, line: str) -> None:
-        conn._inbox_put(line)
+        conn.feed_inbox(line)
 
     def on_data(self, conn: Connection, data: bytes) -> None:
-        conn._inbox_put(data)
+        conn.feed_inbox(data)
 
     def on_eof(self, conn: Connection) -> None:
         """The handler reads the end of the stream and decides when to close."""

@@ -31,8 +31,9 @@ from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from typing import Any
 
 from twoway.errors import FatalConnectError, RetryableConnectError, describe_oserror
+from twoway.net.address import format_address
 from twoway.net.asyncapi import AsyncService
-from twoway.net.connection import Connection, connection_class, format_address
+from twoway.net.connection import Connection, connection_class
 from twoway.net.handlers import Framing, Service
 from twoway.net.options import ConnectionOptions
 from twoway.sansio.backoff import backoff_delays
@@ -66,7 +67,7 @@ class ClientService(AsyncService):
         """The server has finished sending. If we have too (``end()``), nothing more can
         happen: close, so that ``wait_closed()`` returns. Otherwise the caller still may
         send, and closes when done."""
-        if conn._ended:
+        if conn.is_ended:
             conn.close()
 
     def on_line_too_long(self, conn: Connection, limit: int) -> None:

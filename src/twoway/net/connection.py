@@ -28,17 +28,16 @@ import socket
 import struct
 import time
 from collections.abc import Awaitable, Generator
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
-from twoway.errors import ConnectionClosed
+from twoway.errors import ConnectionClosed, ConnectionClosedLocally, ConnectionLost
+from twoway.net.address import format_address
 from twoway.net.handlers import LineService, Service
 from twoway.net.idle import set_keepalive, sweeper_for
 from twoway.net.options import ConnectionOptions
+from twoway.net.registry import Registry
 from twoway.sansio.framing import Line, LineDecoder, LineTooLong, PartialLine
 from twoway.sansio.telnet import TelnetFilter
-
-if TYPE_CHECKING:
-    from twoway.net.server import Server
 
 __all__ = [
     "AsciiLineConnection",
@@ -48,7 +47,6 @@ __all__ = [
     "RawConnection",
     "TelnetLineConnection",
     "connection_class",
-    "format_address",
 ]
 
 log = logging.getLogger("twoway.connection")
@@ -78,16 +76,6 @@ class _Ready:
 
 
 _READY = _Ready()
-
-
-def format_address(addr: Any) -> str:
-    """``127.0.0.1:4001`` or ``[::1]:4001`` from a socket address (``?`` if unknown)."""
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        host = str(addr[0])
-        if host.startswith("::ffff:") and "." in host:
-            host = host[7:]
-        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
-    return "?" if not addr else str(addr)
 
 
 def _end_callback(conn: Connection) -> None:
@@ -137,12 +125,12 @@ class Connection(asyncio.Protocol):
         "_drain_waiters",
         "_ended",
         "_eof",
+        "_here",
         "_idle_seen",
         "_idle_since",
         "_inbox",
         "_inbox_bytes",
         "_inbox_waiter",
-        "_ip",
         "_local",
         "_lost",
         "_newline",
@@ -150,28 +138,28 @@ class Connection(asyncio.Protocol):
         "_pause",
         "_pending",
         "_pending_size",
+        "_registry",
         "_slow",
         "_slow_timer",
         "_started",
-        "_task",
         "_write_paused",
         "bytes_read",
         "bytes_written",
         "close_reason",
         "options",
         "remote_address",
-        "server",
         "service",
         "state",
         "transport",
     )
 
     def __init__(
-        self, service: Service, options: ConnectionOptions, server: Server | None = None
+        self, service: Service, options: ConnectionOptions, registry: Registry | None = None
     ) -> None:
         self.service = service
         self.options = options
-        self.server = server
+        #: The server's registry this connection reports to; None on the client side.
+        self._registry = registry
         self.transport: asyncio.Transport | None = None
         self.bytes_read = 0
         self.bytes_written = 0
@@ -185,6 +173,7 @@ class Connection(asyncio.Protocol):
         self._closing = False
         self._closed = False
         self._ended = False
+        self._here = False  # this side ended it (close/abort/end): see _closed_error
         self._eof = False
         self._pause = 0
         self._write_paused = False
@@ -198,10 +187,8 @@ class Connection(asyncio.Protocol):
         self._close_timer: asyncio.TimerHandle | None = None
         self._slow_timer: asyncio.TimerHandle | None = None
         self._lost: asyncio.Future[None] | None = None
-        self._task: asyncio.Task[None] | None = None
         self._idle_seen = 0
         self._idle_since = 0.0
-        self._ip: str | None = None
         self._started = False  # on_connect ran, so on_close will (a rejected one gets neither)
 
     # ------------------------------------------------------------------ properties
@@ -245,6 +232,11 @@ class Connection(asyncio.Protocol):
         return self._eof
 
     @property
+    def is_ended(self) -> bool:
+        """True once this side has half-closed with :meth:`end` (or closed)."""
+        return self._ended or self._closing
+
+    @property
     def write_buffer_size(self) -> int:
         """Bytes queued for the peer and not yet accepted by the kernel."""
         size = self.transport.get_write_buffer_size() if self.transport is not None else 0
@@ -268,7 +260,7 @@ class Connection(asyncio.Protocol):
         # Both loops already set TCP_NODELAY on TCP sockets. The socket object is fetched only
         # when an option needs it: uvloop builds a wrapper per call (~200 B per connection).
         # A server's connections inherit keep-alive from the listening socket (see Server).
-        keepalive = opts.keepalive if self.server is None else None
+        keepalive = opts.keepalive if self._registry is None else None
         sock = None
         if not opts.nodelay or keepalive is not None:
             sock = transport.get_extra_info("socket")
@@ -281,7 +273,7 @@ class Connection(asyncio.Protocol):
             except OSError as exc:  # the socket may already be gone
                 log.debug("%s: socket options not set: %s", self.peer, exc)
         transport.set_write_buffer_limits(high=opts.write_high, low=opts.write_low)
-        if self.server is not None and not self.server._admit(self):
+        if self._registry is not None and not self._registry.admit(self):
             return
         timeouts = [t for t in (opts.idle_timeout, opts.line_timeout) if t is not None]
         if timeouts:
@@ -310,8 +302,8 @@ class Connection(asyncio.Protocol):
                 self.service.on_close(self, exc)
             except Exception as err:
                 self._report(err)
-        if self.server is not None:
-            self.server._forget(self, exc)
+        if self._registry is not None:
+            self._registry.forget(self, exc)
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
         self.transport = None
@@ -328,7 +320,7 @@ class Connection(asyncio.Protocol):
         # A server stops reading a peer that does not read its replies. A client must not:
         # streaming to an echoing server, each side would wait for the other to read first
         # and both would stop for good. The client's writers wait in drain() instead.
-        if self.server is not None:
+        if self._registry is not None:
             self._pause_reading(_PAUSE_WRITE)
         grace = self.options.slow_grace
         if grace is not None and self._slow_timer is None:
@@ -396,22 +388,23 @@ class Connection(asyncio.Protocol):
     async def send(self, data: bytes | str) -> None:
         """Write ``data`` (``str`` is UTF-8 encoded, nothing added) and wait for the drain.
 
-        Raises :class:`ConnectionClosed` if the connection is closed.
+        Raises :class:`ConnectionClosedLocally` once this side has closed or ended it,
+        :class:`ConnectionLost` once it broke (both are :class:`ConnectionClosed`).
         """
         if self._closing or self._ended:
-            raise ConnectionClosed(f"connection to {self.peer} is closed")
+            raise self._closed_error()
         await self.write(data.encode() if isinstance(data, str) else data)
         if self._closed:
-            raise ConnectionClosed(f"connection to {self.peer} was lost")
+            raise self._closed_error()
 
     async def drain(self) -> None:
         """Wait until the write buffer is below its low-water mark. Raises if lost."""
         if self._closed:
-            raise ConnectionClosed(f"connection to {self.peer} is closed")
+            raise self._closed_error()
         if self._write_paused:
             await self._drain_waiter()
         if self._closed:
-            raise ConnectionClosed(f"connection to {self.peer} was lost")
+            raise self._closed_error()
 
     # ------------------------------------------------------------------ reading control
 
@@ -442,6 +435,7 @@ class Connection(asyncio.Protocol):
             return
         self._flush_own()
         self._ended = True
+        self._here = True
         if self.transport.can_write_eof():
             try:
                 self.transport.write_eof()
@@ -458,6 +452,7 @@ class Connection(asyncio.Protocol):
             self.close_reason = reason
         self._flush_own()
         self._closing = True
+        self._here = True
         transport = self.transport
         if (
             self._eof
@@ -486,6 +481,7 @@ class Connection(asyncio.Protocol):
         if reason is not None and self.close_reason is None:
             self.close_reason = reason
         self._closing = True
+        self._here = True
         self._pending = None
         sock = self.transport.get_extra_info("socket")
         if sock is not None:
@@ -546,7 +542,10 @@ class Connection(asyncio.Protocol):
             raise StopAsyncIteration
         return line
 
-    def _inbox_put(self, item: Any) -> None:
+    def feed_inbox(self, item: str | bytes) -> None:
+        """Queue a received line (``str``) or chunk (``bytes``) for :meth:`readline`,
+        :meth:`read` and ``async for``; reading pauses while more than ``inbox_limit`` bytes
+        wait. What :class:`~twoway.net.asyncapi.AsyncService` does with every line."""
         inbox = self._inbox
         if inbox is None:
             inbox = self._inbox = collections.deque()
@@ -557,6 +556,11 @@ class Connection(asyncio.Protocol):
         self._wake_inbox()
 
     # ------------------------------------------------------------------ internals
+
+    def notify_shutdown(self, reason: str) -> None:
+        """The server is shutting down: run the service's ``on_shutdown`` (which tells the
+        peer ``reason`` and closes, by default) as a callback of this connection."""
+        self._call(self.service.on_shutdown, reason)
 
     def _call(self, callback: Any, *args: Any) -> None:
         """Run a service callback with write coalescing and exception containment."""
@@ -581,6 +585,14 @@ class Connection(asyncio.Protocol):
     def _at_eof(self, _conn: Connection) -> None:
         self._wake_inbox()
         self.service.on_eof(self)
+
+    def _closed_error(self) -> ConnectionClosed:
+        """The error for an operation on a closed connection: :class:`ConnectionClosedLocally`
+        when this side closed it (``close``, ``abort``, ``end``), :class:`ConnectionLost` when
+        it broke (the peer reset it, or it went away without this side closing it)."""
+        if self._here:
+            return ConnectionClosedLocally(f"connection to {self.peer} is closed")
+        return ConnectionLost(f"connection to {self.peer} was lost")
 
     def _report(self, exc: Exception) -> None:
         try:
@@ -657,8 +669,8 @@ class Connection(asyncio.Protocol):
         if self.close_reason is None:
             self.close_reason = "too slow"
         log.info("%s: too slow (%d bytes queued), disconnecting", self.peer, self.write_buffer_size)
-        if self.server is not None:
-            self.server.stats.slow_disconnects += 1
+        if self._registry is not None:
+            self._registry.note("too slow")
         try:
             self.service.on_slow(self)
         except Exception as exc:
@@ -678,8 +690,8 @@ class Connection(asyncio.Protocol):
             elif now - self._idle_since >= timeout:
                 if self.close_reason is None:
                     self.close_reason = "idle"
-                if self.server is not None:
-                    self.server.stats.idle_timeouts += 1
+                if self._registry is not None:
+                    self._registry.note("idle")
                 self._call(self.service.on_idle)
                 return
         timeout = self.options.line_timeout
@@ -728,9 +740,9 @@ class LineConnection(Connection):
     __slots__ = ("_backlog", "_decoder", "_line_since", "_line_start")
 
     def __init__(
-        self, service: Service, options: ConnectionOptions, server: Server | None = None
+        self, service: Service, options: ConnectionOptions, registry: Registry | None = None
     ) -> None:
-        super().__init__(service, options, server)
+        super().__init__(service, options, registry)
         self._decoder = LineDecoder(options.max_line)
         #: Received bytes not answered yet because the write queue is full (see the class).
         self._backlog: bytes | None = None
@@ -825,7 +837,7 @@ class LineConnection(Connection):
                 service.on_line_too_long(self, event.limit)
             if self._closing:
                 return
-            if self._write_paused and self.server is not None and done < len(events):
+            if self._write_paused and self._registry is not None and done < len(events):
                 self._keep_rest(data, done + skip)
                 return
 
@@ -845,8 +857,8 @@ class LineConnection(Connection):
         elif now - self._line_since >= timeout:
             if self.close_reason is None:
                 self.close_reason = "line timeout"
-            if self.server is not None:
-                self.server.stats.line_timeouts += 1
+            if self._registry is not None:
+                self._registry.note("line timeout")
             service = cast(LineService, self.service)
             self._call(service.on_line_timeout, timeout)
 
@@ -921,9 +933,9 @@ class TelnetLineConnection(LineConnection):
     __slots__ = ("_telnet",)
 
     def __init__(
-        self, service: Service, options: ConnectionOptions, server: Server | None = None
+        self, service: Service, options: ConnectionOptions, registry: Registry | None = None
     ) -> None:
-        super().__init__(service, options, server)
+        super().__init__(service, options, registry)
         self._telnet = TelnetFilter()
 
     def data_received(self, data: bytes) -> None:

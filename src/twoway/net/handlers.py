@@ -68,6 +68,11 @@ class Service:
         """Nothing was sent or received for ``idle_timeout`` seconds: close (the default)."""
         conn.close()
 
+    async def finish_handlers(self, grace: float) -> None:
+        """Awaited by :meth:`Server.shutdown` once the connections are gone: work this service
+        runs beyond its connections' callbacks (``async def`` handlers) gets ``grace``
+        seconds to end, then is cancelled. Nothing to do for a callback service."""
+
     async def on_stopped(self) -> None:
         """The server has shut down and every connection is gone: finish background work
         (flush files, ...). Awaited by :meth:`Server.shutdown`."""

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable, Generator
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -26,26 +24,11 @@ from twoway.net.connection import Connection, connection_class
 from twoway.net.handlers import Framing, Service
 from twoway.net.idle import set_keepalive
 from twoway.net.options import ConnectionOptions
+from twoway.net.registry import Registry, ServerStats
 
-__all__ = ["Server", "ServerStats", "limit_key", "normalize_ip", "serve"]
+__all__ = ["Server", "serve"]
 
 log = logging.getLogger("twoway.server")
-
-
-@dataclass(slots=True)
-class ServerStats:
-    """Counters kept for logs and metrics (all since start)."""
-
-    accepted: int = 0
-    rejected_full: int = 0
-    rejected_per_ip: int = 0
-    closed: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    slow_disconnects: int = 0
-    idle_timeouts: int = 0
-    line_timeouts: int = 0
-    errors: int = 0
 
 
 # accept() failures that mean "out of resources", as asyncio's own accept loop classifies them.
@@ -93,34 +76,6 @@ class _ListenSocket(socket.socket):
         self._backing_off = False
 
 
-def normalize_ip(host: str) -> str:
-    """The IP address as a user writes it: ``::ffff:127.0.0.1`` becomes ``127.0.0.1``."""
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return host
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ip)
-
-
-def limit_key(host: str, ipv6_prefix: int = 64) -> str:
-    """What per-address limits count a client as: its IPv4 address (an IPv4-mapped IPv6
-    address counts as the IPv4 one), or its IPv6 network of ``ipv6_prefix`` bits, written
-    ``2001:db8::/64``, since one host usually holds a whole /64. A host name is itself."""
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return host
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        if ipv6_prefix < 128:
-            net = ipaddress.IPv6Network((ip, ipv6_prefix), strict=False)
-            return str(net)
-    return str(ip)
-
-
 class Server:
     """A TCP server running one :class:`Service`. Create it with :func:`serve`.
 
@@ -148,25 +103,21 @@ class Server:
         self.host = host
         self.port = port
         self.options = options if options is not None else ConnectionOptions()
-        self.max_connections = max_connections
-        self.max_connections_per_ip = max_connections_per_ip
-        if not 1 <= ipv6_prefix <= 128:
-            raise ValueError(f"ipv6_prefix must be 1 to 128 (got {ipv6_prefix})")
-        self.ipv6_prefix = ipv6_prefix
+        #: The open connections, the limits and the counters (see :class:`Registry`).
+        self.registry = Registry(
+            max_connections=max_connections,
+            max_connections_per_ip=max_connections_per_ip,
+            ipv6_prefix=ipv6_prefix,
+        )
         self.reuse_port = reuse_port
         self.backlog = backlog
         self.ssl = ssl
         self.sock = sock
-        self.stats = ServerStats()
         self.started_at = 0.0
-        self._conns: set[Connection] = set()
-        self._per_ip: dict[str, int] = {}
         self._listeners: list[asyncio.Server] = []
         self._closing = False
         self._closed: asyncio.Event | None = None
-        self._empty: asyncio.Event | None = None
         self._conn_class = connection_class(service)
-        self._log_info = log.isEnabledFor(logging.INFO)
 
     # ------------------------------------------------------------------ starting
 
@@ -176,9 +127,7 @@ class Server:
             return self
         loop = asyncio.get_running_loop()
         self._closed = asyncio.Event()
-        self._empty = asyncio.Event()
-        self._empty.set()
-        self._log_info = log.isEnabledFor(logging.INFO)
+        self.registry.open()
         factory = self._make_protocol
         where = f"{self.host}:{self.port}"
         await self.service.on_start(self)
@@ -244,7 +193,7 @@ class Server:
             set_keepalive(sock, keepalive)
 
     def _make_protocol(self) -> Connection:
-        return self._conn_class(self.service, self.options, self)
+        return self._conn_class(self.service, self.options, self.registry)
 
     def __await__(self) -> Generator[Any, None, Server]:
         return self.start().__await__()
@@ -270,95 +219,35 @@ class Server:
         return [(str(s.getsockname()[0]), int(s.getsockname()[1])) for s in self.sockets]
 
     @property
+    def stats(self) -> ServerStats:
+        """The counters (since start) of :attr:`registry`."""
+        return self.registry.stats
+
+    @property
+    def max_connections(self) -> int | None:
+        """The most connections at once (``None``: no limit)."""
+        return self.registry.max_connections
+
+    @property
     def connections(self) -> frozenset[Connection]:
         """A snapshot of the open connections."""
-        return frozenset(self._conns)
+        return frozenset(self.registry.conns)  # type: ignore[arg-type]
 
     @property
     def connection_count(self) -> int:
         """How many connections are open right now."""
-        return len(self._conns)
+        return len(self.registry.conns)
 
     def is_serving(self) -> bool:
         """True while the server accepts connections."""
         return bool(self._listeners) and not self._closing
-
-    # ------------------------------------------------------------------ registry
-
-    def _admit(self, conn: Connection) -> bool:
-        """Called by a new connection: enforce limits, register, log."""
-        self.stats.accepted += 1
-        if self._closing:
-            conn.abort()
-            return False
-        limit = self.max_connections
-        if limit is not None and len(self._conns) >= limit:
-            self.stats.rejected_full += 1
-            self._reject(conn, f"error: server full (max {limit} connections)")
-            return False
-        per_ip = self.max_connections_per_ip
-        if per_ip is not None:
-            # Only counted when limited: the normalised address costs memory per connection.
-            addr = conn.remote_address
-            ip = limit_key(str(addr[0]), self.ipv6_prefix) if addr else "?"
-            count = self._per_ip.get(ip, 0)
-            if count >= per_ip:
-                self.stats.rejected_per_ip += 1
-                self._reject(conn, f"error: too many connections from {ip} (max {per_ip})")
-                return False
-            self._per_ip[ip] = count + 1
-            conn._ip = ip
-        self._conns.add(conn)
-        if self._empty is not None:
-            self._empty.clear()
-        if self._log_info:
-            log.info("connection from %s", conn.peer)
-        return True
-
-    def _reject(self, conn: Connection, message: str) -> None:
-        log.warning("%s: rejected: %s", conn.peer, message.removeprefix("error: "))
-        assert conn.transport is not None
-        conn.transport.write(message.encode() + b"\n")
-        conn.close(timeout=1.0)
-
-    def _forget(self, conn: Connection, exc: BaseException | None) -> None:
-        """Called when a connection is gone."""
-        if conn not in self._conns:
-            return
-        self._conns.discard(conn)
-        ip = conn._ip
-        if ip is not None:
-            left = self._per_ip.get(ip, 1) - 1
-            if left > 0:
-                self._per_ip[ip] = left
-            else:
-                self._per_ip.pop(ip, None)
-        stats = self.stats
-        stats.closed += 1
-        stats.bytes_in += conn.bytes_read
-        stats.bytes_out += conn.bytes_written
-        if exc is not None:
-            stats.errors += 1
-        if self._log_info:
-            why = f", {conn.close_reason}" if conn.close_reason else ""
-            err = f", error: {describe_oserror(exc)}" if exc is not None else ""
-            log.info(
-                "closed %s (in %s, out %s, %.1f s%s%s)",
-                conn.peer,
-                _size(conn.bytes_read),
-                _size(conn.bytes_written),
-                conn.duration,
-                why,
-                err,
-            )
-        if not self._conns and self._empty is not None:
-            self._empty.set()
 
     # ------------------------------------------------------------------ stopping
 
     def stop_accepting(self) -> None:
         """Close the listening sockets; open connections are left alone. Idempotent."""
         self._closing = True
+        self.registry.accepting = False
         for srv in self._listeners:
             srv.close()
 
@@ -366,7 +255,7 @@ class Server:
         """Stop accepting and close every connection gracefully. Idempotent; see
         :meth:`wait_closed`."""
         self.stop_accepting()
-        for conn in list(self._conns):
+        for conn in list(self.registry.conns):
             conn.close()
         if self._closed is not None:
             self._closed.set()
@@ -375,8 +264,7 @@ class Server:
         """Wait until the listeners are closed and every connection is gone."""
         for srv in self._listeners:
             await srv.wait_closed()
-        if self._empty is not None:
-            await self._empty.wait()
+        await self.registry.wait_empty()
 
     async def shutdown(self, grace: float = 10.0, reason: str = "server shutting down") -> None:
         """Stop accepting, tell each connection ``reason`` (via ``Service.on_shutdown``), wait
@@ -387,33 +275,25 @@ class Server:
         self.stop_accepting()
         if self._closed is not None:
             self._closed.set()
-        conns = list(self._conns)
-        for conn in conns:
-            conn._call(self.service.on_shutdown, reason)
-        if self._conns and self._empty is not None:
+        registry = self.registry
+        for conn in list(self.connections):
+            conn.notify_shutdown(reason)
+        if registry.conns:
             try:
-                await asyncio.wait_for(self._empty.wait(), timeout=max(grace, 0.0))
+                await asyncio.wait_for(registry.wait_empty(), timeout=max(grace, 0.0))
             except TimeoutError:
-                left = list(self._conns)
+                left = list(self.connections)
                 if left:  # with grace 0 the last ones may have just gone
                     log.warning("grace period over: aborting %d connection(s)", len(left))
                 for conn in left:
                     conn.abort(reason="shutdown")
         # A handler may outlive its connection (busy after the peer left): it gets what is
         # left of the grace period too, then it is cancelled.
-        tasks = [c._task for c in conns if c._task is not None and not c._task.done()]
-        if tasks:
-            left_s = deadline - loop.time()
-            if left_s > 0:
-                await asyncio.wait(tasks, timeout=left_s)
-            for task in tasks:
-                task.cancel()
-            await asyncio.wait(tasks, timeout=2.0)
-        if self._empty is not None:
-            try:
-                await asyncio.wait_for(self._empty.wait(), timeout=2.0)
-            except TimeoutError:
-                log.warning("%d connection(s) did not close", len(self._conns))
+        await self.service.finish_handlers(deadline - loop.time())
+        try:
+            await asyncio.wait_for(registry.wait_empty(), timeout=2.0)
+        except TimeoutError:
+            log.warning("%d connection(s) did not close", len(registry.conns))
         for srv in self._listeners:
             await srv.wait_closed()
         await self.service.on_stopped()
@@ -443,11 +323,3 @@ def serve(
     """
     service = handler if isinstance(handler, Service) else AsyncService(handler, framing)
     return Server(service, host, port, options=options, **kwargs)
-
-
-def _size(n: int) -> str:
-    if n < 10 * 1024:
-        return f"{n} B"
-    if n < 10 * 1024 * 1024:
-        return f"{n / 1024:.1f} KiB"
-    return f"{n / 1048576:.1f} MiB"

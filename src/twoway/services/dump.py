@@ -520,7 +520,7 @@ class DumpService(Service):
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         host, port = "unknown", 0
         if isinstance(conn.remote_address, tuple):
-            from twoway.net.server import normalize_ip
+            from twoway.net.address import normalize_ip
 
             host, port = normalize_ip(str(conn.remote_address[0])), conn.remote_address[1]
         return f"{stamp}_{host.replace(':', '-')}_{port}"

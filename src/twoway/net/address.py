@@ -1,0 +1,47 @@
+"""Socket addresses as users write and count them: printing, normalising, limit keys."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+__all__ = ["format_address", "limit_key", "normalize_ip"]
+
+
+def format_address(addr: Any) -> str:
+    """``127.0.0.1:4001`` or ``[::1]:4001`` from a socket address (``?`` if unknown); an
+    IPv4-mapped IPv6 address prints as the IPv4 one."""
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host = str(addr[0])
+        if host.startswith("::ffff:") and "." in host:
+            host = host[7:]
+        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+    return "?" if not addr else str(addr)
+
+
+def normalize_ip(host: str) -> str:
+    """The IP address as a user writes it: ``::ffff:127.0.0.1`` becomes ``127.0.0.1``; a
+    zone (``%eth0``) is dropped; anything that is not an IP address is returned as it is."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def limit_key(host: str, ipv6_prefix: int = 64) -> str:
+    """What per-address limits count a client as: its IPv4 address (an IPv4-mapped IPv6
+    address counts as the IPv4 one), or its IPv6 network of ``ipv6_prefix`` bits, written
+    ``2001:db8::/64``, since one host usually holds a whole /64. A host name is itself."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        if ipv6_prefix < 128:
+            return str(ipaddress.IPv6Network((ip, ipv6_prefix), strict=False))
+    return str(ip)
