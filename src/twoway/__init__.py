@@ -31,9 +31,9 @@ from twoway.errors import (
 )
 from twoway.net.client import connect
 from twoway.net.connection import Connection
-from twoway.net.handlers import LineService, Service
 from twoway.net.options import ConnectionOptions, Keepalive
 from twoway.net.server import Server, serve
+from twoway.net.service import LineService, Service
 from twoway.runner import run
 
 __all__ = [

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from twoway.errors import describe_oserror
 from twoway.logs import setup_logging
 from twoway.loops import loop_factory, resolve_loop
-from twoway.net.handlers import Service
 from twoway.net.options import ConnectionOptions
 from twoway.net.server import Server
+from twoway.net.service import Service
 
 if TYPE_CHECKING:  # `import twoway` must not load the CLI's option table
     from twoway.config import Settings

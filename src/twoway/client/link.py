@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 
 from twoway.errors import ConnectError, describe_oserror
 from twoway.net.client import connect, is_ip_address
-from twoway.net.handlers import Service
 from twoway.net.options import ConnectionOptions
+from twoway.net.service import Service
 
 if TYPE_CHECKING:
     from twoway.client.options import ClientOptions

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from twoway.net.connection import Connection
-from twoway.net.handlers import Framing, LineService, Service
 from twoway.net.options import ConnectionOptions, Keepalive
 from twoway.net.registry import Registry, ServerStats
 from twoway.net.server import Server, serve
+from twoway.net.service import Framing, LineService, Service
 
 __all__ = [
     "Connection",

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from twoway.errors import ConnectionClosed
-from twoway.net.handlers import Framing, LineService
+from twoway.net.service import Framing, LineService
 
 if TYPE_CHECKING:
     from twoway.net.connection import Connection

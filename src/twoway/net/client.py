@@ -34,8 +34,8 @@ from twoway.errors import FatalConnectError, RetryableConnectError, describe_ose
 from twoway.net.address import format_address
 from twoway.net.asyncapi import AsyncService
 from twoway.net.connection import Connection, connection_class
-from twoway.net.handlers import Framing, Service
 from twoway.net.options import ConnectionOptions
+from twoway.net.service import Framing, Service
 from twoway.sansio.backoff import backoff_delays
 
 __all__ = ["ClientService", "connect", "happy_eyeballs", "is_ip_address"]

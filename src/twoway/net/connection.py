@@ -32,10 +32,10 @@ from typing import Any, cast
 
 from twoway.errors import ConnectionClosed, ConnectionClosedLocally, ConnectionLost
 from twoway.net.address import format_address
-from twoway.net.handlers import LineService, Service
 from twoway.net.idle import set_keepalive, sweeper_for
 from twoway.net.options import ConnectionOptions
 from twoway.net.registry import Registry
+from twoway.net.service import LineService, Service, deliver_line
 from twoway.sansio.framing import Line, LineDecoder, LineTooLong, PartialLine
 from twoway.sansio.telnet import TelnetFilter
 
@@ -877,11 +877,7 @@ class LineConnection(Connection):
         for event in events:
             if self._closing or not isinstance(event, PartialLine):
                 break
-            text = event.data.decode("utf-8", "replace")
-            if len(text) == 4 and service.quit_command and text.lower() == "quit":
-                service.on_quit(self)
-            else:
-                service.on_line(self, text)
+            deliver_line(service, self, event.data.decode("utf-8", "replace"))
         super()._at_eof(_conn)
 
 
@@ -977,11 +973,7 @@ class ChunkConnection(Connection):
         if limit is not None and len(data) > limit:
             service.on_line_too_long(self, limit)
             return
-        text = data.decode("utf-8", "replace")
-        if len(text) == 4 and service.quit_command and text.lower() == "quit":
-            service.on_quit(self)
-        else:
-            service.on_line(self, text)
+        deliver_line(service, self, data.decode("utf-8", "replace"))
 
 
 def _ascii_fast_path(service: Service) -> bool:

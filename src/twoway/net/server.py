@@ -21,10 +21,10 @@ from typing import Any
 from twoway.errors import ListenError, describe_oserror
 from twoway.net.asyncapi import AsyncService
 from twoway.net.connection import Connection, connection_class
-from twoway.net.handlers import Framing, Service
 from twoway.net.idle import set_keepalive
 from twoway.net.options import ConnectionOptions
 from twoway.net.registry import Registry, ServerStats
+from twoway.net.service import Framing, Service
 
 __all__ = ["Server", "serve"]
 

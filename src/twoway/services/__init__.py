@@ -9,8 +9,8 @@ from typing import Any
 
 from twoway.config import KeepaliveSetting, Settings
 from twoway.errors import ConfigError, ServiceError
-from twoway.net.handlers import Framing, Service
 from twoway.net.options import ConnectionOptions, Keepalive
+from twoway.net.service import Framing, Service
 
 __all__ = [
     "SERVICES",

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from twoway.bus import Backfill, Bus, BusEvent, LocalBus, Missed, NodeLost, Overflow, make_bus
 from twoway.config import Settings
 from twoway.errors import ConfigError, describe_oserror
-from twoway.net.handlers import LineService
+from twoway.net.service import LineService
 from twoway.sansio.bus import Hello, Lost, Received, RoomGap
 from twoway.sansio.chat import (
     ChatCore,

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from twoway.errors import ConfigError, describe_oserror
-from twoway.net.handlers import Service
+from twoway.net.service import Service
 from twoway.services.splice import PumpResult, SplicePump, splice_supported
 
 if TYPE_CHECKING:

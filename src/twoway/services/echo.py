@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from twoway.net.handlers import Framing, LineService, Service
+from twoway.net.service import Framing, LineService, Service
 
 if TYPE_CHECKING:
     from twoway.net.connection import Connection

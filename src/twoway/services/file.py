@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from twoway.errors import ConfigError, describe_oserror
-from twoway.net.handlers import Service
+from twoway.net.service import Service
 
 if TYPE_CHECKING:
     from twoway.net.connection import Connection

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from twoway.net.connection import Connection
     from twoway.net.server import Server
 
-__all__ = ["Framing", "LineService", "Service"]
+__all__ = ["Framing", "LineService", "Service", "deliver_line"]
 
 Framing = Literal["raw", "line", "chunk"]
 
@@ -139,3 +139,14 @@ class LineService(Service):
         """Drop a peer that does not read, after one last line saying so."""
         conn.send_line("error: too slow, disconnecting")
         conn.close(timeout=1.0)
+
+
+def deliver_line(service: LineService, conn: Connection, text: str) -> None:
+    """Hand one received line to ``service``: the ``quit`` rule, then :meth:`~LineService.
+    on_line`. The one statement of the rule; the two hot paths in ``net.connection`` (one
+    line per read, and the batch loop) write it inline on purpose, since a call per message
+    there costs about a tenth of the message's time."""
+    if len(text) == 4 and service.quit_command and text.lower() == "quit":
+        service.on_quit(conn)
+    else:
+        service.on_line(conn, text)
