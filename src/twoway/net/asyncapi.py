@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from twoway.errors import ConnectionClosed
 from twoway.net.service import Framing, LineService
 
 if TYPE_CHECKING:
+    from twoway.net.conn import Conn
     from twoway.net.connection import Connection
 
 __all__ = ["AsyncHandler", "AsyncService"]
@@ -36,8 +37,10 @@ class AsyncService(LineService):
         #: The running handlers (a handler may outlive its connection).
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def on_connect(self, conn: Connection) -> None:
-        task = asyncio.get_running_loop().create_task(self._run(conn))
+    def on_connect(self, conn: Conn) -> None:
+        # net builds every connection this service gets: the full Connection, whose async
+        # API (readline, async for) the handler uses.
+        task = asyncio.get_running_loop().create_task(self._run(cast("Connection", conn)))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -68,16 +71,16 @@ class AsyncService(LineService):
         else:
             conn.close()
 
-    def on_line(self, conn: Connection, line: str) -> None:
-        conn.feed_inbox(line)
+    def on_line(self, conn: Conn, line: str) -> None:
+        cast("Connection", conn).feed_inbox(line)
 
-    def on_data(self, conn: Connection, data: bytes) -> None:
-        conn.feed_inbox(data)
+    def on_data(self, conn: Conn, data: bytes) -> None:
+        cast("Connection", conn).feed_inbox(data)
 
-    def on_eof(self, conn: Connection) -> None:
+    def on_eof(self, conn: Conn) -> None:
         """The handler reads the end of the stream and decides when to close."""
 
-    def on_shutdown(self, conn: Connection, reason: str) -> None:
+    def on_shutdown(self, conn: Conn, reason: str) -> None:
         if self.framing != "raw":
             conn.send_line(reason)
         conn.close()

@@ -33,6 +33,7 @@ from typing import Any
 from twoway.errors import FatalConnectError, RetryableConnectError, describe_oserror
 from twoway.net.address import format_address
 from twoway.net.asyncapi import AsyncService
+from twoway.net.conn import Conn
 from twoway.net.connection import Connection, connection_class
 from twoway.net.options import ConnectionOptions
 from twoway.net.service import Framing, Service
@@ -60,20 +61,20 @@ class ClientService(AsyncService):
         self.framing = framing  # type: ignore[misc]
         self.name = "client"  # type: ignore[misc]
 
-    def on_connect(self, conn: Connection) -> None:
+    def on_connect(self, conn: Conn) -> None:
         """Nothing to start: the caller drives the connection."""
 
-    def on_eof(self, conn: Connection) -> None:
+    def on_eof(self, conn: Conn) -> None:
         """The server has finished sending. If we have too (``end()``), nothing more can
         happen: close, so that ``wait_closed()`` returns. Otherwise the caller still may
         send, and closes when done."""
         if conn.is_ended:
             conn.close()
 
-    def on_line_too_long(self, conn: Connection, limit: int) -> None:
+    def on_line_too_long(self, conn: Conn, limit: int) -> None:
         log.warning("%s: received a line over %d bytes: skipped", conn.peer, limit)
 
-    def on_shutdown(self, conn: Connection, reason: str) -> None:
+    def on_shutdown(self, conn: Conn, reason: str) -> None:
         conn.close()
 
 

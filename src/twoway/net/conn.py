@@ -7,12 +7,13 @@ of :mod:`twoway.testing`, so a service can be tested without a socket.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from twoway.net.options import ConnectionOptions
 
-__all__ = ["Conn"]
+__all__ = ["Conn", "Listening"]
 
 
 class Conn(Protocol):
@@ -33,6 +34,9 @@ class Conn(Protocol):
     bytes_read: int
     bytes_written: int
     remote_address: Any
+    #: The transport carrying the bytes (``None`` once gone). For zero-copy paths (sendfile,
+    #: splice) that need the socket behind it; everything else uses the methods below.
+    transport: asyncio.Transport | None
 
     @property
     def peer(self) -> str:
@@ -75,6 +79,11 @@ class Conn(Protocol):
         ...
 
     @property
+    def is_ended(self) -> bool:
+        """True once this side has half-closed with :meth:`end` (or closed)."""
+        ...
+
+    @property
     def write_buffer_size(self) -> int:
         """Bytes queued for the peer and not yet accepted by the kernel."""
         ...
@@ -103,6 +112,15 @@ class Conn(Protocol):
         """Undo :meth:`pause_reading` (flow control may keep reading paused)."""
         ...
 
+    def hand_off_reading(self) -> None:
+        """Another reader (a thread splicing the socket into a file) owns the input until
+        :meth:`take_back_reading`."""
+        ...
+
+    def take_back_reading(self) -> None:
+        """Undo :meth:`hand_off_reading`."""
+        ...
+
     def end(self) -> None:
         """Half-close: flush, send FIN, keep reading."""
         ...
@@ -117,4 +135,18 @@ class Conn(Protocol):
 
     async def wait_closed(self) -> None:
         """Wait until the connection is gone."""
+        ...
+
+
+class Listening(Protocol):
+    """What a service's ``on_start``/``on_listening`` get of the server running it."""
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """``(host, port)`` of every listening socket, with the real port."""
+        ...
+
+    @property
+    def connection_count(self) -> int:
+        """How many connections are open right now."""
         ...

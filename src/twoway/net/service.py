@@ -16,8 +16,7 @@ import logging
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 if TYPE_CHECKING:
-    from twoway.net.connection import Connection
-    from twoway.net.server import Server
+    from twoway.net.conn import Conn, Listening
 
 __all__ = ["Framing", "LineService", "Service", "deliver_line"]
 
@@ -35,36 +34,36 @@ class Service:
     #: The service's name in logs.
     name: ClassVar[str] = "service"
 
-    async def on_start(self, server: Server) -> None:
+    async def on_start(self, server: Listening) -> None:
         """Awaited by :meth:`Server.start` before it binds: set up what connections will need
         (a chat bus, for instance). If it raises, the server does not start. Once it has run,
         :meth:`on_stopped` is awaited at the end, even when binding fails."""
 
-    def on_listening(self, server: Server) -> None:
+    def on_listening(self, server: Listening) -> None:
         """The server is listening (``server.addresses`` holds the real ports)."""
 
-    def on_connect(self, conn: Connection) -> None:
+    def on_connect(self, conn: Conn) -> None:
         """A connection was accepted (or, on the client side, established)."""
 
-    def on_data(self, conn: Connection, data: bytes) -> None:
+    def on_data(self, conn: Conn, data: bytes) -> None:
         """Bytes arrived (``raw`` framing)."""
 
-    def on_eof(self, conn: Connection) -> None:
+    def on_eof(self, conn: Conn) -> None:
         """The peer half-closed (sent FIN). Default: finish writing, then close."""
         conn.close()
 
-    def on_close(self, conn: Connection, exc: BaseException | None) -> None:
+    def on_close(self, conn: Conn, exc: BaseException | None) -> None:
         """The connection is gone; ``exc`` is the OS error that ended it, if any."""
 
-    def on_error(self, conn: Connection, exc: BaseException) -> None:
+    def on_error(self, conn: Conn, exc: BaseException) -> None:
         """A callback of this service raised: log it. The connection is aborted afterwards."""
         log.error("%s: error in service %s: %r", conn.peer, self.name, exc, exc_info=exc)
 
-    def on_shutdown(self, conn: Connection, reason: str) -> None:
+    def on_shutdown(self, conn: Conn, reason: str) -> None:
         """The server is shutting down: finish what is queued and close (the default)."""
         conn.close()
 
-    def on_idle(self, conn: Connection) -> None:
+    def on_idle(self, conn: Conn) -> None:
         """Nothing was sent or received for ``idle_timeout`` seconds: close (the default)."""
         conn.close()
 
@@ -77,7 +76,7 @@ class Service:
         """The server has shut down and every connection is gone: finish background work
         (flush files, ...). Awaited by :meth:`Server.shutdown`."""
 
-    def on_slow(self, conn: Connection) -> None:
+    def on_slow(self, conn: Conn) -> None:
         """The peer is not reading fast enough (see ``max_queued``/``slow_grace``): drop it."""
         conn.close(timeout=1.0)
 
@@ -101,47 +100,47 @@ class LineService(Service):
     #: (no decode, no encode: the fast path of a service that can answer in bytes).
     ascii_lines: ClassVar[bool] = False
 
-    def on_line(self, conn: Connection, line: str) -> None:
+    def on_line(self, conn: Conn, line: str) -> None:
         """One complete line (or, with ``chunk`` framing, one received chunk)."""
 
-    def on_ascii_line(self, conn: Connection, line: bytes) -> None:
+    def on_ascii_line(self, conn: Conn, line: bytes) -> None:
         """With :attr:`ascii_lines`: one line of ASCII bytes, its ending (LF) included, for
         a service that answers in bytes. Must answer exactly as :meth:`on_line` would (the
         default calls it); lines that are not ASCII, or not alone in their read, still go
         to :meth:`on_line`."""
         self.on_line(conn, line[:-1].decode("ascii"))
 
-    def on_line_too_long(self, conn: Connection, limit: int) -> None:
+    def on_line_too_long(self, conn: Conn, limit: int) -> None:
         """A line exceeded ``max_line``: tell the peer; the connection stays usable."""
         conn.send_line(f"error: line too long (max {limit} bytes)")
 
-    def on_quit(self, conn: Connection) -> None:
+    def on_quit(self, conn: Conn) -> None:
         """The peer sent ``quit``: say goodbye and close."""
         conn.send_line("Bye Bye!")
         conn.close()
 
-    def on_shutdown(self, conn: Connection, reason: str) -> None:
+    def on_shutdown(self, conn: Conn, reason: str) -> None:
         """Tell the peer why (``server shutting down``), then close."""
         conn.send_line(reason)
         conn.close()
 
-    def on_idle(self, conn: Connection) -> None:
+    def on_idle(self, conn: Conn) -> None:
         """Tell the peer it was idle too long, then close."""
         conn.send_line(f"error: idle for {conn.options.idle_timeout:g} s, disconnecting")
         conn.close()
 
-    def on_line_timeout(self, conn: Connection, timeout: float) -> None:
+    def on_line_timeout(self, conn: Conn, timeout: float) -> None:
         """A line stayed unfinished for ``line_timeout`` seconds: say so, then close."""
         conn.send_line(f"error: line not finished within {timeout:g} s, disconnecting")
         conn.close()
 
-    def on_slow(self, conn: Connection) -> None:
+    def on_slow(self, conn: Conn) -> None:
         """Drop a peer that does not read, after one last line saying so."""
         conn.send_line("error: too slow, disconnecting")
         conn.close(timeout=1.0)
 
 
-def deliver_line(service: LineService, conn: Connection, text: str) -> None:
+def deliver_line(service: LineService, conn: Conn, text: str) -> None:
     """Hand one received line to ``service``: the ``quit`` rule, then :meth:`~LineService.
     on_line`. The one statement of the rule; the two hot paths in ``net.connection`` (one
     line per read, and the batch loop) write it inline on purpose, since a call per message

@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING
 from twoway.net.service import Framing, LineService, Service
 
 if TYPE_CHECKING:
-    from twoway.net.connection import Connection
-    from twoway.net.server import Server
+    from twoway.net.conn import Conn, Listening
 
 __all__ = ["EchoService", "PeersService", "StampService", "UpperService"]
 
@@ -23,10 +22,10 @@ class EchoService(Service):
 
     name = "echo"
 
-    def on_data(self, conn: Connection, data: bytes) -> None:
+    def on_data(self, conn: Conn, data: bytes) -> None:
         conn.write(data)
 
-    def on_eof(self, conn: Connection) -> None:
+    def on_eof(self, conn: Conn) -> None:
         # The peer has finished: everything it sent is already queued back; end our side too.
         conn.close()
 
@@ -44,10 +43,10 @@ class UpperService(_Line):
     name = "upper"
     ascii_lines = True
 
-    def on_line(self, conn: Connection, line: str) -> None:
+    def on_line(self, conn: Conn, line: str) -> None:
         conn.send_line(f'You said "{line.upper()}"')
 
-    def on_ascii_line(self, conn: Connection, line: bytes) -> None:
+    def on_ascii_line(self, conn: Conn, line: bytes) -> None:
         # bytes.upper() changes ASCII letters only: on an ASCII line, what str.upper() does.
         conn.write(b'You said "' + line[:-1].upper() + b'"\n')
 
@@ -59,7 +58,7 @@ class StampService(_Line):
     name = "stamp"
     ascii_lines = True
 
-    def on_connect(self, conn: Connection) -> None:
+    def on_connect(self, conn: Conn) -> None:
         conn.send_line("Hello")
 
     # The clock text changes once a second; strftime costs about a microsecond, so it is
@@ -74,13 +73,13 @@ class StampService(_Line):
         self._prefix = time.strftime("%H:%M:%S", time.localtime(second)) + " - server reply: "
         self._prefix_bytes = self._prefix.encode()
 
-    def on_line(self, conn: Connection, line: str) -> None:
+    def on_line(self, conn: Conn, line: str) -> None:
         now = time.time()
         if not self._next - 1.0 <= now < self._next:  # a new second (or the clock went back)
             self._tick(now)
         conn.send_line(self._prefix + line)
 
-    def on_ascii_line(self, conn: Connection, line: bytes) -> None:
+    def on_ascii_line(self, conn: Conn, line: bytes) -> None:
         now = time.time()
         if not self._next - 1.0 <= now < self._next:  # a new second (or the clock went back)
             self._tick(now)
@@ -94,12 +93,12 @@ class PeersService(_Line):
 
     def __init__(self, framing: Framing = "line") -> None:
         super().__init__(framing)
-        self.server: Server | None = None
+        self.server: Listening | None = None
 
-    def on_listening(self, server: Server) -> None:
+    def on_listening(self, server: Listening) -> None:
         self.server = server
 
-    def on_line(self, conn: Connection, line: str) -> None:
+    def on_line(self, conn: Conn, line: str) -> None:
         count = self.server.connection_count - 1 if self.server is not None else 0
         noun = "peer" if count == 1 else "peers"
         conn.send_line(f"You have {count} {noun} on this server")
