@@ -108,7 +108,9 @@ def _file(settings: Settings) -> Service:
     )
 
 
-# slow-grace is for every service but file: a slow reader of a large file is a normal client.
+# slow-grace is for the services whose replies can pile up for a peer that does not read:
+# not echo (it stops reading such a peer, holding one read), dump (it sends nothing) or file
+# (a slow reader of a large file is a normal client).
 _FRAMED = ("framing", "slow-grace", "line-timeout")
 _CHAT = (
     "line-timeout",
@@ -119,7 +121,7 @@ _CHAT = (
     "flood-burst",
     "slow-grace",
 )
-_DUMP = ("dir", "file", "lines", "fsync", "splice", "max-bytes", "slow-grace")
+_DUMP = ("dir", "file", "lines", "fsync", "splice", "max-bytes")
 _FILE = ("path", "keep-open", "rate", "write-timeout")
 
 #: Every built-in service, in the order ``--help`` and errors list them.
@@ -133,7 +135,7 @@ SERVICES: dict[str, ServiceSpec] = {
             _CHAT,
             check=_check_chat,
         ),
-        ServiceSpec("echo", "sends back every byte, unchanged", _echo, ("slow-grace",)),
+        ServiceSpec("echo", "sends back every byte, unchanged", _echo),
         ServiceSpec(
             "upper", 'answers each line with You said "<LINE UPPERCASED>"', _upper, _FRAMED
         ),
@@ -181,16 +183,27 @@ def connection_options(settings: Settings) -> ConnectionOptions:
         "line_timeout": settings.line_timeout if "line-timeout" in spec.options else None,
         "keepalive": _keepalive(settings.keepalive),
         "nodelay": settings.no_delay,
-        "max_queued": settings.max_queued,
+        "max_queued": _max_queued(settings, spec),
         "slow_grace": settings.slow_grace if "slow-grace" in spec.options else None,
     }
-    if settings.max_queued is not None:
+    if values["max_queued"] is not None:
         # The soft limit: a client may hold up to a quarter of its queue for slow_grace
         # seconds (a burst it will catch up on); reading from it pauses meanwhile.
-        high = max(4096, settings.max_queued // 4)
+        high = max(4096, values["max_queued"] // 4)
         values["write_high"] = high
         values["write_low"] = high // 4
     return ConnectionOptions(**values)
+
+
+def _max_queued(settings: Settings, spec: ServiceSpec) -> int | None:
+    """``--max-queued`` for this service. Every service takes it when it is given; its
+    default applies where a peer's queue can grow while it does not read: chat (fan-out from
+    others) and the line services. A raw service (echo) echoes one read of up to 256 KiB at
+    once and stops reading above the high-water mark, so a hard cap that small would cut off
+    a fast, healthy client, and its memory is bounded without one."""
+    if "max-queued" in settings.sources or "slow-grace" in spec.options:
+        return settings.max_queued
+    return None
 
 
 def _keepalive(setting: KeepaliveSetting | None) -> Keepalive | None:
