@@ -335,14 +335,16 @@ class ChatService(LineService):
             elif kind is Missed:
                 assert isinstance(event, Missed)
                 n = f"{event.count} " if event.count is not None else ""
-                out += core.notice(f"* notice: {n}messages from other servers may have been missed")
+                out += core.notice(
+                    f"*** notice: {n}messages from other servers may have been missed"
+                )
             elif kind is NodeLost:
                 assert isinstance(event, NodeLost)
                 out += core.drop_node(event.node, event.reason)
             elif kind is Overflow:
                 assert isinstance(event, Overflow)
                 out += core.notice(
-                    f"* notice: {event.count} messages could not be sent to other servers"
+                    f"*** notice: {event.count} messages could not be sent to other servers"
                 )
             elif kind is Backfill:
                 assert isinstance(event, Backfill)
@@ -448,7 +450,7 @@ def _flush(chunks: dict[Connection, list[bytes]]) -> None:
 
 
 def _missed(count: int) -> str:
-    return f"* notice: {count} message{'' if count == 1 else 's'} may have been missed"
+    return f"*** notice: {count} message{'' if count == 1 else 's'} may have been missed"
 
 
 def chat_connection_options(settings: Settings) -> dict[str, Any]:

@@ -32,10 +32,11 @@ all text that came from a client went through :func:`~twoway.sansio.text.escape_
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import re
 from collections import deque
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from twoway.sansio.directory import Directory, Remote
@@ -44,6 +45,7 @@ from twoway.sansio.text import escape_controls
 __all__ = [
     "DEFAULT_HISTORY",
     "DEFAULT_MAX_NAMES",
+    "NOTICE",
     "ChatCore",
     "ChatCounters",
     "Close",
@@ -65,6 +67,12 @@ MAX_BACKFILL_ROOMS = 1000
 # Names listed in one "peers here" or /who line: 100 short nicks make a line of about a
 # kilobyte; the full list of a 10 000-person lobby would be a 100 KB line per join.
 DEFAULT_MAX_NAMES = 100
+#: What every line from the server itself starts with (joins, departures, nick and topic
+#: changes, answers to commands): ircII's "***". No client can produce it: a message reads
+#: ``nick: text`` and a /me action ``* nick text``, and a nick never contains ``*``.
+NOTICE = "*** "
+# Nicks a client may not take: a message from "error" would read like a server error line.
+_RESERVED_NICKS = frozenset({"error"})
 # Bad input quoted back in an error message is cut to this many characters.
 _QUOTE_MAX = 40
 
@@ -170,24 +178,24 @@ _COMMAND = re.compile(r"/(\S*)\s*(.*)", re.DOTALL)
 _EMPTY: frozenset[int] = frozenset()
 
 _HELP = (
-    "* commands:",
-    "* /nick NAME        change your nick (1-32 letters, digits, - or _)",
-    "* /join ROOM        go to a room, creating it if needed (the # is optional)",
-    "* /part             go back to the lobby",
-    "* /rooms            list the rooms and how many people are in each",
-    "* /who              list the people in this room",
-    "* /msg NICK text    send a private message",
-    "* /me action        describe what you are doing",
-    "* /topic [text]     show, or set, the topic of this room",
-    "* /peers            count the other people (on every server of the chat)",
-    "* /quit [reason]    leave (typing quit does the same)",
-    "* //text            send a message that starts with /",
-    "* /help             this list",
+    "*** commands:",
+    "*** /nick NAME        change your nick (1-32 letters, digits, - or _)",
+    "*** /join ROOM        go to a room, creating it if needed (the # is optional)",
+    "*** /part             go back to the lobby",
+    "*** /rooms            list the rooms and how many people are in each",
+    "*** /who              list the people in this room",
+    "*** /msg NICK text    send a private message",
+    "*** /me action        describe what you are doing",
+    "*** /topic [text]     show, or set, the topic of this room",
+    "*** /peers            count the other people (on every server of the chat)",
+    "*** /quit [reason]    leave (typing quit does the same)",
+    "*** //text            send a message that starts with /",
+    "*** /help             this list",
 )
 
 
 class _Room:
-    __slots__ = ("history", "members", "name", "remote", "topic")
+    __slots__ = ("history", "members", "name", "names", "remote", "topic")
 
     def __init__(self, name: str, history: int) -> None:
         self.name = name
@@ -195,8 +203,30 @@ class _Room:
         self.members: dict[int, _Client] = {}
         # cid -> member on another server (the directory): counted, never delivered to.
         self.remote: dict[int, Remote] = {}
+        # (lower-case nick, nick, cid) of everybody in the room, local and remote, sorted:
+        # the "peers here" line of each join lists the first names without sorting the
+        # room (a burst of joins would cost the square of the room's size).
+        self.names: list[tuple[str, str, int]] = []
         self.history: deque[str] | None = deque(maxlen=history) if history else None
         self.topic: str | None = None
+
+    def add_name(self, who: _Client | Remote) -> None:
+        """``who`` (just put in ``members`` or ``remote``) is listed by its nick."""
+        bisect.insort(self.names, (who.key, who.nick, who.cid))
+
+    def remove_name(self, who: _Client | Remote) -> None:
+        """``who`` (leaving, or about to be renamed) is no longer listed."""
+        names = self.names
+        del names[bisect.bisect_left(names, (who.key, who.nick, who.cid))]
+
+    def name_list(self, limit: int | None) -> str:
+        """``a, b, c`` sorted case-insensitively, at most ``limit`` names then ``and N
+        more``."""
+        names = self.names
+        if limit is None or len(names) <= limit:
+            return ", ".join([n for _, n, _ in names])
+        shown = ", ".join([n for _, n, _ in names[:limit]])
+        return f"{shown}, and {len(names) - limit} more"
 
 
 class _Client:
@@ -225,22 +255,6 @@ def _guest_number(key: str) -> int | None:
     if key.startswith("guest") and digits.isdigit() and digits.isascii() and digits[0] != "0":
         return int(digits)
     return None
-
-
-def _name_list(names: Iterable[str], count: int, limit: int | None) -> str:
-    """``a, b, c`` sorted case-insensitively, at most ``limit`` names then ``and N more``."""
-    if limit is None or count <= limit:
-        return ", ".join(sorted(names, key=str.lower))
-    shown = heapq.nsmallest(limit, names, key=str.lower)
-    return ", ".join(shown) + f", and {count - limit} more"
-
-
-def _nicks_in(room: _Room) -> Iterator[str]:
-    """The nicks of everybody in ``room``: its local members, then its remote ones."""
-    for c in room.members.values():
-        yield c.nick
-    for r in room.remote.values():
-        yield r.nick
 
 
 def _room_key(name: str) -> str | None:
@@ -304,8 +318,8 @@ class ChatCore:
             raise ValueError(f"invalid lobby room name {lobby!r}")
         self._history = history
         self._max_names = max_names
-        self._welcome = f"* welcome to {escape_controls(server_name)} chat"
-        self._motd = tuple(f"* {escape_controls(line)}" for line in (motd or "").splitlines())
+        self._welcome = f"*** welcome to {escape_controls(server_name)} chat"
+        self._motd = tuple(f"*** {escape_controls(line)}" for line in (motd or "").splitlines())
         self._lobby = _Room("#" + lobby_name.lower(), history)
         self._rooms: dict[str, _Room] = {self._lobby.name: self._lobby}
         # History from before this server joined, for rooms that do not exist here yet.
@@ -380,9 +394,9 @@ class ChatCore:
         self._nicks[client.key] = client
         out: list[Effect] = [Send(cid, self._welcome)]
         out.extend(Send(cid, line) for line in self._motd)
-        out.append(Send(cid, f"* you are {client.nick}"))
+        out.append(Send(cid, f"*** you are {client.nick}"))
         self._enter(client, self._lobby, out)
-        out.append(Send(cid, "* type /help for commands"))
+        out.append(Send(cid, "*** type /help for commands"))
         source = f" from {escape_controls(address)}" if address else ""
         out.append(Log(f"{client.nick} joined {self._lobby.name}{source}"))
         if self._cluster:
@@ -508,7 +522,7 @@ class ChatCore:
         history, delivered to the local members. Ignored if the room does not exist here
         (nobody in it that this server knows of)."""
         r = self._rooms.get(room)
-        if r is None:
+        if r is None or text.startswith(NOTICE):  # a room line is never a server notice
             return []
         text = escape_controls(text)
         if r.history is not None:
@@ -542,7 +556,7 @@ class ChatCore:
         if r is None:
             return []
         r.topic = escape_controls(topic)
-        return [ToRoom(room, f"* {escape_controls(nick)} set the topic: {r.topic}", None)]
+        return [ToRoom(room, f"*** {escape_controls(nick)} set the topic: {r.topic}", None)]
 
     def remote_snapshot(
         self,
@@ -595,23 +609,28 @@ class ChatCore:
         if r is None:
             r = directory.add(cid, nick, node, self._room(name))
             r.room.remote[cid] = r
-            out.append(ToRoom(name, f"* {nick} joined {name}", None))
+            r.room.add_name(r)
+            out.append(ToRoom(name, f"*** {nick} joined {name}", None))
         else:
             if r.node != node:  # not expected: ids embed their server; follow the latest word
                 directory.move_node(r, node)
             if nick != r.nick:
                 old, old_key = r.nick, r.key
+                r.room.remove_name(r)
                 if directory.rename(r, nick):
                     self._remote_nick_freed(old_key)
-                out.append(ToRoom(r.room.name, f"* {old} is now known as {nick}", None))
+                r.room.add_name(r)
+                out.append(ToRoom(r.room.name, f"*** {old} is now known as {nick}", None))
             if name != r.room.name:
                 old_room = r.room
                 del old_room.remote[cid]
+                old_room.remove_name(r)
                 self._drop_if_empty(old_room)
-                out.append(ToRoom(old_room.name, f"* {nick} left {old_room.name}", None))
+                out.append(ToRoom(old_room.name, f"*** {nick} left {old_room.name}", None))
                 r.room = self._room(name)
                 r.room.remote[cid] = r
-                out.append(ToRoom(name, f"* {nick} joined {name}", None))
+                r.room.add_name(r)
+                out.append(ToRoom(name, f"*** {nick} joined {name}", None))
         local = self._nicks.get(r.key)
         if local is not None and cid < local.cid:
             self._lose_nick(local, out)
@@ -627,12 +646,14 @@ class ChatCore:
             nick = f"guest{n}"
         del self._nicks[client.key]
         self._release_guest_nick(client.key)
+        client.room.remove_name(client)
         client.nick, client.key = nick, nick
+        client.room.add_name(client)
         self._nicks[nick] = client
         self.counters.nick_changes += 1
         room = client.room.name
-        out.append(Send(client.cid, f"* nick collision: you are now {nick}"))
-        out.append(ToRoom(room, f"* {old} is now known as {nick}", client.cid))
+        out.append(Send(client.cid, f"*** nick collision: you are now {nick}"))
+        out.append(ToRoom(room, f"*** {old} is now known as {nick}", client.cid))
         out.append(Log(f"nick collision: {old} is now known as {nick}"))
         if self._cluster:
             out.append(Presence(client.cid, nick, room))
@@ -642,8 +663,9 @@ class ChatCore:
             self._remote_nick_freed(r.key)
         room = r.room
         del room.remote[r.cid]
+        room.remove_name(r)
         self._drop_if_empty(room)
-        out.append(ToRoom(room.name, f"* {r.nick} left {room.name} ({why})", None))
+        out.append(ToRoom(room.name, f"*** {r.nick} left {room.name} ({why})", None))
 
     def _remote_nick_freed(self, key: str) -> None:
         """No client of another server holds the nick ``key`` any more: unless a local client
@@ -687,16 +709,20 @@ class ChatCore:
         if arg == client.nick:
             return self._error(client, f"you are already known as {arg}")
         key = arg.lower()
+        if key in _RESERVED_NICKS:
+            return self._error(client, f"nick {_quote(arg)} is reserved")
         holder = self._nicks.get(key)
         if (holder is not None and holder is not client) or key in self._remote.nicks:
             return self._error(client, f"nick {_quote(arg)} is already taken")
         old = client.nick
         del self._nicks[client.key]
         self._release_guest_nick(client.key)
+        client.room.remove_name(client)
         client.nick, client.key = arg, key
+        client.room.add_name(client)
         self._nicks[key] = client
         self.counters.nick_changes += 1
-        text = f"* {old} is now known as {arg}"
+        text = f"*** {old} is now known as {arg}"
         out: list[Effect] = [ToRoom(client.room.name, text, None)]
         out.append(Log(f"{old} is now known as {arg}"))
         if self._cluster:
@@ -723,12 +749,12 @@ class ChatCore:
         )
         if limit is not None and len(names) > limit:
             listed += f", and {len(names) - limit} more"
-        return [Send(client.cid, f"* rooms: {listed}")]
+        return [Send(client.cid, f"*** rooms: {listed}")]
 
     def _cmd_who(self, client: _Client, arg: str) -> list[Effect]:
         room = client.room
-        names = _name_list(_nicks_in(room), len(room.members) + len(room.remote), self._max_names)
-        return [Send(client.cid, f"* in {room.name}: {names}")]
+        names = room.name_list(self._max_names)
+        return [Send(client.cid, f"*** in {room.name}: {names}")]
 
     def _cmd_msg(self, client: _Client, arg: str) -> list[Effect]:
         parts = arg.split(None, 1)
@@ -765,10 +791,10 @@ class ChatCore:
         room = client.room
         if not arg:
             if room.topic is None:
-                return [Send(client.cid, f"* no topic set for {room.name}")]
-            return [Send(client.cid, f"* topic for {room.name}: {room.topic}")]
+                return [Send(client.cid, f"*** no topic set for {room.name}")]
+            return [Send(client.cid, f"*** topic for {room.name}: {room.topic}")]
         room.topic = escape_controls(arg)
-        text = f"* {client.nick} set the topic: {room.topic}"
+        text = f"*** {client.nick} set the topic: {room.topic}"
         out: list[Effect] = [ToRoom(room.name, text, None)]
         out.append(Log(f"{client.nick} set the topic of {room.name}"))
         if self._cluster:
@@ -807,7 +833,7 @@ class ChatCore:
         text = f"{client.nick} left {room.name} ({why})"
         # Sent even when nobody is left locally: with a bus, the room may have members in
         # other processes.
-        out.append(ToRoom(room.name, "* " + text, client.cid))
+        out.append(ToRoom(room.name, "*** " + text, client.cid))
         out.append(Log(text))
         if self._cluster:
             out.append(Gone(client.cid, why))
@@ -818,7 +844,7 @@ class ChatCore:
             return self._error(client, f"you are already in {name}")
         self._leave_room(client)
         new = self._room(name)
-        out: list[Effect] = [ToRoom(old.name, f"* {client.nick} left {old.name}", client.cid)]
+        out: list[Effect] = [ToRoom(old.name, f"*** {client.nick} left {old.name}", client.cid)]
         self._enter(client, new, out)
         out.append(Log(f"{client.nick} left {old.name} for {new.name}"))
         if self._cluster:
@@ -828,6 +854,7 @@ class ChatCore:
     def _leave_room(self, client: _Client) -> None:
         room = client.room
         del room.members[client.cid]
+        room.remove_name(client)
         self.counters.parts += 1
         self._drop_if_empty(room)
 
@@ -843,17 +870,18 @@ class ChatCore:
         others = room.members
         count = len(others) + len(room.remote)
         if count == 0:
-            peers = "* you are alone here"
+            peers = "*** you are alone here"
         else:
-            names = _name_list(_nicks_in(room), count, self._max_names)
-            peers = f"* {count} peer{'' if count == 1 else 's'} here: {names}"
+            names = room.name_list(self._max_names)
+            peers = f"*** {count} peer{'' if count == 1 else 's'} here: {names}"
         others[cid] = client
+        room.add_name(client)
         client.room = room
         self.counters.joins += 1
-        out.append(ToRoom(room.name, f"* {client.nick} joined {room.name}", cid))
-        out.append(Send(cid, f"* you are in {room.name}"))
+        out.append(ToRoom(room.name, f"*** {client.nick} joined {room.name}", cid))
+        out.append(Send(cid, f"*** you are in {room.name}"))
         if room.topic is not None:
-            out.append(Send(cid, f"* topic: {room.topic}"))
+            out.append(Send(cid, f"*** topic: {room.topic}"))
         out.append(Send(cid, peers))
         if room.history:
             out.extend(Send(cid, "[history] " + text) for text in room.history)
