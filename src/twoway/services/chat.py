@@ -44,6 +44,7 @@ from twoway.sansio.chat import (
     TopicSet,
     ToRoom,
 )
+from twoway.sansio.chat.batch import RoomBatch
 from twoway.sansio.flood import FloodControl, Verdict
 from twoway.sansio.text import escape_controls
 
@@ -80,6 +81,13 @@ _LOCAL_IDS = (1 << 32) - 1
 # Characters of room lines gathered before they are flushed early: a bound on the memory one
 # loop iteration can queue (uvloop may read many times per iteration).
 _BATCH_LIMIT = 64 * 1024
+# Joins and departures alone are delivered after a short delay rather than at the end of the
+# loop iteration: uvloop admits one connection per iteration, so a burst of N joins flushed
+# per iteration would write N times to every member. The delay is three times what the last
+# delivery took (so delivering presence costs at most a quarter of the loop), within these
+# bounds in seconds; a room line flushes at once, with the presence lines queued before it.
+_PRESENCE_DELAY_MIN = 0.005
+_PRESENCE_DELAY_MAX = 0.25
 
 
 class ChatService(LineService):
@@ -116,10 +124,13 @@ class ChatService(LineService):
         self._next_cid = 0
         self._node_bits = 0  # this server's node number, shifted into place in client ids
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Room lines of the current loop iteration: room -> [(text, excluded client)].
-        self._batch: dict[str, list[tuple[str, int | None]]] = {}
+        # Room lines of the current loop iteration, by room (see RoomBatch).
+        self._batch: dict[str, RoomBatch] = {}
         self._batch_size = 0
         self._flush_scheduled = False
+        self._presence_timer: asyncio.TimerHandle | None = None
+        self._presence_delay = _PRESENCE_DELAY_MIN
+        self._presence = False  # True while the effects of a join or a departure are applied
 
     async def on_start(self, server: Server) -> None:
         """Start the bus (it fixes the node number client ids embed)."""
@@ -132,6 +143,7 @@ class ChatService(LineService):
 
     async def on_stopped(self) -> None:
         """Every client is gone (their departures are queued for the bus): flush and stop it."""
+        self.flush_rooms()
         await self.bus.stop()
 
     def _now(self) -> float:
@@ -147,9 +159,10 @@ class ChatService(LineService):
         flood = FloodControl(self.flood_rate, self.flood_burst) if self.flood_rate > 0 else None
         conn.state = _Client(cid, flood)
         self._conns[cid] = conn
+        effects = self.core.connect(cid, self._now(), conn.peer)
         if self._batch:
-            self.flush_rooms()  # lines queued before this client joined are not for it
-        self.apply(self.core.connect(cid, self._now(), conn.peer))
+            self._moved(cid, None, None, self.core.lobby)
+        self._apply_presence(effects)
 
     def on_line(self, conn: Connection, line: str) -> None:
         client: _Client = conn.state
@@ -160,14 +173,26 @@ class ChatService(LineService):
             if verdict is not Verdict.OK:
                 if verdict is Verdict.DROP:
                     self.stats.flood_drops += 1
+                    if self._batch:
+                        self._catch_up(client.cid, conn)
                     conn.send_line("error: slow down")
                 else:
                     self.stats.flood_kicks += 1
                     self._kick(conn, "error: flooding, disconnecting", "flooding")
                 return
+        core = self.core
         if self._batch and (line[:1] == "/" or (len(line) == 4 and line.lower() == "quit")):
-            self.flush_rooms()  # a command may change who is in which room
-        self.apply(self.core.line(client.cid, line, now))
+            # A command may take the client out of its room: it first gets what was queued
+            # for it there, and nothing queued in the room it enters.
+            cid = client.cid
+            old = core.room_of(cid)
+            effects = core.line(cid, line, now)
+            new = core.room_of(cid)
+            if new != old:
+                self._moved(cid, conn, old, new)
+            self.apply(effects)
+            return
+        self.apply(core.line(client.cid, line, now))
 
     def on_idle(self, conn: Connection) -> None:
         notice = f"error: idle for {conn.options.idle_timeout:g} s, disconnecting"
@@ -189,9 +214,8 @@ class ChatService(LineService):
             reason = describe_oserror(exc)
         else:
             reason = "closed"
-        if self._batch:
-            self.flush_rooms()  # it still gets what was queued for it before it left
-        self.apply(self.core.disconnect(client.cid, reason))
+        # The connection is gone: nothing queued for it can be delivered, so no catch-up.
+        self._apply_presence(self.core.disconnect(client.cid, reason))
 
     def _kick(
         self,
@@ -209,6 +233,8 @@ class ChatService(LineService):
         not read or does not close, and until then the departed client would still be in
         ``/who``, ``/peers`` and hold its nick.
         """
+        if self._batch and conn.state is not None:
+            self._catch_up(conn.state.cid, conn)  # what was queued for it comes first
         conn.send_line(notice)
         conn.close(timeout=timeout, reason=reason)
         client: _Client | None = conn.state
@@ -221,9 +247,8 @@ class ChatService(LineService):
             self._depart(client.cid, reason)
 
     def _depart(self, cid: int, reason: str) -> None:
-        if self._batch:
-            self.flush_rooms()
-        self.apply(self.core.disconnect(cid, reason))
+        # The client had its lines before its last notice (see _kick): none since.
+        self._apply_presence(self.core.disconnect(cid, reason))
 
     # ------------------------------------------------------------------ effects
 
@@ -236,12 +261,12 @@ class ChatService(LineService):
                 assert isinstance(effect, ToRoom)
                 self._to_room(effect)
                 continue
-            if self._batch:
-                self.flush_rooms()  # room lines queued before this effect go first
             if kind is Send:
                 assert isinstance(effect, Send)
                 conn = conns.get(effect.cid)
                 if conn is not None:
+                    if self._batch:
+                        self._catch_up(effect.cid, conn)  # its room lines queued before
                     conn.send_line(effect.text)
                     self.stats.lines_out += 1
                 elif self.core.is_remote(effect.cid):
@@ -257,27 +282,67 @@ class ChatService(LineService):
                 assert isinstance(effect, Log)
                 log.info("%s", effect.message)
 
+    def _apply_presence(self, effects: list[Effect]) -> None:
+        """:meth:`apply` for a join or a departure: its room lines may wait a little (see
+        ``_PRESENCE_DELAY_MIN``)."""
+        self._presence = True
+        try:
+            self.apply(effects)
+        finally:
+            self._presence = False
+
     def _to_room(self, effect: ToRoom) -> None:
         """Queue a room line: every room's lines of this loop iteration go out together, one
-        write per member, at the end of the iteration (see :meth:`flush_rooms`)."""
+        write per member, at the end of the iteration (joins and departures alone a little
+        later; see :meth:`flush_rooms`)."""
         batch = self._batch.get(effect.room)
         if batch is None:
-            batch = self._batch[effect.room] = []
-            if not self._flush_scheduled:
+            batch = self._batch[effect.room] = RoomBatch()
+        if not self._flush_scheduled:
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            if not self._presence:
                 self._flush_scheduled = True
-                if self._loop is None:
-                    self._loop = asyncio.get_running_loop()
-                self._loop.call_soon(self.flush_rooms)
-        batch.append((effect.text, effect.exclude))
+                loop.call_soon(self.flush_rooms)
+            elif self._presence_timer is None:
+                self._presence_timer = loop.call_later(self._presence_delay, self.flush_rooms)
+        batch.add(effect.text, effect.exclude)
         self._batch_size += len(effect.text)
         if self._batch_size > _BATCH_LIMIT:
             self.flush_rooms()  # uvloop may read a lot in one iteration: bound the batch
 
+    def _catch_up(self, cid: int, conn: Connection, room: str | None = None) -> None:
+        """Write ``cid`` the lines queued for it in ``room`` (default: its room) that it has
+        not had: called before anything is written to it directly, or before it leaves the
+        room, so its lines keep their order without flushing the room to everybody."""
+        batch = self._batch.get(room or self.core.room_of(cid) or "")
+        if batch is None:
+            return
+        data, count = batch.take(cid, conn.newline)
+        if count and not _gone(conn):
+            conn.write(data)
+            self.stats.lines_out += count
+
+    def _moved(self, cid: int, conn: Connection | None, old: str | None, new: str | None) -> None:
+        """``cid`` left room ``old`` (if not None) for ``new`` (if not None) while lines were
+        queued: it takes what it had in ``old`` and nothing of what ``new`` has so far."""
+        if old is not None and conn is not None:
+            self._catch_up(cid, conn, old)
+        if new is not None:
+            batch = self._batch.get(new)
+            if batch is not None:
+                batch.joined(cid)
+
     def flush_rooms(self) -> None:
-        """Deliver the queued room lines. Called at the end of each loop iteration and before
-        anything that changes who is in a room or writes to one client directly, so a batch
-        always sees one membership and each client's lines keep their order."""
+        """Deliver the queued room lines: at the end of each loop iteration, or earlier when
+        the batch is big. Each member gets one write with what it has not had (see
+        :class:`~twoway.sansio.chat.batch.RoomBatch`); a member whose connection is already
+        lost or closing gets nothing."""
         self._flush_scheduled = False
+        if self._presence_timer is not None:
+            self._presence_timer.cancel()
+            self._presence_timer = None
         batches = self._batch
         if not batches:
             return
@@ -286,34 +351,29 @@ class ChatService(LineService):
         conns = self._conns
         core = self.core
         sent = 0
-        for room, lines in batches.items():
+        loop = self._loop
+        started = loop.time() if loop is not None else 0.0
+        for room, batch in batches.items():
             members = core.members(room)
             if not members:
                 continue
-            texts = [text for text, _ in lines]
-            excluded = {ex for _, ex in lines if ex is not None}
-            lf = ("\n".join(texts) + "\n").encode()
-            crlf: bytes | None = None
-            count = len(texts)
             for cid in members:
                 conn = conns.get(cid)
                 if conn is None:
                     continue
-                if cid in excluded:  # a sender: everything but its own lines
-                    own = [text for text, ex in lines if ex != cid]
-                    if own:
-                        sep = conn._newline.decode()
-                        conn.write((sep.join(own) + sep).encode())
-                        sent += len(own)
+                transport = conn.transport
+                if transport is None or transport.is_closing():
+                    # Lost (reset, say) but not yet told: a write would only fail, and on
+                    # asyncio log a warning. A burst of resets would make that n squared.
                     continue
-                if conn._newline == b"\n":
-                    conn.write(lf)
-                else:
-                    if crlf is None:
-                        crlf = ("\r\n".join(texts) + "\r\n").encode()
-                    conn.write(crlf)
-                sent += count
+                data, count = batch.share(cid, conn.newline)
+                if count:
+                    conn.write(data)
+                    sent += count
         self.stats.lines_out += sent
+        if loop is not None:
+            took = 3 * (loop.time() - started)
+            self._presence_delay = min(max(took, _PRESENCE_DELAY_MIN), _PRESENCE_DELAY_MAX)
 
     # ------------------------------------------------------------------ the bus
 
@@ -383,9 +443,9 @@ class ChatService(LineService):
                 crlf: bytes | None = None
                 for cid in members:
                     conn = conns.get(cid)
-                    if conn is None or cid == exclude:
+                    if conn is None or cid == exclude or _gone(conn):
                         continue
-                    if conn._newline == b"\n":
+                    if conn.newline == b"\n":
                         data = lf
                     else:
                         if crlf is None:
@@ -402,7 +462,7 @@ class ChatService(LineService):
             if kind is Send and effect.cid in conns:  # type: ignore[union-attr]
                 assert isinstance(effect, Send)
                 conn = conns[effect.cid]
-                chunks.setdefault(conn, []).append(effect.text.encode() + conn._newline)
+                chunks.setdefault(conn, []).append(effect.text.encode() + conn.newline)
                 lines += 1
             else:
                 _flush(chunks)  # what was queued goes first (a Close must come after it)
@@ -441,6 +501,13 @@ class ChatService(LineService):
     def bus_snapshot(self) -> Hello:
         """This server's clients and topics, for the other servers."""
         return Hello(tuple(self.core.local_presence()), tuple(self.core.local_topics()))
+
+
+def _gone(conn: Connection) -> bool:
+    """Whether ``conn`` can no longer be written to: closing, or its transport lost (before
+    ``on_close`` has run)."""
+    transport = conn.transport
+    return transport is None or transport.is_closing() or conn.is_closing
 
 
 def _flush(chunks: dict[Connection, list[bytes]]) -> None:
