@@ -191,6 +191,27 @@ OPTIONS: tuple[OptionSpec, ...] = (
         metavar="N",
     ),
     OptionSpec(
+        "history-bytes",
+        "size",
+        4 * 1024 * 1024,
+        "memory all chat history may hold; the oldest lines of the largest rooms go first "
+        "(0: no limit)",
+        services=("chat",),
+        minimum=0,
+        zero_disables=True,
+        metavar="BYTES",
+    ),
+    OptionSpec(
+        "max-rooms",
+        "int",
+        1000,
+        "chat rooms that may exist at once, the lobby included (0: no limit)",
+        services=("chat",),
+        minimum=0,
+        zero_disables=True,
+        metavar="N",
+    ),
+    OptionSpec(
         "flood-rate",
         "float",
         5.0,
@@ -346,6 +367,8 @@ class Settings:
     loop: str = "auto"
     motd: str | None = None
     history: int = 20
+    history_bytes: int | None = 4 * 1024 * 1024
+    max_rooms: int | None = 1000
     flood_rate: float = 5.0
     flood_burst: int = 10
     max_queued: int | None = 256 * 1024

@@ -110,3 +110,41 @@ def test_max_conns_per_ip(chat: Harness) -> None:
     # The refused connection never joined: the room has the three others only.
     other_ip.send("/who")
     assert other_ip.expect("* in") == "*** in #lobby: guest1, guest2, guest3"
+
+
+def test_history_of_100_flooded_rooms_stays_within_its_budget(chat: Harness) -> None:
+    # Each client fills a room of its own with 20 lines of 60 KB: without a global budget
+    # that pinned ~125 MB; --history-bytes (default 4 MiB) holds all history.
+    srv = chat.start("--flood-rate", "0")
+    clients = [chat.client(srv, name=f"f{i}") for i in range(100)]
+    for c in clients:
+        c.sync(timeout=10 * UNIT)
+    base = srv.rss()
+    for i, c in enumerate(clients):
+        c.send(f"/join flood{i}")
+    for i, c in enumerate(clients):
+        c.expect(f"*** you are in #flood{i}")
+    flood = b"".join(b"%d %s\n" % (n, b"x" * 60_000) for n in range(20))
+    for c in clients:
+        c.send(flood, end=b"")
+    for c in clients:
+        c.sync(timeout=20 * UNIT)  # every line of every client handled
+    growth = srv.rss() - base
+    assert growth < 16 * 1024 * 1024, f"RSS grew {growth / 2**20:.1f} MiB"
+    # What is kept is the newest: a newcomer to a flooded room gets its last lines, if any.
+    late = chat.client(srv, name="late")
+    late.send("/join flood99")
+    replay = [line for line in late.lines_until("*** you are in #flood99") if "[history]" in line]
+    late.sync()
+    assert all(line.startswith("[history] ") for line in replay)
+
+
+def test_one_room_past_max_rooms_gets_one_clear_line(chat: Harness) -> None:
+    srv = chat.start("--max-rooms", "2")
+    a, b = chat.client(srv, name="a"), chat.client(srv, name="b")
+    a.send("/join one")
+    a.expect("*** you are in #one")
+    b.send("/join two")
+    assert b.expect("error:") == "error: too many rooms (max 2): join one of /rooms"
+    b.send("/join one")
+    b.expect("*** you are in #one")

@@ -542,7 +542,13 @@ def build_chat(settings: Settings) -> ChatService:
         except OSError as exc:
             raise ConfigError(f"motd: {settings.motd}: {describe_oserror(exc)}") from None
     bus = make_bus(settings.bus)
-    core = ChatCore(history=settings.history, motd=motd, cluster=bus.cluster)
+    core = ChatCore(
+        history=settings.history,
+        history_bytes=settings.history_bytes,
+        max_rooms=settings.max_rooms,
+        motd=motd,
+        cluster=bus.cluster,
+    )
     return ChatService(
         core, flood_rate=settings.flood_rate, flood_burst=settings.flood_burst, bus=bus
     )

@@ -35,16 +35,19 @@ from __future__ import annotations
 import bisect
 import heapq
 import re
-from collections import deque
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
+from twoway.sansio.chat.history import HistoryStore, RoomHistory
 from twoway.sansio.directory import Directory, Remote
 from twoway.sansio.text import escape_controls
 
 __all__ = [
     "DEFAULT_HISTORY",
+    "DEFAULT_HISTORY_BYTES",
     "DEFAULT_MAX_NAMES",
+    "DEFAULT_MAX_ROOMS",
+    "MAX_TOPIC",
     "NOTICE",
     "ChatCore",
     "ChatCounters",
@@ -60,7 +63,15 @@ __all__ = [
 ]
 
 # 20 lines: enough to see what a conversation is about when you join, short enough to read
-# on one screen. Memory is bounded by rooms * history * line length.
+# on one screen. Memory is bounded by rooms * history * line length, and by:
+#: The memory all rooms' history may hold (see history.HistoryStore): 4 MiB is 20 lines of
+#: 200 bytes in a thousand rooms, and a few dozen rooms flooded with 64 KiB lines.
+DEFAULT_HISTORY_BYTES = 4 * 1024 * 1024
+#: Rooms that may exist at once (the lobby included): a room is cheap, a million are not.
+#: Rooms of other servers' clients are not refused (each server caps its own clients').
+DEFAULT_MAX_ROOMS = 1000
+#: The longest topic, in characters (IRC servers allow 300-400).
+MAX_TOPIC = 400
 DEFAULT_HISTORY = 20
 #: Rooms whose backfilled history is kept before they exist here (see ChatCore.backfill).
 MAX_BACKFILL_ROOMS = 1000
@@ -197,7 +208,7 @@ _HELP = (
 class _Room:
     __slots__ = ("history", "members", "name", "names", "remote", "topic")
 
-    def __init__(self, name: str, history: int) -> None:
+    def __init__(self, name: str, history: RoomHistory | None) -> None:
         self.name = name
         # cid -> client, in join order. The keys are what members() exposes.
         self.members: dict[int, _Client] = {}
@@ -207,7 +218,7 @@ class _Room:
         # the "peers here" line of each join lists the first names without sorting the
         # room (a burst of joins would cost the square of the room's size).
         self.names: list[tuple[str, str, int]] = []
-        self.history: deque[str] | None = deque(maxlen=history) if history else None
+        self.history = history
         self.topic: str | None = None
 
     def add_name(self, who: _Client | Remote) -> None:
@@ -286,9 +297,11 @@ class ChatCore:
         "_clients",
         "_cluster",
         "_free_guests",
+        "_histories",
         "_history",
         "_lobby",
         "_max_names",
+        "_max_rooms",
         "_motd",
         "_next_guest",
         "_nicks",
@@ -308,22 +321,26 @@ class ChatCore:
         lobby: str = "#lobby",
         max_names: int | None = DEFAULT_MAX_NAMES,
         cluster: bool = False,
+        history_bytes: int | None = DEFAULT_HISTORY_BYTES,
+        max_rooms: int | None = DEFAULT_MAX_ROOMS,
     ) -> None:
-        if history < 0:
-            raise ValueError(f"history must be >= 0 (got {history})")
+        self._histories = HistoryStore(history, history_bytes)  # checks both values
+        if max_rooms is not None and max_rooms < 1:
+            raise ValueError(f"max_rooms must be >= 1 or None (got {max_rooms})")
         if max_names is not None and max_names < 1:
             raise ValueError(f"max_names must be >= 1 or None (got {max_names})")
         lobby_name = lobby.removeprefix("#")
         if not _NAME.fullmatch(lobby_name):
             raise ValueError(f"invalid lobby room name {lobby!r}")
         self._history = history
+        self._max_rooms = max_rooms
         self._max_names = max_names
         self._welcome = f"*** welcome to {escape_controls(server_name)} chat"
         self._motd = tuple(f"*** {escape_controls(line)}" for line in (motd or "").splitlines())
-        self._lobby = _Room("#" + lobby_name.lower(), history)
+        self._lobby = _Room("#" + lobby_name.lower(), self._histories.new())
         self._rooms: dict[str, _Room] = {self._lobby.name: self._lobby}
         # History from before this server joined, for rooms that do not exist here yet.
-        self._backfill: dict[str, deque[str]] = {}
+        self._backfill: dict[str, RoomHistory] = {}
         self._clients: dict[int, _Client] = {}
         self._nicks: dict[str, _Client] = {}  # lower-case nick -> client
         # Guest numbers: every number below _next_guest is held by a connected client, or
@@ -366,6 +383,18 @@ class ChatCore:
     def rooms(self) -> list[str]:
         """The names of the existing rooms, sorted."""
         return sorted(self._rooms)
+
+    def history(self, room: str) -> list[str]:
+        """The lines ``room`` replays to people who join it, oldest first (``[]`` if none)."""
+        r = self._rooms.get(room)
+        return [] if r is None or r.history is None else list(r.history)
+
+    @property
+    def history_bytes(self) -> int:
+        """What all the history kept costs against ``history_bytes`` (see
+        :func:`~twoway.sansio.chat.history.line_cost`), backfill waiting for its room
+        included."""
+        return self._histories.used
 
     def nick(self, cid: int) -> str | None:
         """``cid``'s nick, or None if it is not connected."""
@@ -444,7 +473,7 @@ class ChatCore:
         room = client.room
         msg = f"{client.nick}: {escape_controls(text)}"
         if room.history is not None:
-            room.history.append(msg)
+            self._histories.append(room.history, msg)
         counters.messages += 1
         if self._cluster:
             return [ToRoom(room.name, msg, cid), Said(room.name, msg)]
@@ -526,7 +555,7 @@ class ChatCore:
             return []
         text = escape_controls(text)
         if r.history is not None:
-            r.history.append(text)
+            self._histories.append(r.history, text)
         self.counters.remote_messages += 1
         return [ToRoom(room, text, None)]
 
@@ -541,21 +570,27 @@ class ChatCore:
         per_room: dict[str, list[str]] = {}
         for room, text in lines:
             per_room.setdefault(room, []).append(escape_controls(text))
+        store = self._histories
         for name, texts in per_room.items():
             r = self._rooms.get(name)
             if r is not None:
                 assert r.history is not None
-                r.history = deque([*texts, *r.history], maxlen=self._history)
+                store.prepend(r.history, texts)
             elif name in self._backfill or len(self._backfill) < MAX_BACKFILL_ROOMS:
-                kept = self._backfill.setdefault(name, deque(maxlen=self._history))
-                kept.extend(texts)
+                kept = self._backfill.get(name)
+                if kept is None:
+                    kept = store.new()
+                    assert kept is not None  # history is on (checked above)
+                    self._backfill[name] = kept
+                for text in texts:
+                    store.append(kept, text)
 
     def remote_topic(self, room: str, topic: str, nick: str) -> list[Effect]:
         """``nick`` on another server set the topic of ``room`` (a :class:`TopicSet`)."""
         r = self._rooms.get(room)
         if r is None:
             return []
-        r.topic = escape_controls(topic)
+        r.topic = escape_controls(topic[:MAX_TOPIC])
         return [ToRoom(room, f"*** {escape_controls(nick)} set the topic: {r.topic}", None)]
 
     def remote_snapshot(
@@ -581,7 +616,7 @@ class ChatCore:
         for name, topic in topics:
             where = self._rooms.get(name)
             if where is not None and where.topic is None:
-                where.topic = escape_controls(topic)
+                where.topic = escape_controls(topic[:MAX_TOPIC])
         return out
 
     def drop_node(self, node: int, reason: str) -> list[Effect]:
@@ -678,10 +713,10 @@ class ChatCore:
         the history backfilled for it, if any)."""
         room = self._rooms.get(name)
         if room is None:
-            room = self._rooms[name] = _Room(name, self._history)
-            early = self._backfill.pop(name, None)
-            if early and room.history is not None:
-                room.history.extend(early)
+            early = self._backfill.pop(name, None)  # already counted in the budget
+            if early is None:
+                early = self._histories.new()
+            room = self._rooms[name] = _Room(name, early)
         return room
 
     # -- commands --------------------------------------------------------------------------
@@ -735,7 +770,11 @@ class ChatCore:
         name = arg[1:] if arg[0] == "#" else arg
         if not _NAME.fullmatch(name):
             return self._error(client, f"invalid room name {_quote(arg)}")
-        return self._move(client, "#" + name.lower())
+        key = "#" + name.lower()
+        limit = self._max_rooms
+        if limit is not None and key not in self._rooms and len(self._rooms) >= limit:
+            return self._error(client, f"too many rooms (max {limit}): join one of /rooms")
+        return self._move(client, key)
 
     def _cmd_part(self, client: _Client, arg: str) -> list[Effect]:
         return self._move(client, self._lobby.name)
@@ -781,7 +820,7 @@ class ChatCore:
         room = client.room
         msg = f"* {client.nick} {escape_controls(arg)}"
         if room.history is not None:
-            room.history.append(msg)
+            self._histories.append(room.history, msg)
         self.counters.messages += 1
         if self._cluster:
             return [ToRoom(room.name, msg, client.cid), Said(room.name, msg)]
@@ -793,6 +832,8 @@ class ChatCore:
             if room.topic is None:
                 return [Send(client.cid, f"*** no topic set for {room.name}")]
             return [Send(client.cid, f"*** topic for {room.name}: {room.topic}")]
+        if len(arg) > MAX_TOPIC:
+            return self._error(client, f"topic too long (max {MAX_TOPIC} characters)")
         room.topic = escape_controls(arg)
         text = f"*** {client.nick} set the topic: {room.topic}"
         out: list[Effect] = [ToRoom(room.name, text, None)]
@@ -863,6 +904,7 @@ class ChatCore:
             # Nobody to keep it for, here or on another server: the room goes, with its
             # history and topic.
             del self._rooms[room.name]
+            self._histories.drop(room.history)
 
     def _enter(self, client: _Client, room: _Room, out: list[Effect]) -> None:
         """Put ``client`` in ``room``: tell the room, then show the client where it is."""
