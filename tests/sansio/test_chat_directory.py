@@ -430,12 +430,14 @@ def test_backfill_for_a_room_that_does_not_exist_yet_waits_for_it() -> None:
 
 
 def test_backfill_is_bounded_and_off_without_history(monkeypatch: pytest.MonkeyPatch) -> None:
-    import twoway.sansio.chat as chat_mod
+    from twoway.sansio.chat import cluster
+    from twoway.sansio.chat.history import line_cost
 
-    monkeypatch.setattr(chat_mod, "MAX_BACKFILL_ROOMS", 2)
+    monkeypatch.setattr(cluster, "MAX_BACKFILL_ROOMS", 2)
     c = ChatCore(cluster=True, history=3)
     c.backfill([(f"#r{i}", f"x: {j}") for i in range(5) for j in range(10)])
-    assert len(c._backfill) == 2 and all(len(d) == 3 for d in c._backfill.values())
+    # Two rooms waiting, three lines each (the lines all cost the same).
+    assert c.history_bytes == 2 * 3 * line_cost("x: 9")
     quiet = ChatCore(cluster=True, history=0)
     quiet.backfill([("#lobby", "x: y")])
     quiet.connect(A | 1, 0.0)

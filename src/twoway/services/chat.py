@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +43,7 @@ from twoway.sansio.chat import (
     Send,
     TopicSet,
     ToRoom,
+    is_command,
 )
 from twoway.sansio.chat.batch import RoomBatch
 from twoway.sansio.flood import FloodControl, Verdict
@@ -74,8 +75,6 @@ class _Client:
         self.flood = flood
 
 
-# The effects that only concern the other servers: published as they are.
-_BUS_EFFECTS = frozenset({Said, Presence, Gone, TopicSet})
 # Client ids: the low 32 bits count this server's connections, the bits above are its node.
 _LOCAL_IDS = (1 << 32) - 1
 # Characters of room lines gathered before they are flushed early: a bound on the memory one
@@ -131,6 +130,35 @@ class ChatService(LineService):
         self._presence_timer: asyncio.TimerHandle | None = None
         self._presence_delay = _PRESENCE_DELAY_MIN
         self._presence = False  # True while the effects of a join or a departure are applied
+        # What to do with each kind of effect, and with each kind of bus event and item.
+        publish = self._publish
+        self._effect_handlers: dict[type[Any], Callable[[Any], None]] = {
+            ToRoom: self._to_room,
+            Send: self._send,
+            Close: self._close,
+            Log: self._log,
+            Said: publish,
+            Presence: publish,
+            Gone: publish,
+            TopicSet: publish,
+        }
+        self._event_handlers: dict[type[Any], Callable[[Any], list[Effect]]] = {
+            Received: self._received,
+            RoomGap: self._room_gap,
+            Missed: self._missed,
+            NodeLost: self._node_lost,
+            Overflow: self._overflow,
+            Backfill: self._backfill,
+        }
+        self._item_handlers: dict[type[Any], Callable[[int, Any], list[Effect]]] = {
+            Said: self._said,
+            Presence: self._presence_of,
+            Gone: self._gone,
+            Send: self._private,
+            TopicSet: self._topic_set,
+            Hello: self._hello,
+            Lost: self._lost,
+        }
 
     async def on_start(self, server: Server) -> None:
         """Start the bus (it fixes the node number client ids embed)."""
@@ -181,7 +209,7 @@ class ChatService(LineService):
                     self._kick(conn, "error: flooding, disconnecting", "flooding")
                 return
         core = self.core
-        if self._batch and (line[:1] == "/" or (len(line) == 4 and line.lower() == "quit")):
+        if self._batch and is_command(line):
             # A command may take the client out of its room: it first gets what was queued
             # for it there, and nothing queued in the room it enters.
             cid = client.cid
@@ -254,33 +282,30 @@ class ChatService(LineService):
 
     def apply(self, effects: list[Effect]) -> None:
         """Carry out the core's effects, in order."""
-        conns = self._conns
+        handlers = self._effect_handlers
         for effect in effects:
-            kind = type(effect)
-            if kind is ToRoom:
-                assert isinstance(effect, ToRoom)
-                self._to_room(effect)
-                continue
-            if kind is Send:
-                assert isinstance(effect, Send)
-                conn = conns.get(effect.cid)
-                if conn is not None:
-                    if self._batch:
-                        self._catch_up(effect.cid, conn)  # its room lines queued before
-                    conn.send_line(effect.text)
-                    self.stats.lines_out += 1
-                elif self.core.is_remote(effect.cid):
-                    self.bus.publish(effect)  # a /msg to a client of another server
-            elif kind in _BUS_EFFECTS:
-                self.bus.publish(effect)  # type: ignore[arg-type]  # one of _BUS_EFFECTS
-            elif kind is Close:
-                assert isinstance(effect, Close)
-                conn = conns.pop(effect.cid, None)
-                if conn is not None:
-                    conn.close(reason=effect.reason)
-            elif kind is Log:
-                assert isinstance(effect, Log)
-                log.info("%s", effect.message)
+            handlers[type(effect)](effect)
+
+    def _send(self, effect: Send) -> None:
+        conn = self._conns.get(effect.cid)
+        if conn is not None:
+            if self._batch:
+                self._catch_up(effect.cid, conn)  # its room lines queued before
+            conn.send_line(effect.text)
+            self.stats.lines_out += 1
+        elif self.core.is_remote(effect.cid):
+            self.bus.publish(effect)  # a /msg to a client of another server
+
+    def _close(self, effect: Close) -> None:
+        conn = self._conns.pop(effect.cid, None)
+        if conn is not None:
+            conn.close(reason=effect.reason)
+
+    def _log(self, effect: Log) -> None:
+        log.info("%s", effect.message)
+
+    def _publish(self, effect: Said | Presence | Gone | TopicSet) -> None:
+        self.bus.publish(effect)  # only the other servers need these
 
     def _apply_presence(self, effects: list[Effect]) -> None:
         """:meth:`apply` for a join or a departure: its room lines may wait a little (see
@@ -379,124 +404,62 @@ class ChatService(LineService):
 
     def bus_events(self, events: Sequence[BusEvent]) -> None:
         """What other servers published (see :class:`~twoway.bus.BusListener`): into the
-        core's directory, then out to the local clients, in order."""
-        if self._batch:
-            self.flush_rooms()  # local lines queued before these go first
-        core = self.core
+        core's directory, then out to the local clients, in order (room lines join the
+        room batches, behind what local clients said before)."""
+        handlers = self._event_handlers
         out: list[Effect] = []
         for event in events:
-            kind = type(event)
-            if kind is Received:
-                assert isinstance(event, Received)
-                self._received(event.node, event, out)
-            elif kind is RoomGap:
-                assert isinstance(event, RoomGap)
-                out += core.notice(_missed(event.missed), event.room)
-            elif kind is Missed:
-                assert isinstance(event, Missed)
-                n = f"{event.count} " if event.count is not None else ""
-                out += core.notice(
-                    f"*** notice: {n}messages from other servers may have been missed"
-                )
-            elif kind is NodeLost:
-                assert isinstance(event, NodeLost)
-                out += core.drop_node(event.node, event.reason)
-            elif kind is Overflow:
-                assert isinstance(event, Overflow)
-                out += core.notice(
-                    f"*** notice: {event.count} messages could not be sent to other servers"
-                )
-            elif kind is Backfill:
-                assert isinstance(event, Backfill)
-                core.backfill(event.lines)
+            out += handlers[type(event)](event)
         if out:
-            self._apply_coalesced(out)
+            self.apply(out)
 
-    def _apply_coalesced(self, effects: list[Effect]) -> None:
-        """:meth:`apply` for what came from the bus: many lines at once, outside any protocol
-        callback (so the net layer does not coalesce them). Consecutive lines for one room
-        are joined once and each member gets one write with all its lines, in order, instead
-        of one write per line."""
-        conns = self._conns
-        core = self.core
-        chunks: dict[Connection, list[bytes]] = {}
-        lines = 0
-        i, n = 0, len(effects)
-        while i < n:
-            effect = effects[i]
-            kind = type(effect)
-            if kind is ToRoom:
-                assert isinstance(effect, ToRoom)
-                room, exclude = effect.room, effect.exclude
-                j = i + 1
-                while j < n:
-                    e = effects[j]
-                    if type(e) is not ToRoom or e.room != room or e.exclude != exclude:
-                        break
-                    j += 1
-                texts = [e.text for e in effects[i:j]]  # type: ignore[union-attr]
-                i = j
-                members = core.members(room)
-                if not members:
-                    continue
-                lf = ("\n".join(texts) + "\n").encode()
-                crlf: bytes | None = None
-                for cid in members:
-                    conn = conns.get(cid)
-                    if conn is None or cid == exclude or _gone(conn):
-                        continue
-                    if conn.newline == b"\n":
-                        data = lf
-                    else:
-                        if crlf is None:
-                            crlf = ("\r\n".join(texts) + "\r\n").encode()
-                        data = crlf
-                    pending = chunks.get(conn)
-                    if pending is None:
-                        chunks[conn] = [data]
-                    else:
-                        pending.append(data)
-                    lines += len(texts)
-                continue
-            i += 1
-            if kind is Send and effect.cid in conns:  # type: ignore[union-attr]
-                assert isinstance(effect, Send)
-                conn = conns[effect.cid]
-                chunks.setdefault(conn, []).append(effect.text.encode() + conn.newline)
-                lines += 1
-            else:
-                _flush(chunks)  # what was queued goes first (a Close must come after it)
-                self.apply([effect])
-        _flush(chunks)
-        self.stats.lines_out += lines
+    def _received(self, event: Received) -> list[Effect]:
+        return self._item_handlers[type(event.item)](event.node, event.item)
 
-    def _received(self, node: int, event: Received, out: list[Effect]) -> None:
-        core = self.core
-        item = event.item
-        kind = type(item)
-        if kind is Said:
-            assert isinstance(item, Said)
-            out += core.remote_message(item.room, item.text)
-        elif kind is Presence:
-            assert isinstance(item, Presence)
-            out += core.remote_presence(item.cid, item.nick, item.room, node)
-        elif kind is Gone:
-            assert isinstance(item, Gone)
-            out += core.remote_gone(item.cid, item.reason)
-        elif kind is Send:
-            assert isinstance(item, Send)
-            if item.cid in self._conns:  # (never back to the bus: it was meant for us)
-                out.append(Send(item.cid, escape_controls(item.text)))
-        elif kind is TopicSet:
-            assert isinstance(item, TopicSet)
-            out += core.remote_topic(item.room, item.topic, item.nick)
-        elif kind is Hello:
-            assert isinstance(item, Hello)
-            out += core.remote_snapshot(node, item.members, item.topics)
-        elif kind is Lost:
-            assert isinstance(item, Lost)
-            for room, count in item.rooms:
-                out += core.notice(_missed(count), room)
+    def _room_gap(self, event: RoomGap) -> list[Effect]:
+        return self.core.notice(_missed_notice(event.missed), event.room)
+
+    def _missed(self, event: Missed) -> list[Effect]:
+        n = f"{event.count} " if event.count is not None else ""
+        return self.core.notice(f"*** notice: {n}messages from other servers may have been missed")
+
+    def _node_lost(self, event: NodeLost) -> list[Effect]:
+        return self.core.drop_node(event.node, event.reason)
+
+    def _overflow(self, event: Overflow) -> list[Effect]:
+        return self.core.notice(
+            f"*** notice: {event.count} messages could not be sent to other servers"
+        )
+
+    def _backfill(self, event: Backfill) -> list[Effect]:
+        self.core.backfill(event.lines)
+        return []
+
+    def _said(self, node: int, item: Said) -> list[Effect]:
+        return self.core.remote_message(item.room, item.text)
+
+    def _presence_of(self, node: int, item: Presence) -> list[Effect]:
+        return self.core.remote_presence(item.cid, item.nick, item.room, node)
+
+    def _gone(self, node: int, item: Gone) -> list[Effect]:
+        return self.core.remote_gone(item.cid, item.reason)
+
+    def _private(self, node: int, item: Send) -> list[Effect]:
+        if item.cid in self._conns:  # (never back to the bus: it was meant for us)
+            return [Send(item.cid, escape_controls(item.text))]
+        return []
+
+    def _topic_set(self, node: int, item: TopicSet) -> list[Effect]:
+        return self.core.remote_topic(item.room, item.topic, item.nick)
+
+    def _hello(self, node: int, item: Hello) -> list[Effect]:
+        return self.core.remote_snapshot(node, item.members, item.topics)
+
+    def _lost(self, node: int, item: Lost) -> list[Effect]:
+        out: list[Effect] = []
+        for room, count in item.rooms:
+            out += self.core.notice(_missed_notice(count), room)
+        return out
 
     def bus_snapshot(self) -> Hello:
         """This server's clients and topics, for the other servers."""
@@ -510,13 +473,7 @@ def _gone(conn: Connection) -> bool:
     return transport is None or transport.is_closing() or conn.is_closing
 
 
-def _flush(chunks: dict[Connection, list[bytes]]) -> None:
-    for conn, pending in chunks.items():
-        conn.write(pending[0] if len(pending) == 1 else b"".join(pending))
-    chunks.clear()
-
-
-def _missed(count: int) -> str:
+def _missed_notice(count: int) -> str:
     return f"*** notice: {count} message{'' if count == 1 else 's'} may have been missed"
 
 
