@@ -4,11 +4,14 @@ All chat logic lives in :class:`twoway.sansio.chat.ChatCore`; this module only m
 connections to client ids, applies the effects the core returns, enforces flood control and
 turns transport events (closed, idle, too slow) into departures.
 
-Fan-out never waits for the slowest peer: a room line is encoded once and handed to every
-member's transport without awaiting; writes made while a read is being handled are coalesced
-per peer by the net layer. A peer whose queue passes ``max_queued`` (or stays above a quarter
-of it for ``slow_grace`` seconds) gets ``error: too slow, disconnecting`` and is dropped; the
-room reads ``* nick left #room (too slow)``.
+Fan-out never waits for the slowest peer. A room's lines of one loop iteration are gathered
+in a :class:`~twoway.sansio.chat.batch.RoomBatch` and each member gets one write with its
+share, without awaiting; joins and departures inside the batch keep each client's lines exact
+(no flush per join), and lines of joins and departures alone wait a few milliseconds more to
+be gathered (uvloop admits one connection per iteration). A member already lost gets nothing.
+A peer whose queue passes ``max_queued`` (or stays above a quarter of it for ``slow_grace``
+seconds) gets ``error: too slow, disconnecting`` and is dropped; the room reads ``*** nick
+left #room (too slow)``.
 
 With a bus (``--bus redis://...``, see :mod:`twoway.bus`) the chat spans several servers.
 Client ids are then ``node << 32 | n``, unique across servers. What the core returns for the
