@@ -121,6 +121,8 @@ _CHAT = (
     "bus",
     "motd",
     "history",
+    "history-bytes",
+    "max-rooms",
     "flood-rate",
     "flood-burst",
     "max-queued",
