@@ -56,6 +56,8 @@ class _Sink:
         "final_sent",
         "finishing",
         "inflight",
+        "line_open",
+        "lines",
         "over_quota",
         "path",
         "pump",
@@ -74,6 +76,12 @@ class _Sink:
         self.fd = fd  # -1 until the file is created (see open())
         self.path = path
         self.shared = service.file is not None
+        # Whole lines only (a shared file with --lines): a line never meets another
+        # connection's bytes, and the connection's last line always ends with a newline.
+        self.lines = self.shared and service.lines
+        # Part of a line was written without its end (a line longer than buffer_high): the
+        # final write closes it with a newline.
+        self.line_open = False
         # Received chunks not yet handed to a write, kept as they came: os.writev takes the
         # list as it is, with no copy into one growing buffer.
         self.buf: list[bytes] = []
@@ -142,6 +150,8 @@ class _Sink:
             self.buf.append(data)
             self.buf_size += len(data)
         if self.over_quota:
+            if self.lines:
+                self._drop_partial_line()
             self.finish()
             return
         if self.want_splice is None:
@@ -155,6 +165,15 @@ class _Sink:
                 self._read_on()
         if self.buf_size > self.service.buffer_high:
             self.conn.pause_reading()
+
+    def _drop_partial_line(self) -> None:
+        """The quota cut a line: only whole lines are stored, so the part of the cut line
+        that is still buffered is dropped. (A line already partly written, being longer than
+        buffer_high, keeps what is buffered of it and is closed with a newline.)"""
+        joined = b"".join(self.buf)
+        cut = joined.rfind(b"\n") + 1
+        keep = joined[: cut if cut or not self.line_open else len(joined)]
+        self.buf, self.buf_size = ([keep] if keep else []), len(keep)
 
     def finish(self) -> None:
         """No more data will come (EOF, quota, or the connection is gone): flush and sync."""
@@ -170,16 +189,8 @@ class _Sink:
         service = self.service
         final = self.finishing
         chunk: list[bytes]
-        lines_only = self.shared and service.lines and not final
-        joined = b"".join(self.buf) if lines_only else b""
-        cut = joined.rfind(b"\n") + 1 if lines_only else 0
-        if lines_only and (cut or self.buf_size <= service.buffer_high):
-            # Only whole lines go to a shared file. Above buffer_high (where reading pauses)
-            # a line without its end is written as it is: held back, it would hold the
-            # client forever.
-            chunk = [joined[:cut]] if cut else []
-            rest = joined[cut:]
-            self.buf, self.buf_size = ([rest] if rest else []), len(rest)
+        if self.lines:
+            chunk = self._whole_lines(final)
         else:
             chunk, self.buf, self.buf_size = self.buf, [], 0
         sync = (service.fsync == "always" and bool(chunk)) or self.sync_due
@@ -199,6 +210,29 @@ class _Sink:
             service.executor_for(self), _write, self.fd, chunk, sync, dirpath
         )
         fut.add_done_callback(self._written)
+
+    def _whole_lines(self, final: bool) -> list[bytes]:
+        """Take from the buffer what may go to a shared file with ``--lines``: the whole
+        lines, keeping a line's start until its end arrives. At the end of the connection an
+        unterminated last line is closed with a newline, so the next connection's bytes
+        never glue onto it. Above buffer_high (where reading pauses) a line without its end
+        is written as it is: held back, it would hold the client forever."""
+        joined = b"".join(self.buf)
+        if final:
+            cut = len(joined)
+            if (joined and not joined.endswith(b"\n")) or (not joined and self.line_open):
+                joined += b"\n"
+                cut += 1
+        else:
+            cut = joined.rfind(b"\n") + 1
+            if not cut and self.buf_size > self.service.buffer_high:
+                cut = len(joined)
+        rest = joined[cut:]
+        self.buf, self.buf_size = ([rest] if rest else []), len(rest)
+        if not cut:
+            return []
+        self.line_open = joined[cut - 1] != 0x0A
+        return [joined[:cut]]
 
     def _written(self, fut: asyncio.Future[int]) -> None:
         self.inflight = False
@@ -445,8 +479,10 @@ class DumpService(Service):
     the default); ``always`` (after every write, each write gathering what arrived meanwhile).
     ``max_bytes`` caps each connection: the file keeps exactly the first N bytes and the
     client reads ``error: quota exceeded (N bytes)``. With ``file``, connections interleave
-    by whole received chunks, or by whole lines with ``lines=True`` (a line longer than
-    ``buffer_high`` is written in pieces, and a last line without its newline as it is).
+    by whole received chunks, or by whole lines with ``lines=True``: a connection's last line
+    without its newline is closed with one, a quota cut keeps only the whole lines before it,
+    and a line longer than ``buffer_high`` is written in pieces (other connections' lines may
+    fall between them).
 
     ``splice`` (Linux): a connection with its own file is moved into it by ``splice(2)`` in
     a thread of its own, up to ``splice_max`` at once (the rest are read as usual): no copy
