@@ -196,7 +196,10 @@ class DumpService(Service):
         for sink in list(self.sinks):
             if sink.pump is not None:
                 continue  # a pump syncs on its own clock
-            if not sink.failed and sink.received > sink.durable:
+            # With --lines, a line's start held back until its end arrives cannot be synced
+            # yet: only what was written counts (else a held line meant a sync a second).
+            unsynced = sink.written if sink.lines else sink.received
+            if not sink.failed and unsynced > sink.durable:
                 sink.sync_due = True
                 if not sink.inflight:
                     sink.submit()
