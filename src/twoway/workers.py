@@ -114,6 +114,7 @@ class _WorkerSide:
         self.thread = threading.Thread(target=self._run, name="twoway-liveness", daemon=True)
 
     def start(self) -> None:
+        """Start answering (in the worker, before it serves)."""
         self.thread.start()
 
     def _run(self) -> None:

@@ -97,10 +97,12 @@ class DumpService(Service):
 
     @property
     def fsync(self) -> FsyncPolicy:
+        """The sync policy (see the class docstring)."""
         return self.settings.fsync
 
     @property
     def max_bytes(self) -> int | None:
+        """The per-connection quota in bytes; ``None``: none."""
         return self.settings.max_bytes
 
     def _sink(self, conn: Connection, fd: int, path: Path) -> Sink:

@@ -64,6 +64,7 @@ class SpliceSlots:
         return False
 
     def give_back(self) -> None:
+        """Return a slot taken with :meth:`take`."""
         self.used -= 1
 
 
@@ -187,6 +188,8 @@ class Sink:
         self._read_on()
 
     def feed(self, data: bytes) -> None:
+        """Bytes the connection read: buffered, and written when no write is in flight
+        (the quota cuts them first; reading pauses above ``buffer_high``)."""
         if self.failed or self.over_quota:
             return
         limit = self.settings.max_bytes
