@@ -8,17 +8,23 @@ and a quota cut keeps lines whole.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import shutil
 import socket
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
+from helpers import wait_until as async_wait_until
+from twoway.net.server import serve
+from twoway.services.dump import DumpService
+
 from .conftest import LOOPS, StartServer
-from .streamkit import HOST, UNIT, connect, wait_until
+from .streamkit import HOST, MIB, UNIT, connect, read_to_eof, seeded_blocks, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("nc") is None, reason="nc is not installed")
 
@@ -119,3 +125,75 @@ def test_reset_connection_last_line_is_closed(serve: StartServer, tmp_path: Path
     server.wait_for(rf"{target}: stored \d+ bytes from 127\.0\.0\.1:{port}")
     assert _nc(server.port, b"after\n") == b""
     assert target.read_bytes() == b"whole\nhalf a li\nafter\n"
+
+
+def _unread(server_port: int, client_port: int) -> int:
+    """Bytes the server has not yet read from the connection from ``client_port`` (the
+    receive queue of its socket, from /proc/net/tcp)."""
+    for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = row.split()
+        local, remote = fields[1], fields[2]
+        if int(local.rsplit(":", 1)[1], 16) == server_port and (
+            int(remote.rsplit(":", 1)[1], 16) == client_port
+        ):
+            return int(fields[4].split(":")[1], 16)
+    raise AssertionError(f"no connection from port {client_port}")
+
+
+def test_a_line_in_pieces_keeps_the_file_until_its_end(serve: StartServer, tmp_path: Path) -> None:
+    """A line longer than the buffer goes to the file in pieces; a line another client sends
+    meanwhile waits for its end instead of landing inside it."""
+    target = tmp_path / "all.log"
+    server = serve("dump", "--file", str(target), "--lines")
+    head = b"".join(block.hex().encode() for block in seeded_blocks(81, 3 * MIB))  # 6 MiB
+    with connect(server.port) as a:
+        a.sendall(head)
+        wait_until(lambda: target.stat().st_size > 0, what="the first piece of the long line")
+        with connect(server.port) as b:
+            b.sendall(b"a line from b\n")
+            b.shutdown(socket.SHUT_WR)
+            wait_until(lambda: _unread(server.port, b.getsockname()[1]) == 0, what="b read")
+            a.sendall(b" and its end\n")
+            a.shutdown(socket.SHUT_WR)
+            assert read_to_eof(a) == b""
+            assert read_to_eof(b) == b""  # stored, after a's line
+    got = target.read_bytes()
+    assert got == head + b" and its end\na line from b\n", "b's line is not after a's"
+
+
+async def test_a_stalled_line_keeps_the_file_for_line_hold_at_most(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that sends most of a long line and stalls: after ``line_hold`` its line is
+    ended where it stands, the line waiting behind it is stored, and the rest of the long
+    line follows as a line of its own. (In-process, for a short ``line_hold``.)"""
+    target = tmp_path / "all.log"
+    hold = 0.5 * UNIT
+    service = DumpService(file=target, lines=True, line_hold=hold)
+    server = await serve(service, "127.0.0.1", 0)
+    port = server.addresses[0][1]
+    head = b"x" * (5 * MIB)
+    ra, wa = await asyncio.open_connection("127.0.0.1", port)
+    rb, wb = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        wa.write(head)
+        await wa.drain()
+        await async_wait_until(lambda: target.stat().st_size > 0, what="a first piece")
+        wb.write(b"a line from b\n")
+        wb.write_eof()
+        started = time.monotonic()
+        assert await asyncio.wait_for(rb.read(), 10 * UNIT) == b""  # stored
+        assert time.monotonic() - started < hold + 3 * UNIT
+        wa.write(b"and the rest\n")
+        wa.write_eof()
+        assert await asyncio.wait_for(ra.read(), 10 * UNIT) == b""
+    finally:
+        for w in (wa, wb):
+            w.close()
+        server.close()
+        await server.wait_closed()
+        await asyncio.wait_for(service.on_stopped(), 10 * UNIT)
+    got = target.read_bytes()
+    cut = got.index(b"\n")
+    assert got == head[:cut] + b"\na line from b\n" + head[cut:] + b"and the rest\n"
+    assert "held the file for" in caplog.text

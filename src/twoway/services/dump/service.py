@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING
 from twoway.errors import ConfigError, describe_oserror
 from twoway.net.handlers import Service
 from twoway.net.splice import splice_supported
-from twoway.services.dump.sink import FSYNC_POLICIES, FsyncPolicy, Sink, SinkSettings, SpliceSlots
+from twoway.services.dump.sink import (
+    FSYNC_POLICIES,
+    FsyncPolicy,
+    LineTurn,
+    Sink,
+    SinkSettings,
+    SpliceSlots,
+)
 
 if TYPE_CHECKING:
     from twoway.net.connection import Connection
@@ -33,8 +40,9 @@ class DumpService(Service):
     client reads ``error: quota exceeded (N bytes)``. With ``file``, connections interleave
     by whole received chunks, or by whole lines with ``lines=True``: a connection's last line
     without its newline is closed with one, a quota cut keeps only the whole lines before it,
-    and a line longer than ``buffer_high`` is written in pieces (other connections' lines may
-    fall between them).
+    and a line longer than ``buffer_high`` is written in pieces, the others' writes waiting
+    until its end, for at most ``line_hold`` seconds (then it is ended with a newline where it
+    stands: see :class:`~twoway.services.dump.sink.LineTurn`).
 
     ``splice`` (Linux): a connection with its own file is moved into it by ``splice(2)`` in
     a thread of its own, up to ``splice_max`` at once (the rest are read as usual): no copy
@@ -57,6 +65,7 @@ class DumpService(Service):
         workers: int = 4,
         splice: bool = True,
         splice_max: int = 64,
+        line_hold: float = 10.0,
     ) -> None:
         if fsync not in FSYNC_POLICIES:
             raise ConfigError(f"fsync = {fsync!r}: not one of {', '.join(FSYNC_POLICIES)}")
@@ -73,6 +82,10 @@ class DumpService(Service):
         self.splice = splice and splice_supported()
         #: Uploads spliced now, of at most ``splice_max``.
         self.splice_slots = SpliceSlots(splice_max)
+        # With --lines, a line written in pieces keeps the shared file for at most
+        # line_hold seconds: long enough for a line of hundreds of MiB at network speed,
+        # short enough that a stalled client does not stall every other upload for long.
+        self._turn = LineTurn(line_hold) if lines and self.file is not None else None
         #: The uploads in progress.
         self.sinks: set[Sink] = set()
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, "twoway-dump")
@@ -117,6 +130,7 @@ class DumpService(Service):
             writer=self._shared_pool if shared else self._pool,
             slots=self.splice_slots if self.splice else None,
             forget=self.sinks.discard,
+            turn=self._turn,
         )
 
     @staticmethod

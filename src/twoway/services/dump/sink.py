@@ -25,7 +25,7 @@ from twoway.services.dump.disk import WriteFailed, create_file, strerror, write_
 if TYPE_CHECKING:
     from twoway.net.connection import Connection
 
-__all__ = ["FSYNC_POLICIES", "FsyncPolicy", "Sink", "SinkSettings", "SpliceSlots"]
+__all__ = ["FSYNC_POLICIES", "FsyncPolicy", "LineTurn", "Sink", "SinkSettings", "SpliceSlots"]
 
 log = logging.getLogger("twoway.dump")
 
@@ -68,6 +68,55 @@ class SpliceSlots:
         self.used -= 1
 
 
+class LineTurn:
+    """Whose line is being written to a shared file with ``--lines``.
+
+    A line longer than ``buffer_high`` goes to the file in pieces; from its first piece to
+    its end the file is that connection's turn, and the others' writes wait (their buffers
+    bounded: reading pauses above ``buffer_high``), so no line ever lands inside another.
+    A turn lasts at most ``hold`` seconds: then the line is ended with a newline where it
+    stands (the rest of it follows as a line of its own), so one stalled client cannot
+    hold every other upload forever.
+    """
+
+    __slots__ = ("hold", "owner", "timer", "waiters")
+
+    def __init__(self, hold: float) -> None:
+        self.hold = hold
+        self.owner: Sink | None = None
+        self.waiters: list[Sink] = []
+        self.timer: asyncio.TimerHandle | None = None
+
+    def blocks(self, sink: Sink) -> bool:
+        """True if it is another sink's turn: ``sink`` is queued and woken afterwards."""
+        if self.owner is None or self.owner is sink:
+            return False
+        if sink not in self.waiters:
+            self.waiters.append(sink)
+        return True
+
+    def take(self, sink: Sink) -> None:
+        """``sink`` wrote a piece of a line: the file is its turn until :meth:`release`."""
+        if self.owner is None:
+            self.owner = sink
+            self.timer = asyncio.get_running_loop().call_later(self.hold, sink.end_line)
+
+    def release(self, sink: Sink) -> None:
+        """``sink``'s line ended (or the sink is gone): wake the others in order."""
+        if self.owner is not sink:
+            return
+        self.owner = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        waiters, self.waiters = self.waiters, []
+        for i, waiter in enumerate(waiters):
+            if self.owner is not None:  # a waiter's own long line took the turn
+                self.waiters.extend(w for w in waiters[i:] if w.wants_turn)
+                return
+            waiter.resume()
+
+
 class Sink:
     """One connection's upload: a buffer, the file it goes to, at most one write in flight.
 
@@ -79,6 +128,7 @@ class Sink:
         "buf_size",
         "conn",
         "creator",
+        "cut_line",
         "dir_pending",
         "done",
         "durable",
@@ -99,6 +149,7 @@ class Sink:
         "slots",
         "sync_due",
         "syncing",
+        "turn",
         "want_splice",
         "writer",
         "written",
@@ -116,6 +167,7 @@ class Sink:
         writer: Executor,
         slots: SpliceSlots | None,
         forget: Callable[[Sink], None],
+        turn: LineTurn | None = None,
     ) -> None:
         self.conn = conn
         self.fd = fd  # -1 until the file is created (see open())
@@ -130,6 +182,10 @@ class Sink:
         # Whole lines only (a shared file with --lines): a line never meets another
         # connection's bytes, and the connection's last line always ends with a newline.
         self.lines = shared and settings.lines
+        # With --lines, whose line the shared file is writing (see LineTurn).
+        self.turn = turn if self.lines else None
+        # The turn's time is up: the open line is ended with a newline at the next write.
+        self.cut_line = False
         # Part of a line was written without its end (a line longer than buffer_high): the
         # final write closes it with a newline.
         self.line_open = False
@@ -243,6 +299,8 @@ class Sink:
         thread; nothing when there is nothing to do. At most one write is in flight."""
         settings = self.settings
         final = self.finishing
+        if self.turn is not None and self.turn.blocks(self):
+            return  # another connection's line is being written: resume() comes after it
         chunk: list[bytes]
         if self.lines:
             chunk = self._whole_lines(final)
@@ -263,6 +321,9 @@ class Sink:
         loop = asyncio.get_running_loop()
         fut = loop.run_in_executor(self.writer, write_chunks, self.fd, chunk, sync, dirpath)
         fut.add_done_callback(self._written)
+        if self.turn is not None and not self.line_open:
+            # Only now: the waiters' writes must queue behind the one that ends the line.
+            self.turn.release(self)
 
     def _whole_lines(self, final: bool) -> list[bytes]:
         """Take from the buffer what may go to a shared file with ``--lines``: the whole
@@ -278,14 +339,48 @@ class Sink:
                 cut += 1
         else:
             cut = joined.rfind(b"\n") + 1
-            if not cut and self.buf_size > self.settings.buffer_high:
+            if not cut and self.cut_line and self.line_open:
+                joined += b"\n"  # the turn is up: end the line where it stands
                 cut = len(joined)
+            elif not cut and self.buf_size > self.settings.buffer_high:
+                cut = len(joined)
+        self.cut_line = False
         rest = joined[cut:]
         self.buf, self.buf_size = ([rest] if rest else []), len(rest)
         if not cut:
             return []
         self.line_open = joined[cut - 1] != 0x0A
+        if self.turn is not None and self.line_open:
+            self.turn.take(self)
         return [joined[:cut]]
+
+    @property
+    def wants_turn(self) -> bool:
+        """Still has something to write (a waiter to wake)."""
+        return not self.failed and self.fd >= 0 and not self.done.done()
+
+    def resume(self) -> None:
+        """The shared file is free again (see :class:`LineTurn`): write what waited."""
+        if self.wants_turn and not self.inflight:
+            self.submit()
+            if not self.inflight:
+                self._read_on()
+
+    def end_line(self) -> None:
+        """The turn's time is up (see :class:`LineTurn`): end the open line at the next
+        write, now if none is in flight."""
+        if not self.line_open or self.failed:
+            return
+        log.warning(
+            "dump: %s: a line from %s held the file for %g s without its end: ended it with "
+            "a newline",
+            self.path,
+            self.conn.peer,
+            self.turn.hold if self.turn is not None else 0,
+        )
+        self.cut_line = True
+        if not self.inflight:
+            self.submit()
 
     def _written(self, fut: asyncio.Future[int]) -> None:
         self.inflight = False
@@ -305,7 +400,7 @@ class Sink:
                 return
             self._complete()
             return
-        if self.buf_size or self.sync_due:
+        if self.buf_size or self.sync_due or self.cut_line:
             self.submit()
         self._read_on()
 
@@ -429,6 +524,8 @@ class Sink:
 
     def _forget(self) -> None:
         self._release_splice()
+        if self.turn is not None:
+            self.turn.release(self)
         self.forget(self)
         if not self.done.done():
             self.done.set_result(None)
