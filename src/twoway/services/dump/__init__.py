@@ -15,7 +15,8 @@ waiting, reading from that client pauses, so memory stays bounded whatever the c
 
 The package, by job: :mod:`.service` (the :class:`DumpService` callbacks and the
 per-service resources), :mod:`.sink` (one connection's upload: buffer, quota, whole lines,
-fsync policy, splice pump), :mod:`.disk` (the blocking file work of the worker threads).
+fsync policy, splice pump), :mod:`.turn` (whose line a shared ``--lines`` file is
+writing), :mod:`.disk` (the blocking file work of the worker threads).
 Moving a socket into a file without a copy is :mod:`twoway.net.splice`'s job.
 """
 

@@ -14,14 +14,8 @@ from typing import TYPE_CHECKING
 from twoway.errors import ConfigError, describe_oserror
 from twoway.net.handlers import Service
 from twoway.net.splice import splice_supported
-from twoway.services.dump.sink import (
-    FSYNC_POLICIES,
-    FsyncPolicy,
-    LineTurn,
-    Sink,
-    SinkSettings,
-    SpliceSlots,
-)
+from twoway.services.dump.sink import FSYNC_POLICIES, FsyncPolicy, Sink, SinkSettings, SpliceSlots
+from twoway.services.dump.turn import LineTurn
 
 if TYPE_CHECKING:
     from twoway.net.connection import Connection
@@ -42,7 +36,7 @@ class DumpService(Service):
     without its newline is closed with one, a quota cut keeps only the whole lines before it,
     and a line longer than ``buffer_high`` is written in pieces, the others' writes waiting
     until its end, for at most ``line_hold`` seconds (then it is ended with a newline where it
-    stands: see :class:`~twoway.services.dump.sink.LineTurn`).
+    stands: see :class:`~twoway.services.dump.turn.LineTurn`).
 
     ``splice`` (Linux): a connection with its own file is moved into it by ``splice(2)`` in
     a thread of its own, up to ``splice_max`` at once (the rest are read as usual): no copy
