@@ -235,7 +235,7 @@ class ChatClient:
 
     def welcome(self) -> str:
         for line in self.lines_until("* type /help for commands"):
-            if m := re.fullmatch(r"\* you are (\S+)", line):
+            if m := re.fullmatch(r"\*\*\* you are (\S+)", line):
                 self.nick = m.group(1)
         return self.nick
 

@@ -59,7 +59,7 @@ def _during_outage(alice: ChatClient, bob: ChatClient) -> None:
     """Nobody is wrongly seen leaving; bob's line waits on B. (carol receiving every tick
     at once is checked afterwards: local chat is not interrupted.)"""
     bob.send("bob during")
-    assert alice.ask("/who", "* in #lobby") == "* in #lobby: alice, bob, carol"
+    assert alice.ask("/who", "*** in #lobby") == "*** in #lobby: alice, bob, carol"
 
 
 def _after(a: CliServer, b: CliServer, alice: ChatClient, bob: ChatClient) -> None:
@@ -68,7 +68,7 @@ def _after(a: CliServer, b: CliServer, alice: ChatClient, bob: ChatClient) -> No
         srv.wait_for(BACK, 15 * UNIT)
     bob.send("after")
     alice.expect("bob: after")
-    assert bob.ask("/who", "* in #lobby") == "* in #lobby: alice, bob, carol"
+    assert bob.ask("/who", "*** in #lobby") == "*** in #lobby: alice, bob, carol"
     for srv in (a, b):  # one line per change of state, not one per message or retry
         assert srv.count(UNREACHABLE) == 1, srv.stderr
         assert srv.count(BACK) == 1, srv.stderr
@@ -91,7 +91,7 @@ def test_redis_restarted_empty_after_3_s(cluster: Cluster) -> None:
     assert got == sorted(set(got)), got  # once each, in order
     missing = set(range(1, ticker.sent + 1)) - set(got)
     assert missing <= set(range(1, before + 1)), sorted(missing)  # queued lines all arrive
-    assert "* notice: messages from other servers may have been missed" in lines
+    assert "*** notice: messages from other servers may have been missed" in lines
     # Logged once the backlog's last publish has returned, which can be after bob got it.
     back = r"bus: redis back, [1-9]\d* messages sent"
     a.wait_for(back, 5 * UNIT)
@@ -142,7 +142,7 @@ def test_server_starts_while_redis_is_down(cluster: Cluster) -> None:
     welcome = bob.lines_until("* type /help")
     known = set(re.findall(r"\b(alice|carol)\b", " ".join(x for x in welcome if "peer" in x)))
     while known != {"alice", "carol"}:
-        known.add(bob.expect(re.compile(r"^\* (alice|carol) joined #lobby$")).split()[1])
+        known.add(bob.expect(re.compile(r"^\*\*\* (alice|carol) joined #lobby$")).split()[1])
     bob.rename("bob")
     alice.knows("bob")
     bob.send("hello a")

@@ -25,7 +25,7 @@ def test_messages_joins_parts_and_actions_span_servers(pair: Pair) -> None:
     bob.send("/join t1")
     alice.expect("* bob1 joined #t1")
     bob.expect("* you are in #t1")
-    assert bob.expect("peer") == "* 1 peer here: alice1"
+    assert bob.expect("peer") == "*** 1 peer here: alice1"
     alice.send("hello from a")
     bob.expect("alice1: hello from a")
     bob.send("/me waves")
@@ -80,10 +80,10 @@ def test_who_rooms_and_peers_count_both_servers(pair: Pair) -> None:
     a2.ask("/join t4", "* you are in #t4")
     b1.expect("* amy4 left #lobby")  # B has seen both move
     b1.ask("/join t4", "* you are in #t4")
-    assert b1.expect("peers here") == "* 2 peers here: amy4, ann4"
+    assert b1.expect("peers here") == "*** 2 peers here: amy4, ann4"
     a1.expect("* ben4 joined #t4")
     for cl in (a1, a2, b1):
-        assert cl.ask("/who", "* in #t4") == "* in #t4: amy4, ann4, ben4"
+        assert cl.ask("/who", "*** in #t4") == "*** in #t4: amy4, ann4, ben4"
         assert re.search(r"#t4 \(3\)", cl.ask("/rooms", "* rooms:"))
     # /peers counts everyone on every server (the other tests' clients included), and says
     # how many of them are on the asker's own server.
@@ -99,7 +99,7 @@ def test_who_rooms_and_peers_count_both_servers(pair: Pair) -> None:
     assert here[0] == here[1] and here[0] + 1 + here[2] + 1 == total + 1, answers
     b1.send("/quit")
     a1.expect("* ben4 left #t4 (quit)")
-    assert a1.ask("/who", "* in #t4") == "* in #t4: amy4, ann4"
+    assert a1.ask("/who", "*** in #t4") == "*** in #t4: amy4, ann4"
     assert re.search(r"#t4 \(2\)", a2.ask("/rooms", "* rooms:"))
 
 
@@ -126,10 +126,10 @@ def test_history_and_topic_span_servers(pair: Pair) -> None:
     eve = c.client(b, "eve5")
     eve.send("/join t5")
     welcome = eve.lines_until("[history] carol5: three from a, dave gone")
-    assert "* topic: across servers" in welcome
+    assert "*** topic: across servers" in welcome
     assert "[history] carol5: one from a" in welcome
     assert "[history] dave5: two from b" in welcome
-    assert eve.ask("/topic", "* topic") == "* topic for #t5: across servers"
+    assert eve.ask("/topic", "*** topic") == "*** topic for #t5: across servers"
 
 
 def test_500_lines_arrive_once_in_order(pair: Pair) -> None:
@@ -163,13 +163,13 @@ def test_server_stop_removes_its_clients_elsewhere(cluster: Cluster) -> None:
     alice = cluster.client(a, "alice7")
     bob = cluster.client(b, "bob7")
     alice.knows("bob7")
-    assert alice.ask("/who", "* in #lobby") == "* in #lobby: alice7, bob7"
+    assert alice.ask("/who", "*** in #lobby") == "*** in #lobby: alice7, bob7"
     b.signal()  # SIGTERM: a graceful stop
     bob.wait_closed()
     bob.close()
     assert b.wait_exit() == 0
-    alice.expect(re.compile(r"^\* bob7 left #lobby \("), 5 * UNIT)
-    assert alice.ask("/who", "* in #lobby") == "* in #lobby: alice7"
+    alice.expect(re.compile(r"^\*\*\* bob7 left #lobby \("), 5 * UNIT)
+    assert alice.ask("/who", "*** in #lobby") == "*** in #lobby: alice7"
     assert "bus: redis" in b.stderr
 
 

@@ -48,7 +48,7 @@ def test_worker_killed_is_restarted_and_its_users_leave(cluster: Cluster) -> Non
         watcher.saw(f"* {v.nick} left #lobby (server lost)", 10 * UNIT)
     assert time.monotonic() - killed_at < 8 * UNIT
     who = watcher.ask("/who", "* in #lobby")
-    names = set(who.removeprefix("* in #lobby: ").split(", "))
+    names = set(who.removeprefix("*** in #lobby: ").split(", "))
     assert names == {s.nick for s in survivors}, who
 
     # The restarted worker joins the same chat (a new client may land on either worker).

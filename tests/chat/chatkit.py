@@ -77,13 +77,13 @@ class LineSource:
 
     def welcome(self) -> str:
         """Read the welcome block; return (and remember) the nick it gives."""
-        lines = self.lines_until("* type /help for commands")
+        lines = self.lines_until("*** type /help for commands")
         for line in lines:
-            m = re.fullmatch(r"\* you are (\S+)", line)
+            m = re.fullmatch(r"\*\*\* you are (\S+)", line)
             if m:
                 self.nick = m.group(1)
                 return self.nick
-        raise AssertionError(self._why("welcome without '* you are NICK'"))
+        raise AssertionError(self._why("welcome without '*** you are NICK'"))
 
     def sync(self, timeout: float = TIMEOUT) -> list[str]:
         """A barrier: send ``/peers`` and return the lines read before its answer.

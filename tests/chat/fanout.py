@@ -90,7 +90,7 @@ class FanOut:
             m = _CHAT.match(raw)
             if m is None:
                 text = raw.decode("utf-8", "replace")
-                if text.startswith("* "):
+                if text.startswith("*** "):
                     c.notices.append((now, text))
                     continue
                 self.errors.append(f"{c.nick} read an unexpected line {text[:120]!r}")

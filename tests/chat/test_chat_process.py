@@ -21,9 +21,9 @@ def _burst(chat: Harness, srv: ChatServer, n: int = 6) -> tuple[int, int, list[s
     barrier then shows everything delivered.
     """
     talker = chat.client(srv, name="talker", welcome=False)
-    welcome = talker.lines_until("* type /help")
+    welcome = talker.lines_until("*** type /help")
     other = chat.client(srv, name="other")
-    talker.expect("* guest2 joined")
+    talker.expect("*** guest2 joined")
     burst = b"".join(b"burst %d\n" % i for i in range(n)) + b"M" * 70_000
     talker.send(burst)
     refused = talker.lines_until("error: line too long").count("error: slow down")
@@ -34,7 +34,7 @@ def _burst(chat: Harness, srv: ChatServer, n: int = 6) -> tuple[int, int, list[s
 
 def _history_on_join(chat: Harness, srv: ChatServer) -> int:
     newcomer = chat.client(srv, name="newcomer", welcome=False)
-    return sum(line.startswith("[history] ") for line in newcomer.lines_until("* type /help"))
+    return sum(line.startswith("[history] ") for line in newcomer.lines_until("*** type /help"))
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def config_file(tmp_path: Path) -> Path:
 def test_chat_options_from_a_toml_file(chat: Harness, config_file: Path) -> None:
     srv = chat.start("--config", str(config_file), service=None, port0=False)
     delivered, refused, welcome = _burst(chat, srv)
-    assert "* from the config file" in welcome
+    assert "*** from the config file" in welcome
     assert (delivered, refused) == (3, 3)  # flood-burst = 3
     assert _history_on_join(chat, srv) == 2  # history = 2
 
@@ -65,7 +65,7 @@ def test_environment_overrides_the_file(chat: Harness, config_file: Path) -> Non
     env = {"TWOWAY_FLOOD_RATE": "0", "TWOWAY_HISTORY": "5", "TWOWAY_CONFIG": str(config_file)}
     srv = chat.start(env=env, service=None, port0=False)  # the file named by TWOWAY_CONFIG
     delivered, refused, welcome = _burst(chat, srv)
-    assert "* from the config file" in welcome
+    assert "*** from the config file" in welcome
     assert (delivered, refused) == (6, 0)  # TWOWAY_FLOOD_RATE=0: no flood control
     assert _history_on_join(chat, srv) == 5
 

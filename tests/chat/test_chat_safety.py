@@ -40,7 +40,7 @@ def _safe_line(c: Client) -> str:
 def test_a_one_megabyte_line_gets_an_error_and_the_connection_survives(chat: Harness) -> None:
     srv = chat.start()
     a, b = chat.client(srv, name="a"), chat.client(srv, name="b")
-    a.expect("* guest2 joined")
+    a.expect("*** guest2 joined")
     a.send(b"A" * 1_000_000 + b"TAIL")
     a.send("after the long line")
     assert a.expect("error:") == "error: line too long (max 65536 bytes)"
@@ -63,7 +63,7 @@ def test_control_bytes_and_invalid_utf8_arrive_escaped(chat: Harness) -> None:
     srv = chat.start("--flood-rate", "0")
     sender = chat.client(srv, name="sender")
     receivers = [chat.client(srv, name=f"r{i}") for i in range(2)]
-    receivers[0].expect("* guest3 joined")
+    receivers[0].expect("*** guest3 joined")
     sender.sync()
     payloads = [
         (b"\x1b[31mred\x1b[0m \x1b]0;pwned\x07", "^[[31mred^[[0m ^[]0;pwned^G"),
@@ -83,14 +83,14 @@ def test_control_bytes_and_invalid_utf8_arrive_escaped(chat: Harness) -> None:
     sender.send(b"/msg guest2 \x1b[6n private \x05")
     expected = [f"guest1: {text}" for _, text in payloads] + [
         "* guest1 ^[[2Jclears ^@the screen",
-        "* guest1 set the topic: ^[]2;title^G",
+        "*** guest1 set the topic: ^[]2;title^G",
     ]
     rest: list[list[str]] = []
     for r in receivers:
         got: list[str] = []
         while len(got) < len(expected):
             text = _safe_line(r)
-            if text.startswith(("guest1", "* guest1")):
+            if text.startswith(("guest1", "* guest1", "*** guest1")):
                 got.append(text)
         assert got == expected
         # Everything else up to a barrier is safe too.
@@ -113,7 +113,7 @@ def test_telnet_negotiation_is_consumed_and_refused(chat: Harness) -> None:
     srv = chat.start("--flood-rate", "0")
     tel = chat.client(srv, name="telnet-like")
     other = chat.client(srv, name="other")
-    tel.expect("* guest2 joined")
+    tel.expect("*** guest2 joined")
     IAC, DONT, DO, WONT, WILL, SB, SE = 0xFF, 0xFE, 0xFD, 0xFC, 0xFB, 0xFA, 0xF0
     # Ctrl-C in telnet: IAC IP, IAC DO TIMING-MARK, in the middle of a line.
     tel.send(b"hel" + bytes([IAC, 0xF4, IAC, DO, 0x06]) + b"lo", end=b"\r\n")
@@ -229,9 +229,9 @@ def test_real_telnet_in_a_pty_can_chat_and_quit(chat: Harness) -> None:
     other = chat.client(srv, name="other")
     term = _Pty(["telnet", "127.0.0.1", str(srv.port)])
     try:
-        term.expect(b"* type /help for commands")
-        assert b"* you are guest2\r\n" in term.output
-        other.expect("* guest2 joined")
+        term.expect(b"*** type /help for commands")
+        assert b"*** you are guest2\r\n" in term.output
+        other.expect("*** guest2 joined")
         term.type(b"hello\r")
         assert other.expect("guest2:") == "guest2: hello"
         other.send("hi telnet")
@@ -248,6 +248,6 @@ def test_real_telnet_in_a_pty_can_chat_and_quit(chat: Harness) -> None:
         term.expect(b"Bye Bye!")
         assert term.wait() == 0
         assert b"Connection closed by foreign host." in term.output
-        assert other.expect("* guest2 left") == "* guest2 left #lobby (quit)"
+        assert other.expect("*** guest2 left") == "*** guest2 left #lobby (quit)"
     finally:
         term.close()

@@ -93,7 +93,7 @@ def test_a_client_that_never_reads_is_dropped_and_memory_stays_bounded(chat: Har
     # The stuck client alone was dropped as too slow, and the room was told.
     load.run(timeout=TIMEOUT, until=everyone_saw_the_drop)
     for c in chatters:
-        assert [t for _, t in c.notices if "left" in t] == ["* guest1 left #lobby (too slow)"]
+        assert [t for _, t in c.notices if "left" in t] == ["*** guest1 left #lobby (too slow)"]
     m = srv.wait_log(r"too slow \((\d+) bytes queued\), disconnecting")
     dropped_at = srv.matched_at
     queued_at_drop = int(m.group(1))
@@ -127,7 +127,7 @@ def test_a_client_that_reads_too_slowly_is_dropped_after_the_grace(chat: Harness
     srv = chat.start("--flood-rate", "0", "--max-queued", "4MiB", "--slow-grace", "1")
     slow = chat.client(srv, name="slow", rcvbuf=4096)
     sender = chat.client(srv, name="sender")
-    slow.expect("* guest2 joined")
+    slow.expect("*** guest2 joined")
     sender.sync()
     line = b"y" * 999 + b"\n"
     backlog_target = 5 * MiB
@@ -160,7 +160,7 @@ def test_a_client_that_reads_too_slowly_is_dropped_after_the_grace(chat: Harness
                 seen = (seen + sender.sock.recv(1 << 16))[-4096:]
             except BlockingIOError:
                 pass
-            notice = re.search(rb"\* guest1 left [^\n]*\n", seen)
+            notice = re.search(rb"\*\*\* guest1 left [^\n]*\n", seen)
             if notice:
                 departure = notice.group().decode().rstrip("\n")
             time.sleep(0.01)  # the reader's pace: this is what makes it slow
@@ -168,7 +168,7 @@ def test_a_client_that_reads_too_slowly_is_dropped_after_the_grace(chat: Harness
         slow.sock.setblocking(True)
         sender.sock.setblocking(True)
     took = time.monotonic() - started
-    assert departure == "* guest1 left #lobby (too slow)"
+    assert departure == "*** guest1 left #lobby (too slow)"
     m = srv.wait_log(r"too slow \((\d+) bytes queued\), disconnecting")
     queued = int(m.group(1))
     # The soft limit, not the hard one: dropped with less than max-queued queued.
@@ -197,7 +197,7 @@ def test_a_stuck_client_with_default_buffers_is_dropped_past_the_kernel_buffers(
     deadline = time.monotonic() + 4 * TIMEOUT
     pushed = 0
     seen = b""
-    while b"* guest1 left #lobby (too slow)" not in seen:
+    while b"*** guest1 left #lobby (too slow)" not in seen:
         assert time.monotonic() < deadline, f"not dropped after {pushed / MiB:.0f} MiB"
         talker.sock.settimeout(TIMEOUT)
         talker.sock.sendall(chunk)

@@ -129,6 +129,33 @@ async def test_control_characters_from_the_server_are_escaped(procs: Procs) -> N
     assert sent.is_set()
 
 
+async def test_invisible_unicode_from_the_server_is_shown_escaped(procs: Procs) -> None:
+    """A right-to-left override, an isolate, a zero-width space, a BOM and a line separator
+    sent by a server reach the terminal spelled out (\\u202e...), never as themselves."""
+    evil = "rlo \u202e isolate \u2066x\u2069 zw a\u200bb bom \ufeff ls \u2028 end\r\n"
+    writers: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        writer.write(evil.encode())
+        await writer.drain()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        term = await procs.pty_client("127.0.0.1", str(port))
+        await term.screen.wait_for(r"rlo .* end", clean=True)
+        raw = term.screen.data
+        for char in "\u202e\u2066\u2069\u200b\ufeff\u2028":
+            assert char.encode() not in raw
+        text = strip_ansi(term.screen.text)
+        assert r"rlo \u202e isolate \u2066x\u2069 zw a\u200bb bom \ufeff ls \u2028 end" in text
+        term.type(CTRL_C)
+        assert await term.wait() == 130
+        for writer in writers:
+            writer.close()
+
+
 async def test_stdin_a_terminal_and_stdout_a_pipe_is_pipe_mode(procs: Procs) -> None:
     """Interactive needs both ends on the terminal; with stdout redirected the client is a
     pipe (raw bytes out), reading the terminal's lines."""

@@ -56,7 +56,7 @@ async def test_without_a_reply_the_sender_leaves_after_the_linger(procs: Procs) 
         "127.0.0.1", str(server.port), "--send", "hello", "--count", "1", "--linger", "0.3",
     )  # fmt: skip
     assert await client.wait() == 0
-    assert "* welcome to" in client.stdout.text
+    assert "*** welcome to" in client.stdout.text
     assert client.stderr.text == ""
 
 

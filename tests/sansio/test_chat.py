@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twoway.sansio.chat import ChatCore, Close, Effect, Log, Send, ToRoom
+from twoway.sansio.chat import NOTICE, ChatCore, Close, Effect, Log, Send, ToRoom
 
 
 def sent(effects: Sequence[Effect], cid: int) -> list[str]:
@@ -35,12 +35,12 @@ def test_welcome_sequence_alone() -> None:
     core = ChatCore()
     out = core.connect(1, 0.0, "127.0.0.1:40000")
     assert out == [
-        Send(1, "* welcome to twoway chat"),
-        Send(1, "* you are guest1"),
-        ToRoom("#lobby", "* guest1 joined #lobby", 1),
-        Send(1, "* you are in #lobby"),
-        Send(1, "* you are alone here"),
-        Send(1, "* type /help for commands"),
+        Send(1, "*** welcome to twoway chat"),
+        Send(1, "*** you are guest1"),
+        ToRoom("#lobby", "*** guest1 joined #lobby", 1),
+        Send(1, "*** you are in #lobby"),
+        Send(1, "*** you are alone here"),
+        Send(1, "*** type /help for commands"),
         Log("guest1 joined #lobby from 127.0.0.1:40000"),
     ]
 
@@ -52,34 +52,34 @@ def test_welcome_with_motd_peers_and_history() -> None:
     core.line(2, "/me waves", 2.0)
     out = core.connect(3, 3.0)
     assert sent(out, 3) == [
-        "* welcome to demo chat",
-        "* first line",
-        "* second ^[ line",
-        "* you are guest3",
-        "* you are in #lobby",
-        "* 2 peers here: guest1, guest2",
+        "*** welcome to demo chat",
+        "*** first line",
+        "*** second ^[ line",
+        "*** you are guest3",
+        "*** you are in #lobby",
+        "*** 2 peers here: guest1, guest2",
         "[history] guest1: hi there",
         "[history] * guest2 waves",
-        "* type /help for commands",
+        "*** type /help for commands",
     ]
-    assert to_room(out) == [("#lobby", "* guest3 joined #lobby", 3)]
+    assert to_room(out) == [("#lobby", "*** guest3 joined #lobby", 3)]
     assert logs(out) == ["guest3 joined #lobby"]  # no address given
 
 
 def test_one_peer_is_singular() -> None:
     core = connected(ChatCore(), 1)
-    assert "* 1 peer here: guest1" in sent(core.connect(2, 0.0), 2)
+    assert "*** 1 peer here: guest1" in sent(core.connect(2, 0.0), 2)
 
 
 def test_guest_numbers_smallest_free_and_not_reused_while_connected() -> None:
     core = connected(ChatCore(), 1, 2, 3)
     core.disconnect(2, "closed")
-    assert core.connect(4, 0.0)[1] == Send(4, "* you are guest2")
+    assert core.connect(4, 0.0)[1] == Send(4, "*** you are guest2")
     # guest1 renames; its number stays held while it is connected.
     core.line(1, "/nick alice", 0.0)
-    assert core.connect(5, 0.0)[1] == Send(5, "* you are guest4")
+    assert core.connect(5, 0.0)[1] == Send(5, "*** you are guest4")
     core.disconnect(1, "closed")
-    assert core.connect(6, 0.0)[1] == Send(6, "* you are guest1")
+    assert core.connect(6, 0.0)[1] == Send(6, "*** you are guest1")
 
 
 def test_guest_number_blocked_by_someone_who_chose_it() -> None:
@@ -87,13 +87,13 @@ def test_guest_number_blocked_by_someone_who_chose_it() -> None:
     core.line(1, "/nick Guest2", 0.0)
     assert core.nick(1) == "Guest2"
     # guest1's number is still held by client 1 and "guest2" is a nick: next is guest3.
-    assert core.connect(2, 0.0)[1] == Send(2, "* you are guest3")
+    assert core.connect(2, 0.0)[1] == Send(2, "*** you are guest3")
     # Once the chosen nick is released, the number is free again (and the smallest).
     core.line(1, "/nick bob", 0.0)
-    assert core.connect(3, 0.0)[1] == Send(3, "* you are guest2")
+    assert core.connect(3, 0.0)[1] == Send(3, "*** you are guest2")
     core.disconnect(1, "closed")
-    assert core.connect(4, 0.0)[1] == Send(4, "* you are guest1")
-    assert core.connect(5, 0.0)[1] == Send(5, "* you are guest4")
+    assert core.connect(4, 0.0)[1] == Send(4, "*** you are guest1")
+    assert core.connect(5, 0.0)[1] == Send(5, "*** you are guest4")
 
 
 def test_guest_number_blocked_then_owner_leaves() -> None:
@@ -101,10 +101,10 @@ def test_guest_number_blocked_then_owner_leaves() -> None:
     core.line(2, "/nick carol", 0.0)  # number 2 stays with client 2
     core.line(1, "/nick guest2", 0.0)  # client 1 takes the nick guest2
     core.disconnect(2, "closed")  # number 2 is free, but the nick guest2 is taken
-    assert core.connect(3, 0.0)[1] == Send(3, "* you are guest3")
+    assert core.connect(3, 0.0)[1] == Send(3, "*** you are guest3")
     core.disconnect(1, "closed")  # frees number 1 and the nick guest2
-    assert core.connect(4, 0.0)[1] == Send(4, "* you are guest1")
-    assert core.connect(5, 0.0)[1] == Send(5, "* you are guest2")
+    assert core.connect(4, 0.0)[1] == Send(4, "*** you are guest1")
+    assert core.connect(5, 0.0)[1] == Send(5, "*** you are guest2")
 
 
 def test_duplicate_connect_is_a_programming_error() -> None:
@@ -122,7 +122,7 @@ def test_constructor_validation() -> None:
         ChatCore(max_names=0)
     core = ChatCore(lobby="Hall")
     assert core.lobby == "#hall"
-    assert sent(core.connect(1, 0.0), 1)[2] == "* you are in #hall"
+    assert sent(core.connect(1, 0.0), 1)[2] == "*** you are in #hall"
 
 
 # -- messages ------------------------------------------------------------------------------
@@ -201,7 +201,7 @@ def test_quit(word: str) -> None:
     core = connected(ChatCore(), 1, 2)
     assert core.line(1, word, 0.0) == [
         Send(1, "Bye Bye!"),
-        ToRoom("#lobby", "* guest1 left #lobby (quit)", 1),
+        ToRoom("#lobby", "*** guest1 left #lobby (quit)", 1),
         Log("guest1 left #lobby (quit)"),
         Close(1, "quit"),
     ]
@@ -214,7 +214,7 @@ def test_quit(word: str) -> None:
 def test_quit_with_reason_is_escaped() -> None:
     core = connected(ChatCore(), 1, 2)
     out = core.line(1, "/quit  gone \x07fishing ", 0.0)
-    assert to_room(out) == [("#lobby", "* guest1 left #lobby (quit: gone ^Gfishing)", 1)]
+    assert to_room(out) == [("#lobby", "*** guest1 left #lobby (quit: gone ^Gfishing)", 1)]
     assert out[-1] == Close(1, "quit")
 
 
@@ -223,7 +223,7 @@ def test_disconnect() -> None:
     core.line(1, "/join dev", 0.0)
     core.line(2, "/join dev", 0.0)
     assert core.disconnect(1, "too slow") == [
-        ToRoom("#dev", "* guest1 left #dev (too slow)", 1),
+        ToRoom("#dev", "*** guest1 left #dev (too slow)", 1),
         Log("guest1 left #dev (too slow)"),
     ]
     assert list(core.members("#dev")) == [2]
@@ -240,7 +240,7 @@ def test_last_member_leaving_deletes_room_topic_and_history() -> None:
     assert list(core.members("#dev")) == []
     connected(core, 2)
     out = core.line(2, "/join dev", 0.0)
-    assert sent(out, 2) == ["* you are in #dev", "* you are alone here"]
+    assert sent(out, 2) == ["*** you are in #dev", "*** you are alone here"]
 
 
 def test_lobby_survives_being_empty() -> None:
@@ -250,7 +250,7 @@ def test_lobby_survives_being_empty() -> None:
     core.disconnect(1, "closed")
     assert core.rooms() == ["#lobby"]
     out = core.connect(2, 0.0)
-    assert "* topic: welcome all" in sent(out, 2)
+    assert "*** topic: welcome all" in sent(out, 2)
     assert "[history] guest1: hello" in sent(out, 2)
 
 
@@ -260,14 +260,14 @@ def test_lobby_survives_being_empty() -> None:
 def test_nick_change() -> None:
     core = connected(ChatCore(), 1, 2)
     assert core.line(1, "/nick Alice_1-x", 0.0) == [
-        ToRoom("#lobby", "* guest1 is now known as Alice_1-x", None),
+        ToRoom("#lobby", "*** guest1 is now known as Alice_1-x", None),
         Log("guest1 is now known as Alice_1-x"),
     ]
     assert core.nick(1) == "Alice_1-x"
     assert core.line(1, "hi", 0.0) == [ToRoom("#lobby", "Alice_1-x: hi", 1)]
     # Another case of one's own nick is allowed.
     assert to_room(core.line(1, "/NICK alice_1-X", 0.0)) == [
-        ("#lobby", "* Alice_1-x is now known as alice_1-X", None)
+        ("#lobby", "*** Alice_1-x is now known as alice_1-X", None)
     ]
     assert core.counters.nick_changes == 2
 
@@ -296,7 +296,7 @@ def test_nick_taken_case_insensitively() -> None:
     core.line(1, "/nick alice", 0.0)
     assert core.line(2, "/nick ALICE", 0.0) == [Send(2, 'error: nick "ALICE" is already taken')]
     assert core.line(2, "/nick guest1", 0.0) == [
-        ToRoom("#lobby", "* guest2 is now known as guest1", None),
+        ToRoom("#lobby", "*** guest2 is now known as guest1", None),
         Log("guest2 is now known as guest1"),
     ]
 
@@ -319,10 +319,10 @@ def test_join_and_part() -> None:
     core.line(2, "/join DEV", 0.0)
     out = core.line(1, "/join dev", 0.0)
     assert out == [
-        ToRoom("#lobby", "* guest1 left #lobby", 1),
-        ToRoom("#dev", "* guest1 joined #dev", 1),
-        Send(1, "* you are in #dev"),
-        Send(1, "* 1 peer here: guest2"),
+        ToRoom("#lobby", "*** guest1 left #lobby", 1),
+        ToRoom("#dev", "*** guest1 joined #dev", 1),
+        Send(1, "*** you are in #dev"),
+        Send(1, "*** 1 peer here: guest2"),
         Log("guest1 left #lobby for #dev"),
     ]
     assert core.room_of(1) == "#dev"
@@ -333,10 +333,10 @@ def test_join_and_part() -> None:
     assert core.line(1, "/join #Dev", 0.0) == [Send(1, "error: you are already in #dev")]
     out = core.line(1, "/part", 0.0)
     assert to_room(out) == [
-        ("#dev", "* guest1 left #dev", 1),
-        ("#lobby", "* guest1 joined #lobby", 1),
+        ("#dev", "*** guest1 left #dev", 1),
+        ("#lobby", "*** guest1 joined #lobby", 1),
     ]
-    assert sent(out, 1) == ["* you are in #lobby", "* 1 peer here: guest3"]
+    assert sent(out, 1) == ["*** you are in #lobby", "*** 1 peer here: guest3"]
     assert core.line(1, "/part", 0.0) == [Send(1, "error: you are already in #lobby")]
 
 
@@ -346,9 +346,9 @@ def test_join_shows_topic() -> None:
     core.line(1, "/topic release \x1b on friday", 0.0)
     out = core.line(2, "/join dev", 0.0)
     assert sent(out, 2)[:3] == [
-        "* you are in #dev",
-        "* topic: release ^[ on friday",
-        "* 1 peer here: guest1",
+        "*** you are in #dev",
+        "*** topic: release ^[ on friday",
+        "*** 1 peer here: guest1",
     ]
 
 
@@ -369,20 +369,22 @@ def test_rooms_and_who() -> None:
     core.line(1, "/nick Zed", 0.0)
     core.line(2, "/nick alice", 0.0)
     core.line(3, "/join dev", 0.0)
-    assert core.line(1, "/rooms", 0.0) == [Send(1, "* rooms: #dev (1), #lobby (3)")]
+    assert core.line(1, "/rooms", 0.0) == [Send(1, "*** rooms: #dev (1), #lobby (3)")]
     # Sorted case-insensitively; the list includes the requester.
-    assert core.line(1, "/WHO", 0.0) == [Send(1, "* in #lobby: alice, guest4, Zed")]
-    assert core.line(3, "/who", 0.0) == [Send(3, "* in #dev: guest3")]
+    assert core.line(1, "/WHO", 0.0) == [Send(1, "*** in #lobby: alice, guest4, Zed")]
+    assert core.line(3, "/who", 0.0) == [Send(3, "*** in #dev: guest3")]
 
 
 def test_long_name_lists_are_capped() -> None:
     core = connected(ChatCore(max_names=3), *range(1, 8))
-    assert core.line(1, "/who", 0.0) == [Send(1, "* in #lobby: guest1, guest2, guest3, and 4 more")]
+    assert core.line(1, "/who", 0.0) == [
+        Send(1, "*** in #lobby: guest1, guest2, guest3, and 4 more")
+    ]
     out = core.connect(8, 0.0)
-    assert "* 7 peers here: guest1, guest2, guest3, and 4 more" in sent(out, 8)
+    assert "*** 7 peers here: guest1, guest2, guest3, and 4 more" in sent(out, 8)
     for cid, room in [(1, "a"), (2, "b"), (3, "c"), (4, "d")]:
         core.line(cid, f"/join {room}", 0.0)
-    assert core.line(5, "/rooms", 0.0) == [Send(5, "* rooms: #a (1), #b (1), #c (1), and 2 more")]
+    assert core.line(5, "/rooms", 0.0) == [Send(5, "*** rooms: #a (1), #b (1), #c (1), and 2 more")]
 
 
 def test_msg() -> None:
@@ -415,12 +417,12 @@ def test_me() -> None:
 
 def test_topic() -> None:
     core = connected(ChatCore(), 1, 2)
-    assert core.line(1, "/topic", 0.0) == [Send(1, "* no topic set for #lobby")]
+    assert core.line(1, "/topic", 0.0) == [Send(1, "*** no topic set for #lobby")]
     assert core.line(1, "/topic  chat \x1b here ", 0.0) == [
-        ToRoom("#lobby", "* guest1 set the topic: chat ^[ here", None),
+        ToRoom("#lobby", "*** guest1 set the topic: chat ^[ here", None),
         Log("guest1 set the topic of #lobby"),
     ]
-    assert core.line(2, "/TOPIC", 0.0) == [Send(2, "* topic for #lobby: chat ^[ here")]
+    assert core.line(2, "/TOPIC", 0.0) == [Send(2, "*** topic for #lobby: chat ^[ here")]
 
 
 def test_peers() -> None:
@@ -436,7 +438,7 @@ def test_peers() -> None:
 def test_help_lists_every_command() -> None:
     core = connected(ChatCore(), 1)
     out = core.line(1, "/help", 0.0)
-    assert all(isinstance(e, Send) and e.cid == 1 and e.text.startswith("* ") for e in out)
+    assert all(isinstance(e, Send) and e.cid == 1 and e.text.startswith("*** ") for e in out)
     text = "\n".join(sent(out, 1))
     for cmd in [
         "/nick",
@@ -627,7 +629,7 @@ def test_fuzz_chat_core(
             live.add(cid)
             owned[cid] = expected
             assert core.nick(cid) == f"guest{expected}"
-            assert sent(out, cid)[-1] == "* type /help for commands"
+            assert sent(out, cid)[-1] == "*** type /help for commands"
         elif kind == "line":
             out = core.line(cid, text, now)
             if cid not in live:
@@ -653,3 +655,69 @@ def test_fuzz_chat_core(
                 assert e.exclude is None or e.exclude == cid
             assert not CONTROL.search(effect_text(e)), e
         check_invariants(core, live)
+
+
+# -- server notices cannot be forged -------------------------------------------------------
+
+
+def test_me_cannot_forge_a_departure_a_nick_change_or_a_topic() -> None:
+    core = connected(ChatCore(), 1, 2)
+    core.line(1, "/nick alice", 0.0)
+    forged = [
+        to_room(core.line(1, "/me left #lobby (quit)", 0.0)),
+        to_room(core.line(1, "/me is now known as bob", 0.0)),
+        to_room(core.line(1, "/me set the topic: free beer", 0.0)),
+    ]
+    real_topic = to_room(core.line(1, "/topic free beer", 0.0))
+    real_nick = to_room(core.line(1, "/nick bob", 0.0))
+    real_quit = to_room(core.line(1, "/quit", 0.0))
+    assert [f[0][1] for f in forged] == [
+        "* alice left #lobby (quit)",
+        "* alice is now known as bob",
+        "* alice set the topic: free beer",
+    ]
+    assert real_topic[0][1] == "*** alice set the topic: free beer"
+    assert real_nick[0][1] == "*** alice is now known as bob"
+    assert real_quit[0][1] == "*** bob left #lobby (quit)"
+    assert {f[0][1] for f in forged}.isdisjoint({real_topic[0][1], real_nick[0][1]})
+
+
+def test_every_line_from_the_server_starts_with_the_notice_prefix() -> None:
+    core = ChatCore(motd="hello")
+    out = core.connect(1, 0.0) + core.connect(2, 0.0)
+    for line in ("/help", "/who", "/rooms", "/topic", "/topic t", "/join dev", "/nick al"):
+        out += core.line(1, line, 0.0)
+    out += core.disconnect(2, "closed")
+    texts = [e.text for e in out if isinstance(e, Send | ToRoom)]
+    assert texts and all(t.startswith(NOTICE) for t in texts), texts
+
+
+@given(nick=st.from_regex(r"[A-Za-z0-9_-]{1,32}", fullmatch=True), text=st.text(min_size=1))
+@settings(max_examples=300)
+def test_no_message_or_action_starts_like_a_notice(nick: str, text: str) -> None:
+    core = connected(ChatCore(), 1, 2)
+    core.line(1, "/nick " + nick, 0.0)
+    # "x" first: a message, never a command; the text may be anything after it.
+    lines = to_room(core.line(1, "x" + text, 0.0)) + to_room(core.line(1, "/me x" + text, 0.0))
+    assert len(lines) == 2
+    for _, line, _ in lines:
+        assert not line.startswith(NOTICE), line
+
+
+def test_the_nick_error_is_reserved() -> None:
+    core = connected(ChatCore(), 1)
+    assert sent(core.line(1, "/nick Error", 0.0), 1) == ['error: nick "Error" is reserved']
+    assert core.nick(1) == "guest1"
+
+
+def test_bidi_controls_and_invisible_characters_reach_nobody() -> None:
+    core = connected(ChatCore(), 1, 2)
+    evil = "\u202eevil\u2066 \u200bzw\ufeff \u2028 end"
+    shown = "\\u202eevil\\u2066 \\u200bzw\\ufeff \\u2028 end"
+    assert to_room(core.line(1, evil, 0.0)) == [("#lobby", f"guest1: {shown}", 1)]
+    assert to_room(core.line(1, "/me " + evil, 0.0)) == [("#lobby", f"* guest1 {shown}", 1)]
+    assert to_room(core.line(1, "/topic " + evil, 0.0)) == [
+        ("#lobby", f"*** guest1 set the topic: {shown}", None)
+    ]
+    assert sent(core.line(2, "/topic", 0.0), 2) == [f"*** topic for #lobby: {shown}"]
+    assert sent(core.line(1, "/msg guest2 " + evil, 0.0), 2) == [f"[msg from guest1] {shown}"]

@@ -94,7 +94,7 @@ def test_remote_join_announced_to_local_members() -> None:
     c = ChatCore(cluster=True)
     c.connect(A | 1, 0.0)
     assert c.remote_presence(B | 1, "bob", "#lobby", 2) == [
-        ToRoom("#lobby", "* bob joined #lobby", None)
+        ToRoom("#lobby", "*** bob joined #lobby", None)
     ]
     assert c.remote_presence(B | 1, "bob", "#lobby", 2) == []  # a repeat: nothing new
     assert c.is_remote(B | 1) and not c.is_remote(A | 1)
@@ -104,8 +104,8 @@ def test_remote_join_announced_to_local_members() -> None:
 
 def test_who_rooms_peers_count_remote_members(core: ChatCore) -> None:
     core.remote_presence(B | 2, "carol", "#dev", 2)
-    assert last_send(core, A | 1, "/who") == "* in #lobby: alice, bob"
-    assert last_send(core, A | 1, "/rooms") == "* rooms: #dev (1), #lobby (2)"
+    assert last_send(core, A | 1, "/who") == "*** in #lobby: alice, bob"
+    assert last_send(core, A | 1, "/rooms") == "*** rooms: #dev (1), #lobby (2)"
     assert last_send(core, A | 1, "/peers") == "You have 2 peers on 2 servers (0 on this one)"
     core.connect(A | 2, 0.0)
     core.remote_presence(C | 1, "dave", "#dev", 3)
@@ -116,23 +116,23 @@ def test_who_rooms_peers_count_remote_members(core: ChatCore) -> None:
     core.remote_presence(B | 1, "bob", "#lobby", 2)
     core.remote_presence(B | 2, "carol", "#dev", 2)
     out = core.line(A | 1, "/join dev", 0.0)
-    assert "* 1 peer here: carol" in sent(out, A | 1)
+    assert "*** 1 peer here: carol" in sent(out, A | 1)
 
 
 def test_nick_held_remotely_is_taken(core: ChatCore) -> None:
     assert last_send(core, A | 1, "/nick Bob") == 'error: nick "Bob" is already taken'
     core.remote_gone(B | 1, "quit")
     out = core.line(A | 1, "/nick Bob", 0.0)
-    assert to_room(out) == [("#lobby", "* alice is now known as Bob", None)]
+    assert to_room(out) == [("#lobby", "*** alice is now known as Bob", None)]
 
 
 def test_guest_numbers_skip_remote_guest_nicks() -> None:
     c = ChatCore(cluster=True)
     c.remote_presence(B | 1, "guest1", "#lobby", 2)
     c.remote_presence(B | 2, "guest2", "#lobby", 2)
-    assert "* you are guest3" in sent(c.connect(A | 1, 0.0), A | 1)
+    assert "*** you are guest3" in sent(c.connect(A | 1, 0.0), A | 1)
     c.remote_gone(B | 1, "closed")  # guest1 is free again
-    assert "* you are guest1" in sent(c.connect(A | 2, 0.0), A | 2)
+    assert "*** you are guest1" in sent(c.connect(A | 2, 0.0), A | 2)
 
 
 def test_msg_to_remote_nick_is_a_send_for_the_bus(core: ChatCore) -> None:
@@ -146,12 +146,12 @@ def test_msg_to_remote_nick_is_a_send_for_the_bus(core: ChatCore) -> None:
 
 def test_remote_rename_and_moves_are_announced(core: ChatCore) -> None:
     assert core.remote_presence(B | 1, "robert", "#lobby", 2) == [
-        ToRoom("#lobby", "* bob is now known as robert", None)
+        ToRoom("#lobby", "*** bob is now known as robert", None)
     ]
     assert core.remote_presence(B | 1, "rob", "#dev", 2) == [
-        ToRoom("#lobby", "* robert is now known as rob", None),
-        ToRoom("#lobby", "* rob left #lobby", None),
-        ToRoom("#dev", "* rob joined #dev", None),
+        ToRoom("#lobby", "*** robert is now known as rob", None),
+        ToRoom("#lobby", "*** rob left #lobby", None),
+        ToRoom("#dev", "*** rob joined #dev", None),
     ]
     assert core.rooms() == ["#dev", "#lobby"]
     core.remote_presence(B | 1, "rob", "#lobby", 2)
@@ -160,10 +160,10 @@ def test_remote_rename_and_moves_are_announced(core: ChatCore) -> None:
 
 def test_remote_gone(core: ChatCore) -> None:
     assert core.remote_gone(B | 1, "quit: later") == [
-        ToRoom("#lobby", "* bob left #lobby (quit: later)", None)
+        ToRoom("#lobby", "*** bob left #lobby (quit: later)", None)
     ]
     assert core.remote_gone(B | 1, "quit") == []  # idempotent
-    assert last_send(core, A | 1, "/who") == "* in #lobby: alice"
+    assert last_send(core, A | 1, "/who") == "*** in #lobby: alice"
 
 
 def test_history_spans_nodes_and_survives_with_remote_members_only() -> None:
@@ -187,9 +187,9 @@ def test_history_spans_nodes_and_survives_with_remote_members_only() -> None:
 
 def test_remote_topic(core: ChatCore) -> None:
     assert core.remote_topic("#lobby", "news", "bob") == [
-        ToRoom("#lobby", "* bob set the topic: news", None)
+        ToRoom("#lobby", "*** bob set the topic: news", None)
     ]
-    assert last_send(core, A | 1, "/topic") == "* topic for #lobby: news"
+    assert last_send(core, A | 1, "/topic") == "*** topic for #lobby: news"
     assert core.remote_topic("#nowhere", "x", "bob") == []
 
 
@@ -198,13 +198,13 @@ def test_drop_node(core: ChatCore) -> None:
     core.remote_presence((3 << 32) | 1, "dave", "#lobby", 3)
     out = core.drop_node(2, "server lost")
     assert to_room(out) == [
-        ("#lobby", "* bob left #lobby (server lost)", None),
-        ("#dev", "* carol left #dev (server lost)", None),
+        ("#lobby", "*** bob left #lobby (server lost)", None),
+        ("#dev", "*** carol left #dev (server lost)", None),
     ]
     assert [e for e in out if isinstance(e, Log)] == [
         Log("2 client(s) of server 2 gone (server lost)")
     ]
-    assert last_send(core, A | 1, "/who") == "* in #lobby: alice, dave"
+    assert last_send(core, A | 1, "/who") == "*** in #lobby: alice, dave"
     assert core.rooms() == ["#lobby"]
     assert core.drop_node(2, "server lost") == []
 
@@ -215,14 +215,14 @@ def test_snapshot_replaces_what_was_known_of_a_node(core: ChatCore) -> None:
         2, [(B | 1, "bob", "#dev"), (B | 3, "erin", "#lobby")], [("#dev", "remote topic")]
     )
     assert to_room(out) == [
-        ("#lobby", "* bob left #lobby", None),
-        ("#dev", "* bob joined #dev", None),
-        ("#lobby", "* erin joined #lobby", None),
-        ("#lobby", "* carol left #lobby (left)", None),
+        ("#lobby", "*** bob left #lobby", None),
+        ("#dev", "*** bob joined #dev", None),
+        ("#lobby", "*** erin joined #lobby", None),
+        ("#lobby", "*** carol left #lobby (left)", None),
     ]
     assert core.remote_snapshot(2, [(B | 1, "bob", "#dev"), (B | 3, "erin", "#lobby")]) == []
     core.line(A | 1, "/join dev", 0.0)
-    assert last_send(core, A | 1, "/topic") == "* topic for #dev: remote topic"
+    assert last_send(core, A | 1, "/topic") == "*** topic for #dev: remote topic"
 
 
 def test_local_snapshot() -> None:
@@ -245,14 +245,16 @@ def test_malformed_remote_values_are_ignored() -> None:
     assert c.remote_presence(A | 1, "bob", "#lobby", 1) == []  # a local id
     assert c.remote_count == 0
     # Room names are normalised as the local commands do.
-    assert c.remote_presence(B | 1, "bob", "Dev", 2) == [ToRoom("#dev", "* bob joined #dev", None)]
+    assert c.remote_presence(B | 1, "bob", "Dev", 2) == [
+        ToRoom("#dev", "*** bob joined #dev", None)
+    ]
 
 
 def test_notice_goes_to_rooms_with_local_members(core: ChatCore) -> None:
     core.remote_presence(B | 2, "carol", "#dev", 2)
-    assert core.notice("* notice: x") == [ToRoom("#lobby", "* notice: x", None)]
-    assert core.notice("* notice: y", "#dev") == []  # nobody local there
-    assert core.notice("* notice: z", "#lobby") == [ToRoom("#lobby", "* notice: z", None)]
+    assert core.notice("*** notice: x") == [ToRoom("#lobby", "*** notice: x", None)]
+    assert core.notice("*** notice: y", "#dev") == []  # nobody local there
+    assert core.notice("*** notice: z", "#lobby") == [ToRoom("#lobby", "*** notice: z", None)]
 
 
 # -- nick collisions after a partition ------------------------------------------------------
@@ -265,9 +267,9 @@ def test_collision_lower_remote_id_wins() -> None:
     c.connect(B | 2, 0.0)
     out = c.remote_presence(A | 1, "ZED", "#lobby", 1)
     assert out == [
-        ToRoom("#lobby", "* ZED joined #lobby", None),
-        Send(B | 1, "* nick collision: you are now guest1"),
-        ToRoom("#lobby", "* zed is now known as guest1", B | 1),
+        ToRoom("#lobby", "*** ZED joined #lobby", None),
+        Send(B | 1, "*** nick collision: you are now guest1"),
+        ToRoom("#lobby", "*** zed is now known as guest1", B | 1),
         Log("nick collision: zed is now known as guest1"),
         Presence(B | 1, "guest1", "#lobby"),
     ]
@@ -280,13 +282,13 @@ def test_collision_higher_remote_id_loses_locally_nothing_changes() -> None:
     c.connect(A | 1, 0.0)
     c.line(A | 1, "/nick zed", 0.0)
     out = c.remote_presence(B | 1, "zed", "#lobby", 2)
-    assert out == [ToRoom("#lobby", "* zed joined #lobby", None)]
+    assert out == [ToRoom("#lobby", "*** zed joined #lobby", None)]
     assert c.nick(A | 1) == "zed"
     # /msg reaches the local holder while the other node renames its client.
     assert c.line(A | 1, "/msg zed me", 0.0)[0] == Send(A | 1, "[msg from zed] me")
     out = c.remote_presence(B | 1, "guest7", "#lobby", 2)
-    assert out == [ToRoom("#lobby", "* zed is now known as guest7", None)]
-    assert last_send(c, A | 1, "/who") == "* in #lobby: guest7, zed"
+    assert out == [ToRoom("#lobby", "*** zed is now known as guest7", None)]
+    assert last_send(c, A | 1, "/who") == "*** in #lobby: guest7, zed"
 
 
 def test_collision_on_guest_nicks_gives_a_fresh_guest() -> None:
@@ -294,11 +296,11 @@ def test_collision_on_guest_nicks_gives_a_fresh_guest() -> None:
     c.connect(B | 1, 0.0)  # guest1, on node 2
     c.remote_presence((3 << 32) | 9, "guest2", "#lobby", 3)
     out = c.remote_presence(A | 1, "guest1", "#lobby", 1)
-    assert sent(out, B | 1) == ["* nick collision: you are now guest3"]
+    assert sent(out, B | 1) == ["*** nick collision: you are now guest3"]
     assert bus(out) == [Presence(B | 1, "guest3", "#lobby")]
     # guest1 comes back to the pool when the remote holder lets it go.
     c.remote_gone(A | 1, "closed")
-    assert "* you are guest1" in sent(c.connect(B | 2, 0.0), B | 2)
+    assert "*** you are guest1" in sent(c.connect(B | 2, 0.0), B | 2)
 
 
 def test_two_remote_holders_of_one_nick() -> None:
@@ -311,7 +313,7 @@ def test_two_remote_holders_of_one_nick() -> None:
     assert c.line(B | 1, "/msg x hi", 0.0)[0].cid == (3 << 32) | 1  # type: ignore[union-attr]
     c.remote_gone((3 << 32) | 1, "quit")
     assert to_room(c.line(B | 1, "/nick x", 0.0)) == [
-        ("#lobby", "* guest1 is now known as x", None)
+        ("#lobby", "*** guest1 is now known as x", None)
     ]
 
 
@@ -385,7 +387,7 @@ def test_two_nodes_converge_with_unique_nicks(ops: list[tuple[int, str, int]]) -
             room = n.core.room_of(cid)
             who = sent(n.core.line(cid, "/who", 0.0), cid)[0]
             names = sorted(nick for _, nick, r in everyone if r == room)
-            assert who == f"* in {room}: {', '.join(sorted(names, key=str.lower))}"
+            assert who == f"*** in {room}: {', '.join(sorted(names, key=str.lower))}"
     nicks = [nick.lower() for _, nick, _ in views[0]]
     assert len(nicks) == len(set(nicks)), views[0]
     assert nodes[1].core.remote_count == len(nodes[2].local())
@@ -428,12 +430,14 @@ def test_backfill_for_a_room_that_does_not_exist_yet_waits_for_it() -> None:
 
 
 def test_backfill_is_bounded_and_off_without_history(monkeypatch: pytest.MonkeyPatch) -> None:
-    import twoway.sansio.chat as chat_mod
+    from twoway.sansio.chat import cluster
+    from twoway.sansio.chat.history import line_cost
 
-    monkeypatch.setattr(chat_mod, "MAX_BACKFILL_ROOMS", 2)
+    monkeypatch.setattr(cluster, "MAX_BACKFILL_ROOMS", 2)
     c = ChatCore(cluster=True, history=3)
     c.backfill([(f"#r{i}", f"x: {j}") for i in range(5) for j in range(10)])
-    assert len(c._backfill) == 2 and all(len(d) == 3 for d in c._backfill.values())
+    # Two rooms waiting, three lines each (the lines all cost the same).
+    assert c.history_bytes == 2 * 3 * line_cost("x: 9")
     quiet = ChatCore(cluster=True, history=0)
     quiet.backfill([("#lobby", "x: y")])
     quiet.connect(A | 1, 0.0)

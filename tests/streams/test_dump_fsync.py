@@ -207,3 +207,25 @@ def test_close_policy_syncs_when_the_eof_comes_during_a_write(
     syncs = [i for i, ev in enumerate(events) if ev.name == "fsync" and ev.target == str(path)]
     assert syncs and syncs[-1] < fin, "the FIN went out before the file was synced"
     assert path.read_bytes() == b"z" * 1000
+
+
+def test_interval_does_not_sync_a_held_line_every_second(traced: Traced, tmp_path: Path) -> None:
+    """``--file --lines``: the start of a line waits in memory for its end; the whole lines
+    before it are synced once, and the file is not synced again while only that waits."""
+    target = tmp_path / "all.log"
+    server, log = traced("dump", "--file", str(target), "--lines", "--fsync", "interval")
+
+    def syncs() -> int:
+        return sum(1 for e in _events(log) if e.target == str(target) and e.name == "fsync")
+
+    with connect(server.port) as sock:
+        sock.sendall(b"whole\nthe start of a line")
+        _wait_until(lambda: target.read_bytes() == b"whole\n", 5 * UNIT, "the whole line")
+        _wait_until(lambda: syncs() >= 1, 3 * UNIT, "its fsync")
+        quiet = syncs()
+        time.sleep(2.5)  # two ticks of the interval policy, which nothing reports
+        assert syncs() == quiet, "a file with nothing new to sync was synced again"
+        sock.sendall(b" and its end\n")
+        sock.shutdown(socket.SHUT_WR)
+        assert read_to_eof(sock) == b""
+    assert target.read_bytes() == b"whole\nthe start of a line and its end\n"

@@ -1,4 +1,4 @@
-"""The splice pump on its own (``twoway.services.splice``): real TCP sockets, real files, a
+"""The splice pump on its own (``twoway.net.splice``): real TCP sockets, real files, a
 real full disk. Each test drives ``SplicePump.run`` in a thread, as ``dump`` does."""
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
+from twoway.net import splice as splice_mod
 from twoway.net.server import serve
-from twoway.services import splice as splice_mod
-from twoway.services.dump import DumpService, _Sink
-from twoway.services.splice import PumpResult, SplicePump, splice_supported
+from twoway.net.splice import PumpResult, SplicePump, SpliceThread, splice_supported
+from twoway.services.dump import DumpService
 
 from .conftest import LOOPS
 from .streamkit import UNIT
@@ -329,11 +329,11 @@ def test_past_splice_max_connections_are_read_in_python(tmp_path: Path, loop: st
     and every file is exact."""
     service = DumpService(tmp_path, splice_max=1)
     running: list[int] = []
-    real_start = _Sink._start_pump
+    real_start = SpliceThread.start
 
-    def spy(sink: _Sink) -> None:
+    def spy(*args: Any, **kwargs: Any) -> SpliceThread | None:
         running.append(sum(s.pump is not None for s in service.sinks))
-        real_start(sink)
+        return real_start(*args, **kwargs)
 
     async def main() -> None:
         server = await serve(service, "127.0.0.1", 0)
@@ -346,10 +346,10 @@ def test_past_splice_max_connections_are_read_in_python(tmp_path: Path, loop: st
         assert sorted(_dumps(tmp_path)) == sorted(blobs)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_Sink, "_start_pump", spy)
+        mp.setattr(SpliceThread, "start", spy)
         _run_loop(loop, main)
     assert running and all(n == 0 for n in running)  # never a second pump at once
-    assert service._pumps == 0
+    assert service.splice_slots.used == 0
 
 
 @pytest.mark.parametrize("loop", LOOPS)
@@ -380,4 +380,4 @@ def test_closing_the_server_during_a_pump_stores_what_was_read(tmp_path: Path, l
         assert stored == data[: len(stored)] and len(stored) > 0
 
     _run_loop(loop, main)
-    assert service._pumps == 0 and not service.sinks
+    assert service.splice_slots.used == 0 and not service.sinks

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from twoway.client.options import ClientOptions
     from twoway.client.output import Sink
     from twoway.client.status import Status
+    from twoway.net.conn import Conn
     from twoway.net.connection import Connection
 
 __all__ = ["Link", "LinkService", "all_done"]
@@ -45,26 +46,26 @@ class LinkService(Service):
     def __init__(
         self,
         *,
-        on_connect: Callable[[Connection], None],
+        on_connect: Callable[[Conn], None],
         on_data: Callable[[bytes], None],
-        on_eof: Callable[[Connection], None],
-        on_close: Callable[[Connection, BaseException | None], None],
+        on_eof: Callable[[Conn], None],
+        on_close: Callable[[Conn, BaseException | None], None],
     ) -> None:
         self._on_connect = on_connect
         self._on_data = on_data
         self._on_eof = on_eof
         self._on_close = on_close
 
-    def on_connect(self, conn: Connection) -> None:
+    def on_connect(self, conn: Conn) -> None:
         self._on_connect(conn)
 
-    def on_data(self, conn: Connection, data: bytes) -> None:
+    def on_data(self, conn: Conn, data: bytes) -> None:
         self._on_data(data)
 
-    def on_eof(self, conn: Connection) -> None:
+    def on_eof(self, conn: Conn) -> None:
         self._on_eof(conn)
 
-    def on_close(self, conn: Connection, exc: BaseException | None) -> None:
+    def on_close(self, conn: Conn, exc: BaseException | None) -> None:
         self._on_close(conn, exc)
 
 
@@ -95,7 +96,7 @@ class Link:
         self.sink = sink
         self.status = status
         self.reconnect = opts.reconnect
-        self.conn: Connection | None = None
+        self.conn: Conn | None = None
         #: Why the last connection ended (``closed by the server``, ``connection reset...``).
         self.reason: str | None = None
         #: The failure that stopped this link, as one line; ``None`` if it ended cleanly.
@@ -181,7 +182,7 @@ class Link:
             if left and self.error is None:
                 self.status.error(self.name, f"{left} line(s) dropped or never sent")
 
-    async def _session(self, conn: Connection) -> None:
+    async def _session(self, conn: Conn) -> None:
         self.status.state(self.name, f"connected to {self.where}")
         try:
             await self.flush_outbox(conn)
@@ -194,7 +195,7 @@ class Link:
             self.conn = None
             self._flushed.set()
 
-    async def flush_outbox(self, conn: Connection) -> None:
+    async def flush_outbox(self, conn: Conn) -> None:
         """Send the lines kept while disconnected on ``conn``, oldest first, after reporting
         how many were dropped; a :meth:`send` meanwhile waits behind them. Each new
         connection's session calls it before anything else is sent."""
@@ -267,7 +268,7 @@ class Link:
         if conn is not None and not conn.is_closing and not self._flushing and not self._outbox:
             self._end(conn)
 
-    def _end(self, conn: Connection) -> None:
+    def _end(self, conn: Conn) -> None:
         self._ended = True
         conn.end()
         if self._close_after is not None:
@@ -300,7 +301,7 @@ class Link:
     def _failed(self) -> bool:
         return self.reason not in (None, "closed", "closed by the server")
 
-    def _on_connect(self, conn: Connection) -> None:
+    def _on_connect(self, conn: Conn) -> None:
         from twoway.net.address import format_address
 
         self.conn = conn
@@ -328,7 +329,7 @@ class Link:
             waiter.set_result(None)
         self.sink.data(data)
 
-    def _check_timeout(self, conn: Connection) -> None:
+    def _check_timeout(self, conn: Conn) -> None:
         timeout = self.opts.timeout
         assert timeout is not None
         self._timer = None
@@ -344,13 +345,13 @@ class Link:
         self.status.detail(self.name, f"timeout: {self.reason}")
         conn.abort(reason="timeout")
 
-    def _on_eof(self, conn: Connection) -> None:
+    def _on_eof(self, conn: Conn) -> None:
         self.status.detail(self.name, "end: the server finished sending")
         if self.reason is None:
             self.reason = "closed" if self._ended else "closed by the server"
         conn.close()
 
-    def _on_close(self, conn: Connection, exc: BaseException | None) -> None:
+    def _on_close(self, conn: Conn, exc: BaseException | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

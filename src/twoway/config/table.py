@@ -160,6 +160,25 @@ class Settings:
         minimum=0,
         metavar="N",
     )
+    history_bytes: int | None = option(
+        "size",
+        4 * 1024 * 1024,
+        "memory all chat history may hold; the oldest lines of the largest rooms go first "
+        "(0: no limit)",
+        per_service=True,
+        minimum=0,
+        zero_disables=True,
+        metavar="BYTES",
+    )
+    max_rooms: int | None = option(
+        "int",
+        1000,
+        "chat rooms that may exist at once, the lobby included (0: no limit)",
+        per_service=True,
+        minimum=0,
+        zero_disables=True,
+        metavar="N",
+    )
     flood_rate: float = option(
         "float",
         5.0,

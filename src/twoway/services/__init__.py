@@ -117,6 +117,8 @@ _CHAT = (
     "bus",
     "motd",
     "history",
+    "history-bytes",
+    "max-rooms",
     "flood-rate",
     "flood-burst",
     "slow-grace",

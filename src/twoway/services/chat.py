@@ -4,11 +4,14 @@ All chat logic lives in :class:`twoway.sansio.chat.ChatCore`; this module only m
 connections to client ids, applies the effects the core returns, enforces flood control and
 turns transport events (closed, idle, too slow) into departures.
 
-Fan-out never waits for the slowest peer: a room line is encoded once and handed to every
-member's transport without awaiting; writes made while a read is being handled are coalesced
-per peer by the net layer. A peer whose queue passes ``max_queued`` (or stays above a quarter
-of it for ``slow_grace`` seconds) gets ``error: too slow, disconnecting`` and is dropped; the
-room reads ``* nick left #room (too slow)``.
+Fan-out never waits for the slowest peer. A room's lines of one loop iteration are gathered
+in a :class:`~twoway.sansio.chat.batch.RoomBatch` and each member gets one write with its
+share, without awaiting; joins and departures inside the batch keep each client's lines exact
+(no flush per join), and lines of joins and departures alone wait a few milliseconds more to
+be gathered (uvloop admits one connection per iteration). A member already lost gets nothing.
+A peer whose queue passes ``max_queued`` (or stays above a quarter of it for ``slow_grace``
+seconds) gets ``error: too slow, disconnecting`` and is dropped; the room reads ``*** nick
+left #room (too slow)``.
 
 With a bus (``--bus redis://...``, see :mod:`twoway.bus`) the chat spans several servers.
 Client ids are then ``node << 32 | n``, unique across servers. What the core returns for the
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,15 +46,16 @@ from twoway.sansio.chat import (
     Send,
     TopicSet,
     ToRoom,
+    is_command,
 )
+from twoway.sansio.chat.batch import RoomBatch
 from twoway.sansio.flood import FloodControl, Verdict
 from twoway.sansio.text import escape_controls
 
 if TYPE_CHECKING:
-    from twoway.net.connection import Connection
-    from twoway.net.server import Server
+    from twoway.net.conn import Conn, Listening
 
-__all__ = ["ChatService", "ChatStats", "build_chat", "chat_connection_options"]
+__all__ = ["ChatService", "ChatStats", "build_chat"]
 
 log = logging.getLogger("twoway.chat")
 
@@ -73,13 +77,18 @@ class _Client:
         self.flood = flood
 
 
-# The effects that only concern the other servers: published as they are.
-_BUS_EFFECTS = frozenset({Said, Presence, Gone, TopicSet})
 # Client ids: the low 32 bits count this server's connections, the bits above are its node.
 _LOCAL_IDS = (1 << 32) - 1
 # Characters of room lines gathered before they are flushed early: a bound on the memory one
 # loop iteration can queue (uvloop may read many times per iteration).
 _BATCH_LIMIT = 64 * 1024
+# Joins and departures alone are delivered after a short delay rather than at the end of the
+# loop iteration: uvloop admits one connection per iteration, so a burst of N joins flushed
+# per iteration would write N times to every member. The delay is three times what the last
+# delivery took (so delivering presence costs at most a quarter of the loop), within these
+# bounds in seconds; a room line flushes at once, with the presence lines queued before it.
+_PRESENCE_DELAY_MIN = 0.005
+_PRESENCE_DELAY_MAX = 0.25
 
 
 class ChatService(LineService):
@@ -111,27 +120,60 @@ class ChatService(LineService):
         self.flood_rate = flood_rate
         self.flood_burst = flood_burst
         self.stats = ChatStats()
-        self.server: Server | None = None
-        self._conns: dict[int, Connection] = {}
+        self.server: Listening | None = None
+        self._conns: dict[int, Conn] = {}
         self._next_cid = 0
         self._node_bits = 0  # this server's node number, shifted into place in client ids
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Room lines of the current loop iteration: room -> [(text, excluded client)].
-        self._batch: dict[str, list[tuple[str, int | None]]] = {}
+        # Room lines of the current loop iteration, by room (see RoomBatch).
+        self._batch: dict[str, RoomBatch] = {}
         self._batch_size = 0
         self._flush_scheduled = False
+        self._presence_timer: asyncio.TimerHandle | None = None
+        self._presence_delay = _PRESENCE_DELAY_MIN
+        self._presence = False  # True while the effects of a join or a departure are applied
+        # What to do with each kind of effect, and with each kind of bus event and item.
+        publish = self._publish
+        self._effect_handlers: dict[type[Any], Callable[[Any], None]] = {
+            ToRoom: self._to_room,
+            Send: self._send,
+            Close: self._close,
+            Log: self._log,
+            Said: publish,
+            Presence: publish,
+            Gone: publish,
+            TopicSet: publish,
+        }
+        self._event_handlers: dict[type[Any], Callable[[Any], list[Effect]]] = {
+            Received: self._received,
+            RoomGap: self._room_gap,
+            Missed: self._missed,
+            NodeLost: self._node_lost,
+            Overflow: self._overflow,
+            Backfill: self._backfill,
+        }
+        self._item_handlers: dict[type[Any], Callable[[int, Any], list[Effect]]] = {
+            Said: self._said,
+            Presence: self._presence_of,
+            Gone: self._gone,
+            Send: self._private,
+            TopicSet: self._topic_set,
+            Hello: self._hello,
+            Lost: self._lost,
+        }
 
-    async def on_start(self, server: Server) -> None:
+    async def on_start(self, server: Listening) -> None:
         """Start the bus (it fixes the node number client ids embed)."""
         self._loop = asyncio.get_running_loop()
         await self.bus.start(self)
         self._node_bits = self.bus.node << 32
 
-    def on_listening(self, server: Server) -> None:
+    def on_listening(self, server: Listening) -> None:
         self.server = server
 
     async def on_stopped(self) -> None:
         """Every client is gone (their departures are queued for the bus): flush and stop it."""
+        self.flush_rooms()
         await self.bus.stop()
 
     def _now(self) -> float:
@@ -141,17 +183,18 @@ class ChatService(LineService):
 
     # ------------------------------------------------------------------ callbacks
 
-    def on_connect(self, conn: Connection) -> None:
+    def on_connect(self, conn: Conn) -> None:
         self._next_cid += 1
         cid = self._node_bits | (self._next_cid & _LOCAL_IDS)
         flood = FloodControl(self.flood_rate, self.flood_burst) if self.flood_rate > 0 else None
         conn.state = _Client(cid, flood)
         self._conns[cid] = conn
+        effects = self.core.connect(cid, self._now(), conn.peer)
         if self._batch:
-            self.flush_rooms()  # lines queued before this client joined are not for it
-        self.apply(self.core.connect(cid, self._now(), conn.peer))
+            self._moved(cid, None, None, self.core.lobby)
+        self._apply_presence(effects)
 
-    def on_line(self, conn: Connection, line: str) -> None:
+    def on_line(self, conn: Conn, line: str) -> None:
         client: _Client = conn.state
         flood = client.flood
         now = self._now()
@@ -160,26 +203,38 @@ class ChatService(LineService):
             if verdict is not Verdict.OK:
                 if verdict is Verdict.DROP:
                     self.stats.flood_drops += 1
+                    if self._batch:
+                        self._catch_up(client.cid, conn)
                     conn.send_line("error: slow down")
                 else:
                     self.stats.flood_kicks += 1
                     self._kick(conn, "error: flooding, disconnecting", "flooding")
                 return
-        if self._batch and (line[:1] == "/" or (len(line) == 4 and line.lower() == "quit")):
-            self.flush_rooms()  # a command may change who is in which room
-        self.apply(self.core.line(client.cid, line, now))
+        core = self.core
+        if self._batch and is_command(line):
+            # A command may take the client out of its room: it first gets what was queued
+            # for it there, and nothing queued in the room it enters.
+            cid = client.cid
+            old = core.room_of(cid)
+            effects = core.line(cid, line, now)
+            new = core.room_of(cid)
+            if new != old:
+                self._moved(cid, conn, old, new)
+            self.apply(effects)
+            return
+        self.apply(core.line(client.cid, line, now))
 
-    def on_idle(self, conn: Connection) -> None:
+    def on_idle(self, conn: Conn) -> None:
         notice = f"error: idle for {conn.options.idle_timeout:g} s, disconnecting"
         self._kick(conn, notice, "idle")
 
-    def on_slow(self, conn: Connection) -> None:
+    def on_slow(self, conn: Conn) -> None:
         # Called while the net layer flushes a fan-out: the departure is announced from the
         # next loop iteration, so the notice cannot overtake lines still being flushed to
         # the other members.
         self._kick(conn, "error: too slow, disconnecting", "too slow", timeout=1.0, later=True)
 
-    def on_close(self, conn: Connection, exc: BaseException | None) -> None:
+    def on_close(self, conn: Conn, exc: BaseException | None) -> None:
         client: _Client | None = conn.state
         if client is None or self._conns.pop(client.cid, None) is None:
             return
@@ -189,13 +244,12 @@ class ChatService(LineService):
             reason = describe_oserror(exc)
         else:
             reason = "closed"
-        if self._batch:
-            self.flush_rooms()  # it still gets what was queued for it before it left
-        self.apply(self.core.disconnect(client.cid, reason))
+        # The connection is gone: nothing queued for it can be delivered, so no catch-up.
+        self._apply_presence(self.core.disconnect(client.cid, reason))
 
     def _kick(
         self,
-        conn: Connection,
+        conn: Conn,
         notice: str,
         reason: str,
         *,
@@ -209,6 +263,8 @@ class ChatService(LineService):
         not read or does not close, and until then the departed client would still be in
         ``/who``, ``/peers`` and hold its nick.
         """
+        if self._batch and conn.state is not None:
+            self._catch_up(conn.state.cid, conn)  # what was queued for it comes first
         conn.send_line(notice)
         conn.close(timeout=timeout, reason=reason)
         client: _Client | None = conn.state
@@ -221,63 +277,99 @@ class ChatService(LineService):
             self._depart(client.cid, reason)
 
     def _depart(self, cid: int, reason: str) -> None:
-        if self._batch:
-            self.flush_rooms()
-        self.apply(self.core.disconnect(cid, reason))
+        # The client had its lines before its last notice (see _kick): none since.
+        self._apply_presence(self.core.disconnect(cid, reason))
 
     # ------------------------------------------------------------------ effects
 
     def apply(self, effects: list[Effect]) -> None:
         """Carry out the core's effects, in order."""
-        conns = self._conns
+        handlers = self._effect_handlers
         for effect in effects:
-            kind = type(effect)
-            if kind is ToRoom:
-                assert isinstance(effect, ToRoom)
-                self._to_room(effect)
-                continue
+            handlers[type(effect)](effect)
+
+    def _send(self, effect: Send) -> None:
+        conn = self._conns.get(effect.cid)
+        if conn is not None:
             if self._batch:
-                self.flush_rooms()  # room lines queued before this effect go first
-            if kind is Send:
-                assert isinstance(effect, Send)
-                conn = conns.get(effect.cid)
-                if conn is not None:
-                    conn.send_line(effect.text)
-                    self.stats.lines_out += 1
-                elif self.core.is_remote(effect.cid):
-                    self.bus.publish(effect)  # a /msg to a client of another server
-            elif kind in _BUS_EFFECTS:
-                self.bus.publish(effect)  # type: ignore[arg-type]  # one of _BUS_EFFECTS
-            elif kind is Close:
-                assert isinstance(effect, Close)
-                conn = conns.pop(effect.cid, None)
-                if conn is not None:
-                    conn.close(reason=effect.reason)
-            elif kind is Log:
-                assert isinstance(effect, Log)
-                log.info("%s", effect.message)
+                self._catch_up(effect.cid, conn)  # its room lines queued before
+            conn.send_line(effect.text)
+            self.stats.lines_out += 1
+        elif self.core.is_remote(effect.cid):
+            self.bus.publish(effect)  # a /msg to a client of another server
+
+    def _close(self, effect: Close) -> None:
+        conn = self._conns.pop(effect.cid, None)
+        if conn is not None:
+            conn.close(reason=effect.reason)
+
+    def _log(self, effect: Log) -> None:
+        log.info("%s", effect.message)
+
+    def _publish(self, effect: Said | Presence | Gone | TopicSet) -> None:
+        self.bus.publish(effect)  # only the other servers need these
+
+    def _apply_presence(self, effects: list[Effect]) -> None:
+        """:meth:`apply` for a join or a departure: its room lines may wait a little (see
+        ``_PRESENCE_DELAY_MIN``)."""
+        self._presence = True
+        try:
+            self.apply(effects)
+        finally:
+            self._presence = False
 
     def _to_room(self, effect: ToRoom) -> None:
         """Queue a room line: every room's lines of this loop iteration go out together, one
-        write per member, at the end of the iteration (see :meth:`flush_rooms`)."""
+        write per member, at the end of the iteration (joins and departures alone a little
+        later; see :meth:`flush_rooms`)."""
         batch = self._batch.get(effect.room)
         if batch is None:
-            batch = self._batch[effect.room] = []
-            if not self._flush_scheduled:
+            batch = self._batch[effect.room] = RoomBatch()
+        if not self._flush_scheduled:
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            if not self._presence:
                 self._flush_scheduled = True
-                if self._loop is None:
-                    self._loop = asyncio.get_running_loop()
-                self._loop.call_soon(self.flush_rooms)
-        batch.append((effect.text, effect.exclude))
+                loop.call_soon(self.flush_rooms)
+            elif self._presence_timer is None:
+                self._presence_timer = loop.call_later(self._presence_delay, self.flush_rooms)
+        batch.add(effect.text, effect.exclude)
         self._batch_size += len(effect.text)
         if self._batch_size > _BATCH_LIMIT:
             self.flush_rooms()  # uvloop may read a lot in one iteration: bound the batch
 
+    def _catch_up(self, cid: int, conn: Conn, room: str | None = None) -> None:
+        """Write ``cid`` the lines queued for it in ``room`` (default: its room) that it has
+        not had: called before anything is written to it directly, or before it leaves the
+        room, so its lines keep their order without flushing the room to everybody."""
+        batch = self._batch.get(room or self.core.room_of(cid) or "")
+        if batch is None:
+            return
+        data, count = batch.take(cid, conn.newline)
+        if count and not _gone(conn):
+            conn.write(data)
+            self.stats.lines_out += count
+
+    def _moved(self, cid: int, conn: Conn | None, old: str | None, new: str | None) -> None:
+        """``cid`` left room ``old`` (if not None) for ``new`` (if not None) while lines were
+        queued: it takes what it had in ``old`` and nothing of what ``new`` has so far."""
+        if old is not None and conn is not None:
+            self._catch_up(cid, conn, old)
+        if new is not None:
+            batch = self._batch.get(new)
+            if batch is not None:
+                batch.joined(cid)
+
     def flush_rooms(self) -> None:
-        """Deliver the queued room lines. Called at the end of each loop iteration and before
-        anything that changes who is in a room or writes to one client directly, so a batch
-        always sees one membership and each client's lines keep their order."""
+        """Deliver the queued room lines: at the end of each loop iteration, or earlier when
+        the batch is big. Each member gets one write with what it has not had (see
+        :class:`~twoway.sansio.chat.batch.RoomBatch`); a member whose connection is already
+        lost or closing gets nothing."""
         self._flush_scheduled = False
+        if self._presence_timer is not None:
+            self._presence_timer.cancel()
+            self._presence_timer = None
         batches = self._batch
         if not batches:
             return
@@ -286,182 +378,105 @@ class ChatService(LineService):
         conns = self._conns
         core = self.core
         sent = 0
-        for room, lines in batches.items():
+        loop = self._loop
+        started = loop.time() if loop is not None else 0.0
+        for room, batch in batches.items():
             members = core.members(room)
             if not members:
                 continue
-            texts = [text for text, _ in lines]
-            excluded = {ex for _, ex in lines if ex is not None}
-            lf = ("\n".join(texts) + "\n").encode()
-            crlf: bytes | None = None
-            count = len(texts)
             for cid in members:
                 conn = conns.get(cid)
                 if conn is None:
                     continue
-                if cid in excluded:  # a sender: everything but its own lines
-                    own = [text for text, ex in lines if ex != cid]
-                    if own:
-                        sep = conn._newline.decode()
-                        conn.write((sep.join(own) + sep).encode())
-                        sent += len(own)
+                transport = conn.transport
+                if transport is None or transport.is_closing():
+                    # Lost (reset, say) but not yet told: a write would only fail, and on
+                    # asyncio log a warning. A burst of resets would make that n squared.
                     continue
-                if conn._newline == b"\n":
-                    conn.write(lf)
-                else:
-                    if crlf is None:
-                        crlf = ("\r\n".join(texts) + "\r\n").encode()
-                    conn.write(crlf)
-                sent += count
+                data, count = batch.share(cid, conn.newline)
+                if count:
+                    conn.write(data)
+                    sent += count
         self.stats.lines_out += sent
+        if loop is not None:
+            took = 3 * (loop.time() - started)
+            self._presence_delay = min(max(took, _PRESENCE_DELAY_MIN), _PRESENCE_DELAY_MAX)
 
     # ------------------------------------------------------------------ the bus
 
     def bus_events(self, events: Sequence[BusEvent]) -> None:
         """What other servers published (see :class:`~twoway.bus.BusListener`): into the
-        core's directory, then out to the local clients, in order."""
-        if self._batch:
-            self.flush_rooms()  # local lines queued before these go first
-        core = self.core
+        core's directory, then out to the local clients, in order (room lines join the
+        room batches, behind what local clients said before)."""
+        handlers = self._event_handlers
         out: list[Effect] = []
         for event in events:
-            kind = type(event)
-            if kind is Received:
-                assert isinstance(event, Received)
-                self._received(event.node, event, out)
-            elif kind is RoomGap:
-                assert isinstance(event, RoomGap)
-                out += core.notice(_missed(event.missed), event.room)
-            elif kind is Missed:
-                assert isinstance(event, Missed)
-                n = f"{event.count} " if event.count is not None else ""
-                out += core.notice(f"* notice: {n}messages from other servers may have been missed")
-            elif kind is NodeLost:
-                assert isinstance(event, NodeLost)
-                out += core.drop_node(event.node, event.reason)
-            elif kind is Overflow:
-                assert isinstance(event, Overflow)
-                out += core.notice(
-                    f"* notice: {event.count} messages could not be sent to other servers"
-                )
-            elif kind is Backfill:
-                assert isinstance(event, Backfill)
-                core.backfill(event.lines)
+            out += handlers[type(event)](event)
         if out:
-            self._apply_coalesced(out)
+            self.apply(out)
 
-    def _apply_coalesced(self, effects: list[Effect]) -> None:
-        """:meth:`apply` for what came from the bus: many lines at once, outside any protocol
-        callback (so the net layer does not coalesce them). Consecutive lines for one room
-        are joined once and each member gets one write with all its lines, in order, instead
-        of one write per line."""
-        conns = self._conns
-        core = self.core
-        chunks: dict[Connection, list[bytes]] = {}
-        lines = 0
-        i, n = 0, len(effects)
-        while i < n:
-            effect = effects[i]
-            kind = type(effect)
-            if kind is ToRoom:
-                assert isinstance(effect, ToRoom)
-                room, exclude = effect.room, effect.exclude
-                j = i + 1
-                while j < n:
-                    e = effects[j]
-                    if type(e) is not ToRoom or e.room != room or e.exclude != exclude:
-                        break
-                    j += 1
-                texts = [e.text for e in effects[i:j]]  # type: ignore[union-attr]
-                i = j
-                members = core.members(room)
-                if not members:
-                    continue
-                lf = ("\n".join(texts) + "\n").encode()
-                crlf: bytes | None = None
-                for cid in members:
-                    conn = conns.get(cid)
-                    if conn is None or cid == exclude:
-                        continue
-                    if conn._newline == b"\n":
-                        data = lf
-                    else:
-                        if crlf is None:
-                            crlf = ("\r\n".join(texts) + "\r\n").encode()
-                        data = crlf
-                    pending = chunks.get(conn)
-                    if pending is None:
-                        chunks[conn] = [data]
-                    else:
-                        pending.append(data)
-                    lines += len(texts)
-                continue
-            i += 1
-            if kind is Send and effect.cid in conns:  # type: ignore[union-attr]
-                assert isinstance(effect, Send)
-                conn = conns[effect.cid]
-                chunks.setdefault(conn, []).append(effect.text.encode() + conn._newline)
-                lines += 1
-            else:
-                _flush(chunks)  # what was queued goes first (a Close must come after it)
-                self.apply([effect])
-        _flush(chunks)
-        self.stats.lines_out += lines
+    def _received(self, event: Received) -> list[Effect]:
+        return self._item_handlers[type(event.item)](event.node, event.item)
 
-    def _received(self, node: int, event: Received, out: list[Effect]) -> None:
-        core = self.core
-        item = event.item
-        kind = type(item)
-        if kind is Said:
-            assert isinstance(item, Said)
-            out += core.remote_message(item.room, item.text)
-        elif kind is Presence:
-            assert isinstance(item, Presence)
-            out += core.remote_presence(item.cid, item.nick, item.room, node)
-        elif kind is Gone:
-            assert isinstance(item, Gone)
-            out += core.remote_gone(item.cid, item.reason)
-        elif kind is Send:
-            assert isinstance(item, Send)
-            if item.cid in self._conns:  # (never back to the bus: it was meant for us)
-                out.append(Send(item.cid, escape_controls(item.text)))
-        elif kind is TopicSet:
-            assert isinstance(item, TopicSet)
-            out += core.remote_topic(item.room, item.topic, item.nick)
-        elif kind is Hello:
-            assert isinstance(item, Hello)
-            out += core.remote_snapshot(node, item.members, item.topics)
-        elif kind is Lost:
-            assert isinstance(item, Lost)
-            for room, count in item.rooms:
-                out += core.notice(_missed(count), room)
+    def _room_gap(self, event: RoomGap) -> list[Effect]:
+        return self.core.notice(_missed_notice(event.missed), event.room)
+
+    def _missed(self, event: Missed) -> list[Effect]:
+        n = f"{event.count} " if event.count is not None else ""
+        return self.core.notice(f"*** notice: {n}messages from other servers may have been missed")
+
+    def _node_lost(self, event: NodeLost) -> list[Effect]:
+        return self.core.drop_node(event.node, event.reason)
+
+    def _overflow(self, event: Overflow) -> list[Effect]:
+        return self.core.notice(
+            f"*** notice: {event.count} messages could not be sent to other servers"
+        )
+
+    def _backfill(self, event: Backfill) -> list[Effect]:
+        self.core.backfill(event.lines)
+        return []
+
+    def _said(self, node: int, item: Said) -> list[Effect]:
+        return self.core.remote_message(item.room, item.text)
+
+    def _presence_of(self, node: int, item: Presence) -> list[Effect]:
+        return self.core.remote_presence(item.cid, item.nick, item.room, node)
+
+    def _gone(self, node: int, item: Gone) -> list[Effect]:
+        return self.core.remote_gone(item.cid, item.reason)
+
+    def _private(self, node: int, item: Send) -> list[Effect]:
+        if item.cid in self._conns:  # (never back to the bus: it was meant for us)
+            return [Send(item.cid, escape_controls(item.text))]
+        return []
+
+    def _topic_set(self, node: int, item: TopicSet) -> list[Effect]:
+        return self.core.remote_topic(item.room, item.topic, item.nick)
+
+    def _hello(self, node: int, item: Hello) -> list[Effect]:
+        return self.core.remote_snapshot(node, item.members, item.topics)
+
+    def _lost(self, node: int, item: Lost) -> list[Effect]:
+        out: list[Effect] = []
+        for room, count in item.rooms:
+            out += self.core.notice(_missed_notice(count), room)
+        return out
 
     def bus_snapshot(self) -> Hello:
         """This server's clients and topics, for the other servers."""
         return Hello(tuple(self.core.local_presence()), tuple(self.core.local_topics()))
 
 
-def _flush(chunks: dict[Connection, list[bytes]]) -> None:
-    for conn, pending in chunks.items():
-        conn.write(pending[0] if len(pending) == 1 else b"".join(pending))
-    chunks.clear()
+def _gone(conn: Conn) -> bool:
+    """Whether ``conn`` can no longer be written to: closing, or its transport lost (before
+    ``on_close`` has run)."""
+    transport = conn.transport
+    return transport is None or transport.is_closing() or conn.is_closing
 
 
-def _missed(count: int) -> str:
-    return f"* notice: {count} message{'' if count == 1 else 's'} may have been missed"
-
-
-def chat_connection_options(settings: Settings) -> dict[str, Any]:
-    """Connection options for chat: the slow-consumer limits."""
-    max_queued = settings.max_queued
-    overrides: dict[str, Any] = {"max_queued": max_queued, "slow_grace": settings.slow_grace}
-    if max_queued is not None:
-        # The soft limit: a client may hold up to a quarter of its queue for slow_grace
-        # seconds (a burst it will catch up on); reading from it pauses meanwhile.
-        high = max(4096, max_queued // 4)
-        overrides["write_high"] = high
-        overrides["write_low"] = high // 4
-    return overrides
+def _missed_notice(count: int) -> str:
+    return f"*** notice: {count} message{'' if count == 1 else 's'} may have been missed"
 
 
 def build_chat(settings: Settings) -> ChatService:
@@ -473,7 +488,13 @@ def build_chat(settings: Settings) -> ChatService:
         except OSError as exc:
             raise ConfigError(f"motd: {settings.motd}: {describe_oserror(exc)}") from None
     bus = make_bus(settings.bus)
-    core = ChatCore(history=settings.history, motd=motd, cluster=bus.cluster)
+    core = ChatCore(
+        history=settings.history,
+        history_bytes=settings.history_bytes,
+        max_rooms=settings.max_rooms,
+        motd=motd,
+        cluster=bus.cluster,
+    )
     return ChatService(
         core, flood_rate=settings.flood_rate, flood_burst=settings.flood_burst, bus=bus
     )

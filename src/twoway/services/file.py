@@ -2,10 +2,9 @@
 
 Each connection opens the file afresh (so a file replaced on disk is served in its new
 version, and a file gone at connect time is one error line, not a crash) and sends it with
-``os.sendfile`` straight from the page cache to the socket: the bytes never enter Python.
-uvloop has no ``loop.sendfile``, so the service waits for writability itself, on a duplicate
-of the socket's descriptor; where there is no socket (TLS, tests with pipes) it falls back to
-reading and writing with backpressure.
+``os.sendfile`` straight from the page cache to the socket: the bytes never enter Python
+(:class:`twoway.net.sendfile.SocketSender`). Where there is no socket (TLS, tests with pipes)
+it falls back to reading and writing with backpressure.
 
 A reader that makes no progress for ``write_timeout`` seconds is dropped; one that resets is
 forgotten at once and its file descriptor released. ``rate`` caps each connection in bytes
@@ -24,10 +23,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from twoway.errors import ConfigError, describe_oserror
+from twoway.net.sendfile import SocketSender
 from twoway.net.service import Service
 
 if TYPE_CHECKING:
-    from twoway.net.connection import Connection
+    from twoway.net.conn import Conn
 
 __all__ = ["FileService"]
 
@@ -46,23 +46,21 @@ class _Sender:
         "last_progress",
         "loop",
         "offset",
+        "sender",
         "service",
         "size",
-        "sock_fd",
         "tick",
-        "waiting",
         "watchdog",
     )
 
-    def __init__(self, service: FileService, conn: Connection, file_fd: int, size: int) -> None:
+    def __init__(self, service: FileService, conn: Conn, file_fd: int, size: int) -> None:
         self.service = service
         self.conn = conn
         self.file_fd = file_fd
         self.size = size
         self.offset = 0
         self.loop = asyncio.get_running_loop()
-        self.sock_fd = -1
-        self.waiting = False
+        self.sender: SocketSender | None = None
         # Two timers, never one slot for both: a rate tick replacing a pending write-timeout
         # check (or the reverse) would leave a timer that release() cannot cancel.
         self.tick: asyncio.TimerHandle | None = None  # the next slice under --rate
@@ -76,19 +74,17 @@ class _Sender:
         return self.file_fd >= 0
 
     def start(self) -> None:
-        transport = self.conn.transport
-        sock = transport.get_extra_info("socket") if transport is not None else None
-        is_tls = transport is not None and transport.get_extra_info("sslcontext") is not None
-        if sock is None or is_tls:
+        # Nothing else is written to the connection while the file is being sent.
+        self.sender = SocketSender.open(self.conn.transport)
+        if self.sender is None:
             self.loop.create_task(self._copy())
             return
-        # Our own descriptor for the socket: the transport keeps its own registration with
-        # the loop, and nothing else is written while the file is being sent.
-        self.sock_fd = os.dup(sock.fileno())
         self._pump()
 
     def _pump(self) -> None:
         service = self.service
+        sender = self.sender
+        assert sender is not None
         budget = _CHUNK
         if service.rate is not None:
             budget = max(1, int(service.rate * _TICK))
@@ -96,7 +92,7 @@ class _Sender:
             while self.offset < self.size:
                 count = min(self.size - self.offset, budget)
                 try:
-                    sent = os.sendfile(self.sock_fd, self.file_fd, self.offset, count)
+                    sent = sender.send(self.file_fd, self.offset, count)
                 except BlockingIOError:
                     self._wait_writable()
                     return
@@ -126,9 +122,8 @@ class _Sender:
         self._pump()
 
     def _wait_writable(self) -> None:
-        if not self.waiting:
-            self.loop.add_writer(self.sock_fd, self._pump)
-            self.waiting = True
+        assert self.sender is not None
+        self.sender.wait_writable(self._pump)
         timeout = self.service.write_timeout
         if timeout is not None and self.watchdog is None:
             self.watchdog = self.loop.call_later(timeout, self._check_progress)
@@ -142,13 +137,12 @@ class _Sender:
             log.info("file: %s: no progress for %.0f s, dropping the reader", self.conn.peer, idle)
             self.release()
             self.conn.abort(reason="write timeout")
-        elif self.waiting:
+        elif self.sender is not None and self.sender.waiting:
             self.watchdog = self.loop.call_later(timeout - idle, self._check_progress)
 
     def _stop_waiting(self) -> None:
-        if self.waiting:
-            self.loop.remove_writer(self.sock_fd)
-            self.waiting = False
+        if self.sender is not None:
+            self.sender.stop_waiting()
 
     async def _copy(self) -> None:
         """Fallback without a socket descriptor: read, write, await the drain."""
@@ -196,9 +190,9 @@ class _Sender:
             if timer is not None:
                 timer.cancel()
         self.tick = self.watchdog = None
-        if self.sock_fd >= 0:
-            os.close(self.sock_fd)
-            self.sock_fd = -1
+        if self.sender is not None:
+            self.sender.close()
+            self.sender = None
         if self.file_fd >= 0:
             os.close(self.file_fd)
             self.file_fd = -1
@@ -233,7 +227,7 @@ class FileService(Service):
         finally:
             os.close(fd)
 
-    def on_connect(self, conn: Connection) -> None:
+    def on_connect(self, conn: Conn) -> None:
         fd = -1
         try:
             fd = os.open(self.path, os.O_RDONLY)
@@ -253,10 +247,10 @@ class FileService(Service):
         conn.state = sender
         sender.start()
 
-    def on_data(self, conn: Connection, data: bytes) -> None:
+    def on_data(self, conn: Conn, data: bytes) -> None:
         """What a reader sends is read and dropped (so its FIN is seen)."""
 
-    def on_shutdown(self, conn: Connection, reason: str) -> None:
+    def on_shutdown(self, conn: Conn, reason: str) -> None:
         """Let a transfer in progress finish within the grace period; the server aborts it
         after that, with a reset: a FIN now would end a partial file as if it were whole.
         A connection that already has its file (``keep_open``) is closed."""
@@ -264,13 +258,13 @@ class FileService(Service):
         if sender is None or not sender.active:
             conn.close()
 
-    def on_eof(self, conn: Connection) -> None:
+    def on_eof(self, conn: Conn) -> None:
         sender: _Sender | None = conn.state
         if sender is None or sender.offset >= sender.size:
             conn.close()
         # else: keep sending; a half-closed reader can still read the rest
 
-    def on_close(self, conn: Connection, exc: BaseException | None) -> None:
+    def on_close(self, conn: Conn, exc: BaseException | None) -> None:
         sender: _Sender | None = conn.state
         if sender is not None:
             sender.release()

@@ -2,8 +2,8 @@
 
 When servers share a chat through a bus, each is authoritative for its own clients and learns
 about those of the others from what they publish. :class:`Directory` is what one
-:class:`~twoway.sansio.chat.ChatCore` keeps of them: a :class:`Remote` record per client of
-another server, indexed by id, by nick and by server (node).
+:class:`~twoway.sansio.chat.ChatCore` keeps of them: a :class:`~twoway.sansio.chat.rooms.Remote`
+record per client of another server, indexed by id, by nick and by server (node).
 
 Two servers may briefly both grant one nick, each checking only what it knows: a nick's
 holders are kept lowest id first, the tie-break every server applies, so that they agree
@@ -16,27 +16,9 @@ changes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from twoway.sansio.chat.rooms import Remote, Room
 
-if TYPE_CHECKING:
-    # For annotations only: chat imports this module, so importing it back at run time
-    # would be a cycle.
-    from twoway.sansio.chat import _Room
-
-__all__ = ["Directory", "Remote"]
-
-
-class Remote:
-    """A client of another server, as far as this one knows (see ``ChatCore.remote_*``)."""
-
-    __slots__ = ("cid", "key", "nick", "node", "room")
-
-    def __init__(self, cid: int, nick: str, node: int, room: _Room) -> None:
-        self.cid = cid
-        self.nick = nick
-        self.key = nick.lower()
-        self.node = node
-        self.room = room
+__all__ = ["Directory"]
 
 
 class Directory:
@@ -58,7 +40,7 @@ class Directory:
         self.nicks: dict[str, list[Remote]] = {}
         self.nodes: dict[int, dict[int, Remote]] = {}
 
-    def add(self, cid: int, nick: str, node: int, room: _Room) -> Remote:
+    def add(self, cid: int, nick: str, node: int, room: Room) -> Remote:
         """Record the new client ``cid`` of server ``node``, ``nick`` in ``room``; return it.
 
         ``cid`` must not be in the directory already. The room's own membership is the

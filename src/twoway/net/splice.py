@@ -1,11 +1,13 @@
-"""Socket → file in the kernel: ``splice(2)`` through a pipe, for ``twoway serve dump``.
+"""Socket → file in the kernel: ``splice(2)`` through a pipe (``twoway serve dump``).
 
 A read into Python costs two copies per byte (kernel → libuv's buffer → a ``bytes``) and a
 write one more. ``splice`` moves the socket's pages into a pipe without a copy and from the
 pipe into the page cache with one, and runs in a thread that holds no GIL while it waits.
 
 :class:`SplicePump` is the thread's side: plain blocking code over two descriptors, no event
-loop. It stops on EOF, on a byte limit (the quota, handed back to the event loop), on a
+loop. :class:`SpliceThread` runs one for a transport's socket in a thread of its own and
+reports back on the event loop: the only place that takes the socket from the transport.
+The pump stops on EOF, on a byte limit (the quota, handed back to the event loop), on a
 socket error, on a disk error, or when :meth:`SplicePump.stop` is called from another thread.
 The file stays an exact prefix of the stream at every moment: bytes leave the pipe only into
 the file, and the pipe is emptied before anything else is read.
@@ -17,17 +19,19 @@ the fsync before the FIN finds little left to do.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import errno
 import fcntl
 import os
 import select
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["PumpResult", "SplicePump", "splice_supported"]
+__all__ = ["PumpResult", "SplicePump", "SpliceThread", "splice_supported"]
 
 StopReason = Literal["eof", "limit", "stopped", "reset", "disk"]
 
@@ -120,6 +124,14 @@ class SplicePump:
             os.write(self._wake_w, b"x")
         except OSError:  # already woken (the pipe is full) or already closed
             pass
+
+    def discard(self) -> None:
+        """Release the wake-up pipe and ``sock_fd`` of a pump that will never :meth:`run`
+        (its thread could not start). Idempotent."""
+        for fd in (self.sock_fd, self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self.sock_fd = self._wake_r = self._wake_w = -1
 
     def run(self) -> PumpResult:
         """Pump until done. Never raises for I/O errors: they are in the result."""
@@ -247,3 +259,84 @@ class SplicePump:
             return
         start, self._kicked = self._kicked, end
         func(self.file_fd, self.offset + start, end - start, _SYNC_FILE_RANGE_WRITE)
+
+
+class SpliceThread:
+    """A :class:`SplicePump` moving a transport's socket into a file, in a daemon thread of
+    its own; ``done(result)`` is called on the event loop when it stops.
+
+    While it runs, nothing else may read the socket: the caller stops the transport's
+    reading first (``Connection.hand_off_reading``) and takes it back after ``done``.
+    """
+
+    __slots__ = ("_done", "_loop", "pump")
+
+    def __init__(
+        self, pump: SplicePump, loop: asyncio.AbstractEventLoop, done: Callable[[PumpResult], None]
+    ) -> None:
+        self.pump = pump
+        self._loop = loop
+        self._done = done
+
+    @classmethod
+    def start(
+        cls,
+        transport: asyncio.BaseTransport | None,
+        file_fd: int,
+        done: Callable[[PumpResult], None],
+        *,
+        offset: int,
+        limit: int | None = None,
+        fsync: str = "close",
+        dirpath: Path | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> SpliceThread | None:
+        """Start pumping ``transport``'s socket into ``file_fd`` (the options as for
+        :class:`SplicePump`).
+
+        Returns ``None`` where there is no plain socket to splice from (no transport, no
+        socket behind it, TLS: ciphertext must never reach the file). Raises ``OSError``
+        (out of descriptors) or ``RuntimeError`` (no thread to be had) with nothing started
+        and nothing left open; the caller then reads as usual."""
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None or transport is None or transport.get_extra_info("sslcontext"):
+            return None
+        sock_fd = os.dup(sock.fileno())
+        try:
+            pump = SplicePump(
+                sock_fd,
+                file_fd,
+                offset=offset,
+                limit=limit,
+                fsync=fsync,
+                dirpath=dirpath,
+                progress=progress,
+            )
+        except BaseException:
+            os.close(sock_fd)
+            raise
+        self = cls(pump, asyncio.get_running_loop(), done)
+        thread = threading.Thread(target=self._run, name="twoway-splice", daemon=True)
+        try:
+            thread.start()
+        except BaseException:
+            pump.discard()
+            raise
+        return self
+
+    @property
+    def moved(self) -> int:
+        """Bytes in the file so far (read from another thread: a snapshot)."""
+        return self.pump.result.moved
+
+    def stop(self) -> None:
+        """Ask the pump to stop (see :meth:`SplicePump.stop`); ``done`` follows."""
+        self.pump.stop()
+
+    def _run(self) -> None:
+        """The thread."""
+        result = self.pump.run()
+        try:
+            self._loop.call_soon_threadsafe(self._done, result)
+        except RuntimeError:  # the loop is closed: the process is exiting
+            pass
