@@ -1,9 +1,9 @@
 """Gaps in the log, end to end: an entry of server A deleted from the middle of the stream
 (``XDEL``) before server B read it. B's clients are told, never left with a silent hole:
 
-* a lost room line gives the room ``* notice: 1 message may have been missed`` (the room's
+* a lost room line gives the room ``*** notice: 1 message may have been missed`` (the room's
   sequence numbers jumped: a ``RoomGap``);
-* any lost entry of A gives every room of B ``* notice: messages from other servers may
+* any lost entry of A gives every room of B ``*** notice: messages from other servers may
   have been missed`` (A's entry numbers jumped: a node gap, which the bus turns into
   ``Missed``), even one without room lines (a topic change).
 
@@ -31,7 +31,7 @@ LOG = "twoway:chat:log"
 
 # The notices exactly as a chat client reads them: built here once, so a change of the
 # server notices' wording is one edit.
-NOTICE = "* notice: "
+NOTICE = "*** notice: "
 NODE_GAP = NOTICE + "messages from other servers may have been missed"
 
 
