@@ -154,5 +154,5 @@ def test_an_entry_without_room_lines_deleted_is_announced_as_a_node_gap(
     assert bob.lines_until("alice: after the topic") == [NODE_GAP]
     carol.expect(NODE_GAP)
     assert (
-        bob.ask("/topic", re.compile(r"^\* (no )?topic")) == "* no topic set for #gap2"
+        bob.ask("/topic", re.compile(r"^\*\*\* (no )?topic")) == "*** no topic set for #gap2"
     )  # the change was lost
