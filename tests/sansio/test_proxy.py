@@ -446,3 +446,16 @@ def test_damaged_headers_raise_nothing_but_the_typed_error(
             reader.feed_eof()
     except ProxyProtocolError as e:
         assert "\n" not in str(e)
+
+
+def test_the_parser_imports_nothing_with_io() -> None:
+    import ast
+
+    import twoway.sansio.proxy
+
+    path = twoway.sansio.proxy.__file__
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert names <= {"__future__", "enum", "ipaddress", "re", "dataclasses", "twoway.errors"}
