@@ -17,6 +17,7 @@ import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -213,3 +214,155 @@ async def test_health_checks_v1_own_addresses_v2_local(tmp_path: Path) -> None:
     assert v1.header is not None and v1.header.destination == ("127.0.0.1", check1)
     assert v2.header is not None and v2.header.command is Command.LOCAL
     assert v2.header.client is None and v2.payload == b""
+
+
+# ---------------------------------------------------------------------------- PROXY, then TLS
+#
+# With both, the header arrives in clear before the ClientHello, often in the same segment,
+# so no byte past the header may leave the socket before TLS starts. The recipe proven here
+# on both loops: accept the socket, peek/consume exactly the header (ProxyReader.take),
+# then ``connect_accepted_socket(ssl=...)``, which awaits the handshake and raises on
+# failure, so every failed handshake is one catchable line.
+
+
+def _wake(ready: asyncio.Future[None]) -> None:
+    # Level-triggered: the callback may run again before the waiting task resumes.
+    if not ready.done():
+        ready.set_result(None)
+
+
+async def read_proxy_header(sock: socket.socket, reader: ProxyReader) -> ProxyHeader:
+    """Consume exactly one PROXY header from a non-blocking socket."""
+    loop = asyncio.get_running_loop()
+    while True:
+        ready: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(sock.fileno(), _wake, ready)
+        try:
+            await ready
+        finally:
+            loop.remove_reader(sock.fileno())
+        peeked = sock.recv(reader.max_v2_length, socket.MSG_PEEK)
+        if not peeked:
+            reader.feed_eof()
+        n, header = reader.take(peeked)
+        assert sock.recv(n) == peeked[:n]
+        if header is not None:
+            return header
+
+
+@dataclass
+class Accepted:
+    header: ProxyHeader | None = None
+    error: str | None = None
+    lines: list[bytes] | None = None
+
+
+@contextlib.asynccontextmanager
+async def proxy_tls_listener(tls: object) -> AsyncIterator[tuple[int, asyncio.Queue[Accepted]]]:
+    import ssl as ssl_module
+
+    from twoway.errors import describe_oserror
+
+    assert isinstance(tls, ssl_module.SSLContext)
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[Accepted] = asyncio.Queue()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    tasks: set[asyncio.Task[None]] = set()
+
+    class Echo(asyncio.Protocol):
+        transport: Any  # uvloop's TLS transport is no asyncio.Transport subclass
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            before, quit, _ = data.partition(b"quit")
+            if before:
+                self.transport.write(b"echo: " + before)
+            if quit:
+                self.transport.close()
+
+    async def serve_one(sock: socket.socket) -> None:
+        got = Accepted()
+        try:
+            async with asyncio.timeout(3 * UNIT):  # the header and the handshake, both
+                got.header = await read_proxy_header(sock, ProxyReader())
+                await loop.connect_accepted_socket(
+                    Echo, sock, ssl=tls, ssl_handshake_timeout=2 * UNIT
+                )
+        except (ProxyProtocolError, OSError, TimeoutError) as exc:
+            got.error = describe_oserror(exc)
+            sock.close()
+        events.put_nowait(got)
+
+    async def accept_loop() -> None:
+        while True:
+            sock, _ = await loop.sock_accept(listener)
+            task = asyncio.create_task(serve_one(sock))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    acceptor = asyncio.create_task(accept_loop())
+    try:
+        yield listener.getsockname()[1], events
+    finally:
+        acceptor.cancel()
+        for t in list(tasks):
+            t.cancel()
+        await asyncio.gather(acceptor, *tasks, return_exceptions=True)
+        listener.close()
+
+
+def tls_context(tmp_path: Path) -> object:
+    from twoway.tls import ServerTls, TlsSettings
+
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-subj", "/CN=behind-haproxy", "-days", "2",
+         "-keyout", str(tmp_path / "k.pem"), "-out", str(tmp_path / "c.pem")],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    return ServerTls(TlsSettings(tmp_path / "c.pem", tmp_path / "k.pem")).context
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+async def test_proxy_v2_then_tls_through_haproxy(tmp_path: Path) -> None:
+    front = free_port()
+    async with proxy_tls_listener(tls_context(tmp_path)) as (backend, events):
+        config = (
+            f"frontend f\n    bind 127.0.0.1:{front}\n    default_backend b\n"
+            f"backend b\n    server s 127.0.0.1:{backend} send-proxy-v2\n"
+        )
+        with haproxy(tmp_path, config):
+            await wait_until(lambda: listening(front), 10 * UNIT, "haproxy to listen")
+            proc = await asyncio.create_subprocess_exec(
+                "openssl", "s_client", "-connect", f"127.0.0.1:{front}", "-bind", "127.0.0.3:0",
+                "-ign_eof", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )  # fmt: skip
+            out, err = await asyncio.wait_for(proc.communicate(b"hi\nquit\n"), 10 * UNIT)
+            got = await asyncio.wait_for(events.get(), 5 * UNIT)
+    assert got.error is None, got.error
+    assert got.header is not None and got.header.client is not None
+    assert got.header.client[0] == "127.0.0.3"
+    assert b"echo: hi" in out, err.decode()
+    assert b"CN=behind-haproxy" in out or b"CN = behind-haproxy" in out
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+@pytest.mark.parametrize("after_header", [b"hello in plain text\r\n", b""])
+async def test_plain_text_or_silence_after_the_header_is_one_line(
+    tmp_path: Path, after_header: bytes
+) -> None:
+    async with proxy_tls_listener(tls_context(tmp_path)) as (port, events):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"PROXY TCP4 198.51.100.7 127.0.0.1 5555 443\r\n" + after_header)
+        got = await asyncio.wait_for(events.get(), 10 * UNIT)
+        writer.close()
+    assert got.header is not None and got.header.client == ("198.51.100.7", 5555)
+    assert got.error is not None and "\n" not in got.error
+    if after_header:
+        assert got.error.startswith("TLS error"), got.error
+    else:  # a stalled handshake is bounded by the handshake timeout
+        assert "timed out" in got.error or "taking longer" in got.error.lower(), got.error

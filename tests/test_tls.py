@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import shutil
+import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
@@ -27,6 +28,7 @@ from twoway.tls import (
     ServerTls,
     TlsSettings,
     certificate_info,
+    describe_handshake_error,
     normalize_fingerprint,
     peer_certificate,
     server_context,
@@ -289,6 +291,25 @@ async def test_client_without_a_trusted_certificate_is_refused(certs: Certs, who
         assert srv.peers == []  # the handshake never completed: no connection was served
 
 
+async def test_reload_applies_a_new_client_ca(certs: Certs, tmp_path: Path) -> None:
+    ca = tmp_path / "clients.pem"
+    shutil.copy(certs.path("ca.pem"), ca)
+    tls = ServerTls(TlsSettings(certs.path("a-both.pem"), client_ca=ca))
+
+    async def attempt(port: int, who: str) -> bool:
+        key = ["-cert", str(certs.path(f"{who}.pem")), "-key", str(certs.path(f"{who}.key"))]
+        seen = await s_client(port, *key, "-ign_eof", send=f"I am {who}\nquit\n".encode())
+        return f"I am {who}" in seen.out
+
+    async with tls_server(tls) as srv:
+        assert await attempt(srv.port, "alice") and not await attempt(srv.port, "mallory")
+        shutil.copy(certs.path("evil-ca.pem"), ca)
+        tls.reload()
+        assert await attempt(srv.port, "mallory") and not await attempt(srv.port, "alice")
+        subjects = [p.subject if p else None for p in srv.peers]
+        assert subjects == ["CN=alice,O=Example\\, Inc.,C=FR", "CN=mallory"]
+
+
 async def test_no_client_ca_means_no_peer_certificate(certs: Certs) -> None:
     tls = ServerTls(TlsSettings(certs.path("a-both.pem")))
     async with tls_server(tls) as srv:
@@ -380,3 +401,94 @@ def test_normalize_fingerprint() -> None:
     assert normalize_fingerprint(fp.upper()) == fp
     with pytest.raises(ValueError, match="not a SHA-256 fingerprint"):
         normalize_fingerprint("abcd")
+
+
+# ---------------------------------------------------------------------------- failed handshakes
+
+
+@contextlib.asynccontextmanager
+async def accepting(tls: ServerTls) -> AsyncIterator[tuple[int, asyncio.Queue[str]]]:
+    """A listener that accepts sockets itself and starts TLS with
+    ``connect_accepted_socket``, which awaits the handshake: each failure lands here, as the
+    server will log it (the loops' own ``create_server(ssl=...)`` drops them silently)."""
+    loop = asyncio.get_running_loop()
+    outcomes: asyncio.Queue[str] = asyncio.Queue()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(sock: socket.socket) -> None:
+        try:
+            transport, _ = await loop.connect_accepted_socket(
+                asyncio.Protocol, sock, ssl=tls.context, ssl_handshake_timeout=1.5 * UNIT
+            )
+            outcomes.put_nowait("ok")
+            transport.close()
+        except OSError as exc:
+            sock.close()
+            outcomes.put_nowait(describe_handshake_error(exc))
+
+    async def accept() -> None:
+        while True:
+            sock, _ = await loop.sock_accept(listener)
+            tasks.add(task := asyncio.create_task(one(sock)))
+            task.add_done_callback(tasks.discard)
+
+    acceptor = asyncio.create_task(accept())
+    try:
+        yield listener.getsockname()[1], outcomes
+    finally:
+        acceptor.cancel()
+        for t in list(tasks):
+            t.cancel()
+        await asyncio.gather(acceptor, *tasks, return_exceptions=True)
+        listener.close()
+
+
+async def test_failed_handshakes_are_one_phrase_each(certs: Certs) -> None:
+    tls = ServerTls(TlsSettings(certs.path("a-both.pem"), min_version="1.3"))
+    async with accepting(tls) as (port, outcomes):
+
+        async def raw(data: bytes, reset: bool = False) -> str:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(data)
+            if reset:
+                await writer.drain()
+                writer.transport.abort()
+            outcome = await asyncio.wait_for(outcomes.get(), 10 * UNIT)
+            writer.close()
+            return outcome
+
+        assert await raw(b"hello\r\n") == "not TLS (plain text on a TLS port?)"
+        assert await raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") == "an HTTP request on a TLS port"
+        assert await raw(b"") == "not finished within the handshake timeout"
+        assert await raw(b"\x16\x03\x01\x02\x00\x01", reset=True) in (
+            "connection reset by the client",
+            "the client closed the connection",
+        )
+        await s_client(port, "-tls1_2")
+        assert await outcomes.get() == (
+            "no TLS version in common (the client's is below the minimum)"
+        )
+        await s_client(port, "-ign_eof")
+        assert await outcomes.get() == "ok"
+
+
+async def test_failed_client_certificates_are_one_phrase_each(certs: Certs) -> None:
+    tls = ServerTls(TlsSettings(certs.path("a-both.pem"), client_ca=certs.path("ca.pem")))
+    async with accepting(tls) as (port, outcomes):
+        await s_client(port)
+        assert await outcomes.get() == "no client certificate"
+        key = ["-cert", str(certs.path("mallory.pem")), "-key", str(certs.path("mallory.key"))]
+        await s_client(port, *key)
+        assert await outcomes.get() == (
+            "client certificate rejected: unable to get local issuer certificate"
+        )
+
+
+def test_describe_handshake_error_fallbacks() -> None:
+    alert = ssl.SSLError(1, "[SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca")
+    alert.reason = "TLSV1_ALERT_UNKNOWN_CA"
+    assert describe_handshake_error(alert) == "the client sent the alert 'unknown ca'"
+    assert describe_handshake_error(TimeoutError()) == "not finished within the handshake timeout"
+    assert describe_handshake_error(BrokenPipeError(32, "x")) == "broken pipe"

@@ -9,6 +9,9 @@
   that swaps the certificate for new handshakes while open connections keep theirs.
 - :func:`peer_certificate` gives a connection's verified client certificate: its subject
   (RFC 4514) and SHA-256 fingerprint.
+- :func:`describe_handshake_error` turns a failed handshake into one phrase for the log
+  (plain text on a TLS port, an old client, a missing or untrusted client certificate, a
+  handshake that never finishes).
 
 How reload works, and why this way: ``loop.create_server(ssl=ctx)`` binds one context
 object for the listener's life, on asyncio and on uvloop alike. Two ways keep that object
@@ -50,6 +53,7 @@ __all__ = [
     "ServerTls",
     "TlsSettings",
     "certificate_info",
+    "describe_handshake_error",
     "normalize_fingerprint",
     "peer_certificate",
     "server_context",
@@ -264,6 +268,48 @@ class ServerTls:
         self.info = info
         self.reloads += 1
         return info
+
+
+# ---------------------------------------------------------------------------- failures
+
+_HANDSHAKE_REASONS = {
+    "WRONG_VERSION_NUMBER": "not TLS (plain text on a TLS port?)",
+    "HTTP_REQUEST": "an HTTP request on a TLS port",
+    "HTTPS_PROXY_REQUEST": "an HTTP proxy request on a TLS port",
+    "UNSUPPORTED_PROTOCOL": "no TLS version in common (the client's is below the minimum)",
+    "NO_SHARED_CIPHER": "no cipher in common",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "no client certificate",
+    "UNEXPECTED_EOF_WHILE_READING": "the client closed the connection",
+}
+
+
+def describe_handshake_error(exc: BaseException) -> str:
+    """One lower-case phrase for why a server-side handshake failed, for a log line such
+    as ``"1.2.3.4:5678: TLS handshake failed: not TLS (plain text on a TLS port?)"``.
+
+    Takes what ``connect_accepted_socket(ssl=...)``/``start_tls`` raise on asyncio and
+    uvloop alike (checked in ``tests/test_tls.py``): ``ssl.SSLError`` with a reason, a
+    rejected client certificate, ``ConnectionAbortedError`` for ``ssl_handshake_timeout``,
+    ``ConnectionResetError``. Never raises.
+    """
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"client certificate rejected: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        reason = str(exc.reason or "")
+        if reason in _HANDSHAKE_REASONS:
+            return _HANDSHAKE_REASONS[reason]
+        if reason.startswith(("TLSV1_ALERT_", "SSLV3_ALERT_", "TLSV13_ALERT_")):
+            alert = reason.split("_ALERT_", 1)[1].lower().replace("_", " ")
+            return f"the client sent the alert {alert!r}"
+        if isinstance(exc, ssl.SSLEOFError):
+            return "the client closed the connection"
+    if isinstance(exc, ConnectionAbortedError) and "taking longer" in str(exc):
+        return "not finished within the handshake timeout"
+    if isinstance(exc, TimeoutError):
+        return "not finished within the handshake timeout"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset by the client"
+    return describe_oserror(exc)
 
 
 # ---------------------------------------------------------------------------- peer identity

@@ -459,3 +459,15 @@ def test_the_parser_imports_nothing_with_io() -> None:
     names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert names <= {"__future__", "enum", "ipaddress", "re", "dataclasses", "twoway.errors"}
+
+
+def test_take_consumes_up_to_the_header_end_only() -> None:
+    r = ProxyReader()
+    assert r.take(b"PROXY TCP4 1.2.3.4 ") == (19, None)
+    # The next peek shows the rest of the header and the start of a TLS ClientHello.
+    n, h = r.take(b"5.6.7.8 1 2\r\n\x16\x03\x01")
+    assert n == 13 and h is not None and h.client == ("1.2.3.4", 1)
+    r = ProxyReader()
+    data = v2() + b"\x16\x03\x01"
+    n, h = r.take(data)
+    assert n == len(data) - 3 and h is not None and h.length == n

@@ -377,6 +377,21 @@ class ProxyReader:
         self.payload = buf[header.length :]
         return header
 
+    def take(self, peeked: bytes) -> tuple[int, ProxyHeader | None]:
+        """For a reader that peeks (``recv(n, MSG_PEEK)``) so that no byte past the header
+        leaves the socket, e.g. when TLS starts right after it: how many of the ``peeked``
+        bytes to consume with a real ``recv``, and the header once complete.
+
+        While the header is incomplete every peeked byte belongs to it, so all are consumed
+        (the socket never stays readable with bytes nobody takes: no busy loop); once
+        complete, exactly the rest of the header is consumed and the payload stays queued in
+        the kernel for whoever reads next. Raises like :meth:`feed`.
+        """
+        header = self.feed(peeked)
+        if header is None:
+            return len(peeked), None
+        return len(peeked) - len(self.payload), header
+
     def feed_eof(self) -> None:
         """The peer closed before a complete header: always raises (``"truncated"``)."""
         if self._done:
