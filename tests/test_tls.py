@@ -284,10 +284,10 @@ async def test_client_without_a_trusted_certificate_is_refused(certs: Certs, who
     async with tls_server(tls) as srv:
         seen = await s_client(srv.port, *args, send=b"let me in\nquit\n")
         assert "let me in" not in seen.out
-        # uvloop sends the alert (certificate required / unknown ca); asyncio's SSLProtocol
-        # drops the connection without flushing it. Either way the client is refused.
-        assert seen.code != 0
-        assert "alert" in seen.err or "unexpected eof" in seen.err, seen.err
+        # How the client learns it varies with timing and loop (the alert, an EOF or a
+        # reset: asyncio's SSLProtocol may drop the connection before flushing the alert);
+        # what matters is that it failed and nothing was served.
+        assert seen.code != 0, seen.out
         assert srv.peers == []  # the handshake never completed: no connection was served
 
 
