@@ -492,3 +492,20 @@ def test_describe_handshake_error_fallbacks() -> None:
     assert describe_handshake_error(alert) == "the client sent the alert 'unknown ca'"
     assert describe_handshake_error(TimeoutError()) == "not finished within the handshake timeout"
     assert describe_handshake_error(BrokenPipeError(32, "x")) == "broken pipe"
+
+
+async def test_todays_twoway_server_reloads_through_servertls(certs: Certs, tmp_path: Path) -> None:
+    """The building block needs nothing from the server but ``ssl=tls.context``."""
+    from twoway.net import serve
+    from twoway.services.echo import UpperService
+
+    install(certs, tmp_path, "a")
+    tls = ServerTls(TlsSettings(tmp_path / "cert.pem", tmp_path / "key.pem"))
+    async with serve(UpperService(), "127.0.0.1", 0, ssl=tls.context) as server:
+        port = server.addresses[0][1]
+        seen = await s_client(port, "-ign_eof", send=b"hello\nquit\n")
+        assert 'You said "HELLO"' in seen.out and seen.fingerprint == certs.fp("a")
+        install(certs, tmp_path, "b")
+        tls.reload()
+        seen = await s_client(port, "-ign_eof", send=b"again\nquit\n")
+        assert 'You said "AGAIN"' in seen.out and seen.fingerprint == certs.fp("b")
