@@ -12,8 +12,11 @@
      ├── ConnectionClosed       an operation on a connection that is already closed
      │    ├── ConnectionClosedLocally  this side closed it (close, abort, end): your code's doing
      │    └── ConnectionLost           it broke: the peer reset it or went away
-     └── BusProtocolError       an entry in the bus's log is not bus data (another program
-                                wrote it, or a bug): the entry is skipped and reported
+     ├── BusProtocolError       an entry in the bus's log is not bus data (another program
+     │                          wrote it, or a bug): the entry is skipped and reported
+     └── ProxyProtocolError     a PROXY protocol header is malformed, truncated or oversized
+                                (the proxy, or whoever forged it, is to blame): the
+                                connection is closed and one line is logged
 
 The peer's bad input is never an exception: it becomes an event or an error line to the peer.
 ``OSError`` from the kernel is translated into one of these at the boundary, chained with
@@ -34,6 +37,7 @@ __all__ = [
     "ConnectionLost",
     "FatalConnectError",
     "ListenError",
+    "ProxyProtocolError",
     "RetryableConnectError",
     "ServiceError",
     "TwowayError",
@@ -89,6 +93,20 @@ class BusProtocolError(TwowayError, ValueError):
     an incompatible version (its writer is to blame, not this node). Raised by the codec in
     :mod:`twoway.sansio.bus`; the bus skips the entry, logs one line, and the gap it leaves
     in that node's numbers is announced like any other."""
+
+
+class ProxyProtocolError(TwowayError, ValueError):
+    """The bytes that open a connection are not a valid PROXY protocol header (v1 or v2).
+
+    Raised by :mod:`twoway.sansio.proxy`. ``kind`` says how it failed, for counters and
+    tests: ``"malformed"`` (not the protocol, or a field out of spec), ``"truncated"`` (the
+    stream ended inside the header) or ``"oversized"`` (longer than the limit). ``str()`` is
+    one line naming the problem, safe to log; it never echoes more than a few peer bytes."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(f"PROXY protocol: {reason}")
+        self.kind = kind
+        self.reason = reason
 
 
 _PHRASES = {
