@@ -1,4 +1,4 @@
-"""The echo family as a client sees it: the reply strings of DESIGN.md are the contract.
+"""The echo family as a client sees it: the reply strings the README lists are the contract.
 
 Library level, real sockets on port 0, once per event loop (see conftest.py).
 """

@@ -1,7 +1,7 @@
 """The echo family: ``echo``, ``upper``, ``stamp`` and ``peers``.
 
 Each is written only with the public callback API, as a user would write theirs. The reply
-strings are the contract (see DESIGN.md).
+strings are the contract (the README lists them).
 """
 
 from __future__ import annotations
