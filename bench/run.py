@@ -8,7 +8,7 @@ figure, ratio and target verdict), ``results.md`` (the table the README shows) a
 
     python bench/run.py                      # every workload, 3 rounds each (~20 min)
     python bench/run.py echo-64 chat-rate0   # some of them
-    python bench/run.py --smoke              # CI guard: echo below 0.8x Node, push below 1.0x
+    python bench/run.py --smoke              # CI guard: echo < 0.8x Node, push CPU/GiB > 1.0x
 
 Targets compare ratios measured in the same run, never absolute times.
 """
@@ -386,7 +386,7 @@ def main(argv: list[str]) -> int:
         "--smoke",
         action="store_true",
         help="CI guard, medians of short rounds: echo 64 conns below 0.8x Node msgs/s, "
-        "push 1 GiB below 1.0x Node MiB/s",
+        "push 1 GiB above 1.0x Node's server CPU per GiB",
     )
     opts = p.parse_args(argv)
     if not (SHARED / "compare").exists():
@@ -403,16 +403,18 @@ def main(argv: list[str]) -> int:
                 ("--conns", "64", "--duration", "2", "--warmup", "1"),
                 (Target("msgs/s", ">=", 0.8),),
             ),
-            # Catches dump losing its splice path: read in Python it is 0.6-0.82x Node, with
-            # splice 1.4-2.4x (medians of runs on this VM). 1 GiB, as in the full run: at
-            # 256 MiB a round lasts 0.1 s and a median once came to 1.12x.
+            # Catches dump losing its splice path, by the server's CPU per GiB: read in Python
+            # it costs 1.42x Node's, spliced 0.48x (medians of 3, one run, 2026-12-06). Not by
+            # MiB/s: twoway fsyncs before its FIN and Node does not, so MiB/s follows this
+            # VM's disk, which swings from ~5 GB/s to 290 MB/s (dd conv=fsync); on the slow
+            # disk both paths read 0.33-0.51x Node. 1 GiB, as in the full run.
             Workload(
                 "smoke-push",
                 "push",
                 "node:dump",
                 twoway_cmd("dump", "--dir", "{dir}"),
                 ("--mb", "1024"),
-                (Target("MiB/s", ">=", 1.0),),
+                (Target("server CPU s per GiB", "<=", 1.0),),
             ),
         )
         failed = False
@@ -426,7 +428,7 @@ def main(argv: list[str]) -> int:
             target = wl.targets[0]
             print(
                 f"bench {wl.name}: twoway/node {target.metric} = {fmt(verdict['ratio'])} "
-                f"(must be >= {target.value})"
+                f"(must be {target.op} {target.value})"
             )
             failed |= not verdict["ok"]
         return 1 if failed else 0
