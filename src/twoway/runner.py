@@ -29,7 +29,10 @@ if TYPE_CHECKING:  # `import twoway` must not load the CLI's option table
     from twoway.config import Settings
 
 __all__ = [
+    "FD_RESERVE",
     "ExceptionFilter",
+    "describe_limits",
+    "fit_max_conns",
     "raise_nofile_limit",
     "run",
     "run_server",
@@ -79,6 +82,53 @@ def raise_nofile_limit() -> int:
         except (ValueError, OSError):
             return soft
     return soft
+
+
+#: Descriptors kept back from ``--max-conns`` for what is not a client: the listening sockets,
+#: the event loop's own, the log, a Redis bus, files a service opens. Redis keeps the same 32
+#: (``CONFIG_MIN_RESERVED_FDS``) when it lowers ``maxclients`` to fit ``ulimit -n``.
+FD_RESERVE = 32
+
+
+def fit_max_conns(requested: int | None, nofile: int, reserve: int = FD_RESERVE) -> int | None:
+    """``requested`` connections, lowered to what ``nofile`` open files allow with ``reserve``
+    kept back (at least 1); ``None`` (no limit) stays ``None``: the user asked for it."""
+    if requested is None:
+        return None
+    return min(requested, max(1, nofile - reserve))
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    return f"{n} B"
+
+
+def describe_limits(server: Server) -> str:
+    """The effective limits of ``server`` for its ready line: ``max 10000 connections, 64 KiB
+    lines, keep-alive off`` (timeouts only where set)."""
+    opts = server.options
+    total = server.max_connections
+    noun = "connection" if total == 1 else "connections"
+    parts = [f"max {total} {noun}" if total is not None else "no connection limit"]
+    if server.max_connections_per_ip is not None:
+        parts.append(f"{server.max_connections_per_ip} per IP")
+    if server.service.framing != "raw" and opts.max_line is not None:
+        parts.append(f"{_size(opts.max_line)} lines")
+    if opts.idle_timeout is not None:
+        parts.append(f"idle timeout {opts.idle_timeout:g} s")
+    # The line deadline of issue 11 (nginx's client_header_timeout), where net has it.
+    line_timeout = getattr(opts, "line_timeout", None)
+    if line_timeout is not None:
+        parts.append(f"line timeout {line_timeout:g} s")
+    ka = opts.keepalive
+    parts.append(
+        "keep-alive off"
+        if ka is None
+        else f"keep-alive {ka.idle} s (probes every {ka.interval} s, {ka.count} tries)"
+    )
+    return ", ".join(parts)
 
 
 class ExceptionFilter:
@@ -145,7 +195,14 @@ async def run_server(server: Server, grace: float, *, name: str = "twoway", tag:
         await server.start()
         for host, port in server.addresses:
             where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            log.info("%s %s listening on %s%s", name, server.service.name, where, tag)
+            log.info(
+                "%s %s listening on %s%s; %s",
+                name,
+                server.service.name,
+                where,
+                tag,
+                describe_limits(server),
+            )
         await stop.wait()
         await server.shutdown(grace)
     finally:
@@ -169,6 +226,16 @@ def serve_settings(settings: Settings, service: Service, options: ConnectionOpti
     limit = raise_nofile_limit()
     loop_name = resolve_loop(settings.loop)
     log.debug("event loop %s, open files limit %d", loop_name, limit)
+    max_conns = fit_max_conns(settings.max_conns, limit)
+    if max_conns != settings.max_conns:
+        log.warning(
+            "max-conns lowered from %d to %d: the open-files limit is %d (%d kept for the "
+            "server itself); raise it with ulimit -n or systemd's LimitNOFILE=",
+            settings.max_conns,
+            max_conns,
+            limit,
+            FD_RESERVE,
+        )
 
     def serve_one(index: int | None, port: int) -> int:
         server = Server(
@@ -176,7 +243,7 @@ def serve_settings(settings: Settings, service: Service, options: ConnectionOpti
             settings.host,
             port,
             options=options,
-            max_connections=settings.max_conns,
+            max_connections=max_conns,
             max_connections_per_ip=settings.max_conns_per_ip,
             reuse_port=index is not None,
         )

@@ -51,10 +51,12 @@ class Settings:
         per_service=True,
         choices=("line", "chunk"),
     )
+    # Redis's maxclients: enough for a busy single process, and lowered at start-up to what
+    # the open-files limit allows (the runner says so in one line) rather than failing.
     max_conns: int | None = option(
         "int",
-        None,
-        "most connections at once (0: no limit)",
+        10000,
+        "most connections at once, lowered to fit the open-files limit (0: no limit)",
         minimum=0,
         zero_disables=True,
         metavar="N",
