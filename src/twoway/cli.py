@@ -79,8 +79,20 @@ def cli() -> None:
     metavar="FILE",
     help="TOML config file (keys are the long option names); env TWOWAY_CONFIG",
 )
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="log one level more per -v (-v: debug; -vv: asyncio's debug lines too)",
+)
 @_with_options
-def serve(service: str | None, target: str | None, config_file: str | None, **flags: Any) -> None:
+def serve(
+    service: str | None,
+    target: str | None,
+    config_file: str | None,
+    verbose: int,
+    **flags: Any,
+) -> None:
     """Run a built-in SERVICE: chat, echo, upper, stamp, peers, dump or file.
 
     `twoway serve file PATH` sends PATH to every client; `twoway serve dump --dir DIR`
@@ -109,7 +121,7 @@ def serve(service: str | None, target: str | None, config_file: str | None, **fl
         _fail(str(exc), EXIT_USAGE)
         return
     try:
-        code = serve_settings(settings, svc, options)
+        code = serve_settings(settings, svc, options, verbose=verbose)
     except TwowayError as exc:
         _fail(str(exc), EXIT_FAILURE)
         return
@@ -208,6 +220,18 @@ def check_config(file: str) -> None:
 @click.option("--crlf", is_flag=True, help="End the lines typed or sent with CRLF.")
 @click.option("-v", "--verbose", is_flag=True, help="Log lookup, connect, end, close (bytes).")
 @click.option(
+    "-x",
+    "--hexdump",
+    is_flag=True,
+    help="Show the traffic as a hex dump on stderr (> sent, < received), like ncat -x.",
+)
+@click.option(
+    "--hexdump-max",
+    default="16KiB",
+    metavar="BYTES",
+    help="Most bytes -x shows per direction and connection (0: all).",
+)
+@click.option(
     "--loop",
     type=click.Choice(["auto", "asyncio", "uvloop"]),
     default="auto",
@@ -219,6 +243,7 @@ def connect(
     connections: int | None,
     names: str | None,
     keepalive: int | None,
+    hexdump_max: str,
     **kwargs: Any,
 ) -> None:
     """Connect to HOST PORT: a chat client on a terminal, nc -N in a pipe.
@@ -235,10 +260,17 @@ def connect(
     """
     from twoway.client import ClientOptions, run_client
     from twoway.client.options import link_names
+    from twoway.config import parse_size
     from twoway.net.options import Keepalive
 
     try:
+        dump_max = parse_size(hexdump_max)
+    except ValueError:
+        _fail(f"--hexdump-max {hexdump_max!r}: not a size (e.g. 4096 or 64KiB)", EXIT_USAGE)
+        return
+    try:
         opts = ClientOptions(
+            hexdump_max=dump_max or None,
             host=host,
             port=port,
             names=link_names(connections, names),

@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from twoway.errors import describe_oserror
-from twoway.logs import setup_logging
+from twoway.logs import PROCESS_LOGGER, log_context, setup_logging
 from twoway.loops import loop_factory, resolve_loop
 from twoway.net.handlers import Service
 from twoway.net.options import ConnectionOptions
@@ -41,6 +41,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("twoway")
+#: The lines that always show, whatever --log-level: ready, signals, shutdown, limits.
+plog = logging.getLogger(PROCESS_LOGGER)
 
 _RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
@@ -173,16 +175,19 @@ async def run_server(server: Server, grace: float, *, name: str = "twoway", tag:
         nonlocal signals
         signals += 1
         if signals == 1:
-            log.info(
+            plog.info(
                 "%s received: shutting down (grace %g s, %d connection(s))",
                 signal.Signals(signum).name,
                 grace,
                 server.connection_count,
+                extra={"event": "signal", "signal": signal.Signals(signum).name},
             )
             stop.set()
         else:
-            log.warning(
-                "%s received again: closing every connection now", signal.Signals(signum).name
+            plog.warning(
+                "%s received again: closing every connection now",
+                signal.Signals(signum).name,
+                extra={"event": "signal", "signal": signal.Signals(signum).name},
             )
             for conn in server.connections:
                 conn.abort(reason="forced shutdown")
@@ -195,13 +200,14 @@ async def run_server(server: Server, grace: float, *, name: str = "twoway", tag:
         await server.start()
         for host, port in server.addresses:
             where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            log.info(
+            plog.info(
                 "%s %s listening on %s%s; %s",
                 name,
                 server.service.name,
                 where,
                 tag,
                 describe_limits(server),
+                extra=_ready_fields(server, host, port),
             )
         await stop.wait()
         await server.shutdown(grace)
@@ -209,32 +215,68 @@ async def run_server(server: Server, grace: float, *, name: str = "twoway", tag:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     s = server.stats
-    log.info(
-        "stopped: %d connection(s) served, in %d B, out %d B", s.accepted, s.bytes_in, s.bytes_out
+    plog.info(
+        "stopped: %d connection(s) served, in %d B, out %d B",
+        s.accepted,
+        s.bytes_in,
+        s.bytes_out,
+        extra={
+            "event": "stopped",
+            "connections": s.accepted,
+            "bytes_in": s.bytes_in,
+            "bytes_out": s.bytes_out,
+        },
     )
     return 0
 
 
-def serve_settings(settings: Settings, service: Service, options: ConnectionOptions) -> int:
+def _ready_fields(server: Server, host: str, port: int) -> dict[str, Any]:
+    """The ready line's fields for ``--log-format json``: the address and the limits."""
+    opts = server.options
+    ka = opts.keepalive
+    return {
+        "event": "listening",
+        "host": host,
+        "port": port,
+        "max_conns": server.max_connections,
+        "max_conns_per_ip": server.max_connections_per_ip,
+        "max_line": opts.max_line if server.service.framing != "raw" else None,
+        "idle_timeout_s": opts.idle_timeout,
+        "line_timeout_s": getattr(opts, "line_timeout", None),
+        "keepalive": None if ka is None else f"{ka.idle},{ka.interval},{ka.count}",
+    }
+
+
+def serve_settings(
+    settings: Settings, service: Service, options: ConnectionOptions, *, verbose: int = 0
+) -> int:
     """Run ``service`` with per-connection ``options`` as configured by ``settings`` until a
-    signal; return the exit code.
+    signal; return the exit code. Each ``verbose`` step (``-v``) logs one level more.
 
     Raises :class:`~twoway.errors.TwowayError` for expected failures (the CLI prints them).
     """
-    setup_logging(settings.log_level, settings.log_format)
+    setup_logging(
+        settings.log_level,
+        settings.log_format,
+        access_log=settings.access_log,
+        log_time=settings.log_time,
+        verbose=verbose,
+    )
+    log_context(service=settings.service)
     tune_malloc()
     limit = raise_nofile_limit()
     loop_name = resolve_loop(settings.loop)
-    log.debug("event loop %s, open files limit %d", loop_name, limit)
+    plog.debug("event loop %s, open files limit %d", loop_name, limit)
     max_conns = fit_max_conns(settings.max_conns, limit)
     if max_conns != settings.max_conns:
-        log.warning(
+        plog.warning(
             "max-conns lowered from %d to %d: the open-files limit is %d (%d kept for the "
             "server itself); raise it with ulimit -n or systemd's LimitNOFILE=",
             settings.max_conns,
             max_conns,
             limit,
             FD_RESERVE,
+            extra={"event": "limit_lowered", "max_conns": max_conns, "nofile": limit},
         )
 
     def serve_one(index: int | None, port: int) -> int:
@@ -248,6 +290,8 @@ def serve_settings(settings: Settings, service: Service, options: ConnectionOpti
             reuse_port=index is not None,
         )
         tag = f" (worker {index + 1}, pid {os.getpid()})" if index is not None else ""
+        if index is not None:
+            log_context(worker=index + 1)
         with asyncio.Runner(loop_factory=loop_factory(loop_name)) as runner:
             return runner.run(run_server(server, settings.grace, tag=tag))
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
+from twoway.client.hexdump import HexDump
 from twoway.errors import ConnectError, describe_oserror
 from twoway.net.client import connect, is_ip_address
 from twoway.net.handlers import Service
@@ -118,6 +119,10 @@ class Link:
         self._timer: asyncio.TimerHandle | None = None
         self._last_read = 0.0
         self._data_waiter: asyncio.Future[None] | None = None
+        #: ``-x``: the bounded dump of this link's traffic, or ``None``.
+        self.dump: HexDump | None = None
+        if opts.hexdump:
+            self.dump = HexDump(lambda line: status.show(name, line), opts.hexdump_max)
         options = ConnectionOptions(keepalive=opts.keepalive, max_line=None)
         service = LinkService(
             on_connect=self._on_connect,
@@ -213,6 +218,7 @@ class Link:
             while outbox and not conn.is_closing:
                 data = outbox.popleft()
                 self.sent += 1
+                self.dump_sent(data)
                 await conn.write(data)
         finally:
             self._flushing = False
@@ -235,8 +241,15 @@ class Link:
                 await self._flushed.wait()
                 continue
             self.sent += 1
+            self.dump_sent(data)
             await conn.write(data)
             return
+
+    def dump_sent(self, data: bytes) -> None:
+        """Show ``data`` in the ``-x`` dump as sent: for writers that bypass :meth:`send`
+        (the raw pipe pump). Does nothing without ``-x``."""
+        if self.dump is not None:
+            self.dump.sent(data)
 
     def _keep(self, data: bytes) -> None:
         if self.done.is_set() or (self._ended and not self.reconnect):
@@ -306,6 +319,8 @@ class Link:
         self.conn = conn
         self.reason = None
         self._ended = False
+        if self.dump is not None:
+            self.dump.reset()
         self.status.detail(
             self.name, f"connected {format_address(conn.local_address)} -> {conn.peer}"
         )
@@ -321,6 +336,8 @@ class Link:
 
     def _on_data(self, data: bytes) -> None:
         self.chunks_received += 1
+        if self.dump is not None:
+            self.dump.received(data)
         if self._timer is not None:
             self._last_read = self._loop.time()
         waiter = self._data_waiter
@@ -361,6 +378,8 @@ class Link:
         elif self.reason is None:
             self.reason = "closed" if self._ended else "closed by the server"
         self.sink.flush()
+        if self.dump is not None:
+            self.dump.finish()
         self.status.detail(
             self.name,
             f"close: read {conn.bytes_read} B, wrote {conn.bytes_written} B"

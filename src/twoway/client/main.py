@@ -21,7 +21,7 @@ from twoway.client.link import Link, all_done
 from twoway.client.options import ClientOptions
 from twoway.client.output import LineSink, PipeWriter, RawSink, Sink, choose_writer, prefix
 from twoway.client.status import Status
-from twoway.client.stdin import Source, open_stdin
+from twoway.client.stdin import Source, TappedSource, open_stdin
 from twoway.errors import ConfigError, describe_oserror
 from twoway.loops import loop_factory
 
@@ -129,8 +129,10 @@ async def _run(opts: ClientOptions, signals: list[int]) -> int:
 
             source = await open_stdin()
             if multi or opts.reconnect:
-                driver = _none(pump_lines(source, links))
+                driver = _none(pump_lines(source, links))  # through Link.send: dumped there
             else:
+                if opts.hexdump:
+                    source = TappedSource(source, links[0].dump_sent)
                 driver = _none(pump_raw(source, links[0]))
         code = await _drive(driver, links)
     except asyncio.CancelledError:

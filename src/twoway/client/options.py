@@ -65,6 +65,10 @@ class ClientOptions:
     crlf: bool = False
     verbose: bool = False
     loop: str = "auto"
+    #: ``-x``: a hex dump of the traffic on stderr, at most ``hexdump_max`` bytes of each
+    #: direction per connection (``None``: all of it).
+    hexdump: bool = False
+    hexdump_max: int | None = 16 * 1024
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:

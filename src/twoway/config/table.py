@@ -253,9 +253,30 @@ class Settings:
         metavar="SECONDS",
     )
     log_level: str = option(
-        "choice", "info", "log level", choices=("debug", "info", "warning", "error")
+        "choice",
+        "info",
+        "level of the diagnostic lines (the ready line and lifecycle lines always show)",
+        choices=("debug", "info", "warning", "error"),
     )
-    log_format: str = option("choice", "text", "log format", choices=("text", "json"))
+    log_format: str = option(
+        "choice",
+        "text",
+        "log format: text lines, or json objects with fields (event, peer, bytes_in...)",
+        choices=("text", "json"),
+    )
+    log_time: str = option(
+        "choice",
+        "time",
+        "time stamp of text log lines: time (12:00:00.001), date (2026-12-06 12:00:00.001), "
+        "iso (ISO-8601 with the offset) or none (journald stamps lines itself)",
+        choices=("time", "date", "iso", "none"),
+    )
+    access_log: bool = option(
+        "bool",
+        True,
+        "log each connection and its close, whatever --log-level",
+        flag="--access-log/--no-access-log",
+    )
     #: Where each value came from (``default``, ``config file X``, ``environment``, ``flag``).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
