@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 from twoway.errors import describe_oserror
 from twoway.logs import PROCESS_LOGGER, log_context, setup_logging
 from twoway.loops import loop_factory, resolve_loop
-from twoway.net.handlers import Service
+from twoway.net.asyncapi import AsyncHandler
+from twoway.net.handlers import Framing, Service
 from twoway.net.options import ConnectionOptions
-from twoway.net.server import Server
+from twoway.net.server import Server, serve
 
 if TYPE_CHECKING:  # `import twoway` must not load the CLI's option table
     from twoway.config import Settings
@@ -160,11 +161,25 @@ class ExceptionFilter:
         loop.default_exception_handler(context)
 
 
-async def run_server(server: Server, grace: float, *, name: str = "twoway", tag: str = "") -> int:
-    """Start ``server``, log the ready line, serve until SIGINT/SIGTERM, shut down gracefully.
+#: Signals that stop the server gracefully; a second one forces. SIGQUIT (Ctrl-\) too: a
+#: graceful stop in nginx, and its default action (a core dump) ends a server silently.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
+#: Signals a user may send by habit whose default action would end the server without a
+#: word: each is logged and the server carries on.
+NOTED_SIGNALS = {
+    signal.SIGHUP: "reload is not supported yet: carrying on with the same settings",
+    signal.SIGUSR1: "ignored (no action is assigned to it)",
+    signal.SIGUSR2: "ignored (no action is assigned to it)",
+}
 
-    The first signal starts a shutdown that lasts at most ``grace`` seconds; a second one
-    aborts every connection at once. Returns the exit code (0).
+
+async def run_server(server: Server, grace: float, *, name: str = "twoway", tag: str = "") -> int:
+    """Start ``server``, log the ready line, serve until a stop signal, shut down gracefully.
+
+    SIGINT, SIGTERM and SIGQUIT start a shutdown that lasts at most ``grace`` seconds; a
+    second one aborts every connection at once. SIGHUP, SIGUSR1 and SIGUSR2 are logged and
+    change nothing. Returns the exit code (0). Installs signal handlers: for a process's
+    main thread only (:func:`run`, ``twoway serve``, or an ``asyncio.run(main())`` of yours).
     """
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(ExceptionFilter())
@@ -173,28 +188,31 @@ async def run_server(server: Server, grace: float, *, name: str = "twoway", tag:
 
     def on_signal(signum: int) -> None:
         nonlocal signals
+        sig = signal.Signals(signum).name
+        fields = {"event": "signal", "signal": sig}
+        note = NOTED_SIGNALS.get(signal.Signals(signum))
+        if note is not None:
+            plog.warning("%s received: %s", sig, note, extra=fields)
+            return
         signals += 1
         if signals == 1:
             plog.info(
                 "%s received: shutting down (grace %g s, %d connection(s))",
-                signal.Signals(signum).name,
+                sig,
                 grace,
                 server.connection_count,
-                extra={"event": "signal", "signal": signal.Signals(signum).name},
+                extra=fields,
             )
             stop.set()
         else:
-            plog.warning(
-                "%s received again: closing every connection now",
-                signal.Signals(signum).name,
-                extra={"event": "signal", "signal": signal.Signals(signum).name},
-            )
+            plog.warning("%s received again: closing every connection now", sig, extra=fields)
             for conn in server.connections:
                 conn.abort(reason="forced shutdown")
 
     # Handlers first: a script that signals as soon as it reads the ready line must get the
     # graceful shutdown, not the default action of the signal.
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    handled = (*STOP_SIGNALS, *NOTED_SIGNALS)
+    for sig in handled:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
         await server.start()
@@ -212,7 +230,7 @@ async def run_server(server: Server, grace: float, *, name: str = "twoway", tag:
         await stop.wait()
         await server.shutdown(grace)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in handled:
             loop.remove_signal_handler(sig)
     s = server.stats
     plog.info(
@@ -247,6 +265,22 @@ def _ready_fields(server: Server, host: str, port: int) -> dict[str, Any]:
     }
 
 
+def _fit_logged(requested: int | None, nofile: int) -> int | None:
+    """:func:`fit_max_conns`, with one line when the limit had to be lowered."""
+    fitted = fit_max_conns(requested, nofile)
+    if fitted != requested:
+        plog.warning(
+            "max-conns lowered from %d to %d: the open-files limit is %d (%d kept for the "
+            "server itself); raise it with ulimit -n or systemd's LimitNOFILE=",
+            requested,
+            fitted,
+            nofile,
+            FD_RESERVE,
+            extra={"event": "limit_lowered", "max_conns": fitted, "nofile": nofile},
+        )
+    return fitted
+
+
 def serve_settings(
     settings: Settings, service: Service, options: ConnectionOptions, *, verbose: int = 0
 ) -> int:
@@ -267,17 +301,7 @@ def serve_settings(
     limit = raise_nofile_limit()
     loop_name = resolve_loop(settings.loop)
     plog.debug("event loop %s, open files limit %d", loop_name, limit)
-    max_conns = fit_max_conns(settings.max_conns, limit)
-    if max_conns != settings.max_conns:
-        plog.warning(
-            "max-conns lowered from %d to %d: the open-files limit is %d (%d kept for the "
-            "server itself); raise it with ulimit -n or systemd's LimitNOFILE=",
-            settings.max_conns,
-            max_conns,
-            limit,
-            FD_RESERVE,
-            extra={"event": "limit_lowered", "max_conns": max_conns, "nofile": limit},
-        )
+    max_conns = _fit_logged(settings.max_conns, limit)
 
     def serve_one(index: int | None, port: int) -> int:
         server = Server(
@@ -303,21 +327,36 @@ def serve_settings(
 
 
 def run(
-    service: Service,
+    handler: Service | AsyncHandler,
     host: str = "127.0.0.1",
     port: int = 4001,
     *,
+    framing: Framing = "line",
     grace: float = 5.0,
     loop: str = "auto",
     log_level: str = "info",
+    log_format: str = "text",
+    log_time: str = "time",
+    access_log: bool = True,
     options: ConnectionOptions | None = None,
     **server_kwargs: Any,
 ) -> int:
-    """Run ``service`` like ``twoway serve`` does: logging to stderr, signals, graceful
-    shutdown. Blocks until SIGINT/SIGTERM; returns the exit code."""
-    setup_logging(log_level)
+    """Run ``handler`` like ``twoway serve`` does: logging to stderr, signals, graceful
+    shutdown. Blocks until SIGINT/SIGTERM (see :func:`run_server`); returns the exit code.
+
+    ``handler`` and ``framing`` are what :func:`~twoway.net.server.serve` takes: a
+    :class:`Service`, or an ``async def handler(conn)`` fed lines (``framing="line"``) or
+    chunks (``"raw"``); other keyword arguments go to :class:`Server` as well
+    (``max_connections``, ``max_connections_per_ip``...). A ``max_connections`` the
+    open-files limit cannot hold is lowered, with one log line. Raises
+    :class:`~twoway.errors.ListenError` if it cannot listen.
+    """
+    setup_logging(log_level, log_format, access_log=access_log, log_time=log_time)
     tune_malloc()
-    raise_nofile_limit()
-    server = Server(service, host, port, options=options, **server_kwargs)
+    nofile = raise_nofile_limit()
+    wanted = server_kwargs.get("max_connections")
+    if wanted is not None:
+        server_kwargs["max_connections"] = _fit_logged(wanted, nofile)
+    server = serve(handler, host, port, framing=framing, options=options, **server_kwargs)
     with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
         return runner.run(run_server(server, grace))

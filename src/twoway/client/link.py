@@ -280,6 +280,18 @@ class Link:
         if conn is not None and not conn.is_closing and not self._flushing and not self._outbox:
             self._end(conn)
 
+    def stop(self, timeout: float) -> None:
+        """Leave now, politely (Ctrl-C, SIGTERM): no more reconnecting and no more input;
+        what the connection has queued is flushed, then FIN, and the server gets ``timeout``
+        seconds to close before the connection is aborted. Lines still in the buffer of a
+        link that is down are dropped (and reported). Idempotent."""
+        self.reconnect = False
+        self._input_done = True
+        conn = self.conn
+        if conn is not None and not conn.is_closing:
+            self._ended = True
+            conn.close(timeout=timeout)
+
     def _end(self, conn: Connection) -> None:
         self._ended = True
         conn.end()

@@ -29,6 +29,8 @@ __all__ = ["EXIT_FAILURE", "EXIT_OK", "run_client"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+#: After Ctrl-C; a signal's own code (128 + its number) replaces it.
+EXIT_INTERRUPTED = 130
 
 
 def _isatty(stream: Any) -> bool:
@@ -58,16 +60,20 @@ async def _main(opts: ClientOptions) -> int:
     main = asyncio.current_task()
     assert main is not None
     signals: list[int] = []
+    stopping = asyncio.Event()
 
     def on_signal(signum: int) -> None:
-        if not signals:
-            signals.append(signum)
-            main.cancel()
+        signals.append(signum)
+        if len(signals) == 1:
+            stopping.set()  # leave politely: flush, FIN, a bounded wait for the server
+        else:
+            main.cancel()  # a second one: at once
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        return await _run(opts, signals)
+        code = await _run(opts, stopping)
+        return 128 + signals[0] if signals else code
     except asyncio.CancelledError:
         if signals:
             return 128 + signals[0]
@@ -77,7 +83,7 @@ async def _main(opts: ClientOptions) -> int:
             loop.remove_signal_handler(sig)
 
 
-async def _run(opts: ClientOptions, signals: list[int]) -> int:
+async def _run(opts: ClientOptions, stopping: asyncio.Event) -> int:
     interactive = opts.send is None and _isatty(sys.stdin) and _isatty(sys.stdout)
     multi = bool(opts.names)
     status = Status(announce=opts.reconnect or multi or interactive, verbose=opts.verbose)
@@ -134,9 +140,13 @@ async def _run(opts: ClientOptions, signals: list[int]) -> int:
                 if opts.hexdump:
                     source = TappedSource(source, links[0].dump_sent)
                 driver = _none(pump_raw(source, links[0]))
-        code = await _drive(driver, links)
+        code = await _drive(driver, links, stopping)
+        if code == EXIT_INTERRUPTED:
+            # Ctrl-C (a signal, or the key in the interactive prompt): close like nc does,
+            # with a FIN after what is queued, never an RST that reads as a crash.
+            await _stop_links(links, opts.linger)
     except asyncio.CancelledError:
-        if not writer.broken or signals:
+        if not writer.broken or stopping.is_set():
             raise
         code = EXIT_OK
     finally:
@@ -162,24 +172,41 @@ async def _none(coro: Coroutine[Any, Any, None]) -> int | None:
     return None
 
 
-async def _drive(driver: Coroutine[Any, Any, int | None], links: list[Link]) -> int | None:
+async def _drive(
+    driver: Coroutine[Any, Any, int | None], links: list[Link], stopping: asyncio.Event
+) -> int | None:
     """Run the input side until it is finished and the links are done, or until the links
-    are done (the server closed: stop reading input). Returns the driver's exit code."""
+    are done (the server closed: stop reading input), or until ``stopping`` is set (a
+    signal: returns :data:`EXIT_INTERRUPTED`). Returns the driver's exit code."""
     feeding = asyncio.ensure_future(driver)
     finished = asyncio.ensure_future(all_done(links))
+    stopped = asyncio.ensure_future(stopping.wait())
     try:
-        await asyncio.wait({feeding, finished}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({feeding, finished, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if stopped.done():
+            return EXIT_INTERRUPTED
         if feeding.done():
             code = feeding.result()
             if code is not None:
                 return code
-            await finished
-            return None
+            await asyncio.wait({finished, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            return EXIT_INTERRUPTED if stopped.done() else None
         return None
     finally:
-        feeding.cancel()
-        finished.cancel()
-        await asyncio.gather(feeding, finished, return_exceptions=True)
+        for task in (feeding, finished, stopped):
+            task.cancel()
+        await asyncio.gather(feeding, finished, stopped, return_exceptions=True)
+
+
+async def _stop_links(links: list[Link], linger: float) -> None:
+    """Close every link politely and wait (bounded) until they are done."""
+    # The server gets `linger` seconds to answer our FIN with its own, and no less than a
+    # second: a chat server announces the departure first.
+    within = max(linger, 1.0)
+    for link in links:
+        link.stop(within)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(all_done(links), within + 0.5)
 
 
 def _silence_stdout() -> None:
