@@ -297,6 +297,8 @@ def serve_settings(
         verbose=verbose,
     )
     log_context(service=settings.service)
+    for level, message in settings.notices:
+        plog.log(level, message)
     tune_malloc()
     limit = raise_nofile_limit()
     loop_name = resolve_loop(settings.loop)

@@ -17,12 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import socket
 from collections.abc import Callable, Sequence
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 from twoway.client.hexdump import HexDump
-from twoway.errors import ConnectError, describe_oserror
+from twoway.errors import (
+    ConnectError,
+    FatalConnectError,
+    RetryableConnectError,
+    describe_oserror,
+)
 from twoway.net.client import connect, is_ip_address
 from twoway.net.handlers import Service
 from twoway.net.options import ConnectionOptions
@@ -70,16 +76,42 @@ class LinkService(Service):
 
 
 class _Target(connect):
-    """``connect`` that reports each attempt's name lookup through ``on_lookup(host)``."""
+    """``connect`` that reports each attempt's name lookup through ``on_lookup(host)``, and
+    with ``family`` (``-4``/``-6``) resolves a name to that family only, at every attempt."""
 
-    def __init__(self, on_lookup: Callable[[str], None], **kwargs: object) -> None:
+    def __init__(self, on_lookup: Callable[[str], None], family: int = 0, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.on_lookup = on_lookup
+        self.family = family
+        self.name = self.host
 
     async def open(self) -> Connection:
-        if not is_ip_address(self.host):
-            self.on_lookup(self.host)
+        if not is_ip_address(self.name):
+            self.on_lookup(self.name)
+            if self.family:
+                self.host = await self._resolve()
         return await super().open()
+
+    async def _resolve(self) -> str:
+        # net's connect() takes no family yet: resolve here, and hand it the address.
+        loop = asyncio.get_running_loop()
+        version = 6 if self.family == socket.AF_INET6 else 4
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                infos = await loop.getaddrinfo(
+                    self.name, self.port, family=self.family, type=socket.SOCK_STREAM
+                )
+        except TimeoutError:
+            raise RetryableConnectError(f"cannot connect to {self.where}: timed out") from None
+        except socket.gaierror as exc:
+            if exc.errno == socket.EAI_AGAIN:
+                raise RetryableConnectError(
+                    f"cannot connect to {self.where}: name lookup failed"
+                ) from exc
+            raise FatalConnectError(
+                f"cannot connect to {self.where}: no IPv{version} address"
+            ) from exc
+        return str(infos[0][4][0])
 
 
 class Link:
@@ -132,12 +164,14 @@ class Link:
         )
         self.target = _Target(
             self._on_lookup,
+            family=opts.family,
             host=opts.host,
             port=opts.port,
             handler=service,
             options=options,
             connect_timeout=opts.connect_timeout,
             reconnect=opts.reconnect,
+            max_attempts=opts.max_attempts,
             initial_delay=opts.retry_delay,
             max_delay=max(opts.retry_max, opts.retry_delay),
             on_wait=self._on_wait,
@@ -176,6 +210,8 @@ class Link:
                         break
         except ConnectError as exc:
             self.error = str(exc)
+            if self.reconnect and self.opts.max_attempts is not None:
+                self.error += f" (gave up after {self.opts.max_attempts} attempts)"
         finally:
             self.attempted.set()
             self.done.set()

@@ -279,6 +279,10 @@ class Settings:
     )
     #: Where each value came from (``default``, ``config file X``, ``environment``, ``flag``).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+    #: What loading noticed but did not refuse, as ``(logging level, message)``: a variable
+    #: ignored because its option does not apply, an unknown ``TWOWAY_*`` name. Config logs
+    #: nothing itself (logging is not set up yet when it runs): the runner logs these.
+    notices: tuple[tuple[int, str], ...] = field(default=(), compare=False)
 
     def describe(self, service_options: Collection[str] = ()) -> list[str]:
         """``key = value  # source`` lines, for ``twoway check-config``: every option that
