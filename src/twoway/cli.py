@@ -12,27 +12,27 @@ completion of services and choices (``_TWOWAY_COMPLETE=bash_source twoway``).
 
 from __future__ import annotations
 
-import difflib
-import ipaddress
 import os
-import socket
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import click
 from click.shell_completion import CompletionItem
 
 from twoway._version import __version__
+from twoway.cliargs import (
+    check_family,
+    choose_family,
+    connect_target,
+    family_host,
+    keepalive_options,
+    serve_positionals,
+    unknown_env,
+)
 from twoway.config import ENV_PREFIX, OPTIONS, OptionSpec, Settings, load_settings
-from twoway.config.parse import split_host_port
 from twoway.errors import ConfigError, ServiceError, TwowayError
 from twoway.services import SERVICES, check_settings, service_options
-
-if TYPE_CHECKING:
-    from twoway.config import KeepaliveSetting
-    from twoway.net.options import Keepalive
 
 __all__ = ["main"]
 
@@ -125,63 +125,12 @@ def cli() -> None:
     """twoway: persistent, bi-directional TCP services."""
 
 
-def _positional(args: Sequence[str]) -> tuple[str | None, str | None, str | None]:
-    """``SERVICE [PATH] [PORT]`` as typed: ``(service, path, port)``.
-
-    A first argument that is a number is the port (the service then comes from the
-    environment or the config file); after ``file`` the next one is the PATH (a file may be
-    called ``4002``), and a number after that the port. Raises ``click.UsageError``.
-    """
-    rest = list(args)
-    service = rest.pop(0) if rest and not rest[0].isdigit() else None
-    spec = SERVICES.get(service) if service is not None else None
-    path = port = None
-    if rest and spec is not None and "path" in spec.options:
-        path = rest.pop(0)
-    elif rest and spec is None and not rest[0].isdigit():
-        path = rest.pop(0)  # the service comes from elsewhere (or is unknown): config judges
-    if rest and rest[0].isdigit():
-        port = rest.pop(0)
-    if rest:
-        takes_path = spec is None or "path" in spec.options
-        usage = "SERVICE [PATH] [PORT]" if takes_path else f"{service} [PORT]"
-        raise click.UsageError(f"unexpected argument {rest[0]!r}: twoway serve {usage}")
-    return service, path, port
-
-
 def _given_once(raw: dict[str, Any], key: str, value: str | None, what: str) -> None:
     if value is None:
         return
     if raw.get(key) is not None and str(raw[key]) != value:
         raise click.UsageError(f"give the {what} once: {value} and --{key} {raw[key]} disagree")
     raw[key] = value
-
-
-def _family_host(settings: Settings, family: socket.AddressFamily) -> Settings:
-    """``-4``/``-6``: the loopback of that family by default; a given address must be of it;
-    a name is resolved to its first address of it."""
-    v6 = family == socket.AF_INET6
-    label = "-6" if v6 else "-4"
-    if settings.sources.get("host") is None:
-        return replace(settings, host="::1" if v6 else "127.0.0.1")
-    host = settings.host
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        try:
-            infos = socket.getaddrinfo(host, None, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
-        except socket.gaierror:
-            raise ConfigError(f"{label}: {host!r} has no IPv{6 if v6 else 4} address") from None
-        return replace(settings, host=str(infos[0][4][0]))
-    if (ip.version == 6) != v6:
-        raise ConfigError(f"{label} and --host {host}: not an IPv{6 if v6 else 4} address")
-    return settings
-
-
-def _family(four: bool, six: bool) -> socket.AddressFamily | None:
-    if four and six:
-        raise click.UsageError("use either -4 or -6, not both")
-    return socket.AF_INET if four else socket.AF_INET6 if six else None
 
 
 @cli.command(context_settings={"show_default": False})
@@ -224,8 +173,8 @@ def serve(
     from twoway.runner import serve_settings
     from twoway.services import build_service, connection_options
 
-    family = _family(ipv4, ipv6)
-    service, path, port = _positional(args)
+    family = choose_family(ipv4, ipv6)
+    service, path, port = serve_positionals(args)
     config_file = config_file or os.environ.get(ENV_PREFIX + "CONFIG") or None
     raw = {spec.key: flags[spec.attr] for spec in OPTIONS}
     _given_once(raw, "path", path, "file")
@@ -233,7 +182,7 @@ def serve(
     try:
         settings = _load(service=service, flags=raw, config_file=config_file)
         if family is not None:
-            settings = _family_host(settings, family)
+            settings = family_host(settings, family)
         svc = build_service(settings)
         options = connection_options(settings)
     except (ConfigError, ServiceError) as exc:
@@ -275,51 +224,6 @@ def check_config(file: str, service: str | None) -> None:
 def _copt(*names: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """A ``connect`` option: its variable (``TWOWAY_CONNECT_<NAME>``) shown in ``--help``."""
     return click.option(*names, show_envvar=True, **kwargs)
-
-
-def _warn_unknown_connect_env(ctx: click.Context) -> None:
-    """One warning per ``TWOWAY_CONNECT_*`` name no option reads (a typo), with the closest."""
-    known = [
-        f"{CONNECT_ENV}_{p.name.upper()}"
-        for p in ctx.command.params
-        if isinstance(p, click.Option) and p.name
-    ]
-    for name in sorted(os.environ):
-        if name.startswith(CONNECT_ENV + "_") and name not in known:
-            match = difflib.get_close_matches(name, known, n=1)
-            hint = f" (did you mean {match[0]}?)" if match else ""
-            click.echo(f"twoway: warning: unknown variable {name} ignored{hint}", err=True)
-
-
-def _connect_target(host: str, port: str | None) -> tuple[str, int]:
-    """``HOST PORT``, ``HOST:PORT``, ``[IPV6] PORT`` or ``[IPV6]:PORT``."""
-    try:
-        name, inline = split_host_port(host)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="HOST") from None
-    if port is not None and not port.isdigit():
-        raise click.BadParameter(f"{port!r} is not a number", param_hint="PORT")
-    given = int(port) if port is not None else None
-    if inline is not None and given is not None and inline != given:
-        raise click.UsageError(f"two ports: {host} and {port}")
-    chosen = given if given is not None else inline
-    if chosen is None:
-        raise click.UsageError("no port: twoway connect HOST PORT (or HOST:PORT)")
-    if not name:
-        raise click.BadParameter("empty host", param_hint="HOST")
-    return name, chosen
-
-
-def _check_family(host: str, family: socket.AddressFamily | None) -> None:
-    if family is None:
-        return
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return  # a name: resolved to that family at each attempt
-    want = 6 if family == socket.AF_INET6 else 4
-    if ip.version != want:
-        raise click.UsageError(f"-{want} and {host}: not an IPv{want} address")
 
 
 @cli.command(
@@ -459,10 +363,15 @@ def connect(
     from twoway.config import parse_size
     from twoway.config.parse import parse_keepalive
 
-    _warn_unknown_connect_env(click.get_current_context())
-    target, number = _connect_target(host, port)
-    family = _family(ipv4, ipv6)
-    _check_family(target, family)
+    params = click.get_current_context().command.params
+    known = [
+        f"{CONNECT_ENV}_{p.name.upper()}" for p in params if isinstance(p, click.Option) and p.name
+    ]
+    for warning in unknown_env(CONNECT_ENV + "_", known):
+        click.echo(f"twoway: warning: {warning}", err=True)
+    target, number = connect_target(host, port)
+    family = choose_family(ipv4, ipv6)
+    check_family(target, family)
     if kwargs.get("max_attempts") is not None and not kwargs.get("reconnect"):
         raise click.UsageError("--max-attempts counts reconnection attempts: add --reconnect")
     try:
@@ -485,27 +394,13 @@ def connect(
             family=family or 0,
             hexdump_max=dump_max or None,
             names=link_names(connections, names),
-            keepalive=_keepalive(setting),
+            keepalive=keepalive_options(setting),
             **kwargs,
         )
     except ValueError as exc:
         _fail(str(exc), EXIT_USAGE)
         return
     sys.exit(run_client(opts))
-
-
-def _keepalive(setting: KeepaliveSetting | None) -> Keepalive | None:
-    """``IDLE[,INTERVAL[,COUNT]]`` as given, the rest from :class:`Keepalive`'s defaults;
-    an interval left out is never longer than the idle time (as ``serve`` does)."""
-    from twoway.net.options import Keepalive
-
-    if setting is None:
-        return None
-    default = Keepalive()
-    idle = default.idle if setting.idle is None else setting.idle
-    interval = min(default.interval, idle) if setting.interval is None else setting.interval
-    count = default.count if setting.count is None else setting.count
-    return Keepalive(idle, interval, count)
 
 
 def main(argv: list[str] | None = None) -> None:
