@@ -133,10 +133,12 @@ def test_a_flag_that_does_not_apply_is_still_refused() -> None:
 
 def test_a_misspelt_variable_is_one_warning_with_a_suggestion() -> None:
     env = {"TWOWAY_MAXLINE": "10", "TWOWAY_CONNECT_EVERY": "1"}  # connect's: not serve's business
-    with start_cli("serve", "upper", "--port", "0", env=env) as server:
-        with connect(server.port) as sock:
-            sock.sendall(b"x" * 20 + b"\n")  # the default limit applies, not 10
-            assert recv_line(sock) == b'You said "' + b"X" * 20 + b'"\n'
+    with (
+        start_cli("serve", "upper", "--port", "0", env=env) as server,
+        connect(server.port) as sock,
+    ):
+        sock.sendall(b"x" * 20 + b"\n")  # the default limit applies, not 10
+        assert recv_line(sock) == b'You said "' + b"X" * 20 + b'"\n'
     warnings = [line for line in server.lines if "TWOWAY_" in line]
     assert len(warnings) == 1, server.stderr
     assert warnings[0].endswith(
