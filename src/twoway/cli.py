@@ -328,6 +328,13 @@ def _copt(*names: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
     help="Most bytes -x shows per direction and connection (0: all).",
 )
 @_copt(
+    "--history-file",
+    metavar="PATH",
+    help="Interactive: keep typed lines here between runs (off: this run only). "
+    "[default: $XDG_STATE_HOME/twoway/connect_history]",
+    show_default=False,
+)
+@_copt(
     "--loop",
     type=click.Choice(["auto", "asyncio", "uvloop"]),
     default="auto",

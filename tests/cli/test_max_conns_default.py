@@ -35,7 +35,7 @@ def test_every_limit_that_is_set_is_in_the_ready_line() -> None:
     with start_cli("serve", "upper", "--port", "0", *args) as server:
         line = server.wait_for(r"listening on 127\.0\.0\.1:\d+.*").group(0)
     assert line.endswith(
-        "; max 5 connections, 2 per IP, 4 KiB lines, idle timeout 30 s, "
+        "; max 5 connections, 2 per IP, 4 KiB lines, timeout 30 s without traffic, "
         "keep-alive 60 s (probes every 10 s, 3 tries)"
     ), line
 

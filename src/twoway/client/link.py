@@ -223,7 +223,6 @@ class Link:
                 self.status.error(self.name, f"{left} line(s) dropped or never sent")
 
     async def _session(self, conn: Connection) -> None:
-        self.status.state(self.name, f"connected to {self.where}")
         try:
             await self.flush_outbox(conn)
             if self._input_done and not self._outbox:
@@ -372,6 +371,9 @@ class Link:
         self.status.detail(
             self.name, f"connected {format_address(conn.local_address)} -> {conn.peer}"
         )
+        # Here, in connection_made, not when the session starts: data can arrive in between,
+        # and `connected to` must come before the server's first lines (its banner).
+        self.status.state(self.name, f"connected to {self.where}")
         if self._paused:
             conn.pause_reading()
         timeout = self.opts.timeout

@@ -17,9 +17,18 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
+from twoway.client.completion import NickTracker
 from twoway.client.link import Link, all_done
 from twoway.client.options import ClientOptions
-from twoway.client.output import LineSink, PipeWriter, RawSink, Sink, choose_writer, prefix
+from twoway.client.output import (
+    LineSink,
+    PipeWriter,
+    RawSink,
+    Sink,
+    TappedSink,
+    choose_writer,
+    prefix,
+)
 from twoway.client.status import Status
 from twoway.client.stdin import Source, TappedSource, open_stdin
 from twoway.errors import ConfigError, describe_oserror
@@ -95,8 +104,11 @@ async def _run(opts: ClientOptions, stopping: asyncio.Event) -> int:
         status.error("", f"cannot open {opts.output}: {describe_oserror(exc)}")
         return EXIT_FAILURE
     links: list[Link] = []
+    nicks = NickTracker() if interactive else None
     for name in opts.names or ("",):
         sink: Sink = LineSink(writer, prefix(name), escape=tty) if multi or tty else RawSink(writer)
+        if nicks is not None:
+            sink = TappedSink(sink, nicks.feed_bytes)
         links.append(Link(name, opts, sink, status))
     main = asyncio.current_task()
     assert main is not None
@@ -125,7 +137,8 @@ async def _run(opts: ClientOptions, stopping: asyncio.Event) -> int:
         if interactive:
             from twoway.client.interactive import run_interactive
 
-            driver = run_interactive(links, opts)
+            assert nicks is not None
+            driver = run_interactive(links, opts, nicks)
         elif opts.send is not None:
             from twoway.client.sender import run_sender
 

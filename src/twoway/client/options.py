@@ -73,6 +73,9 @@ class ClientOptions:
     #: direction per connection (``None``: all of it).
     hexdump: bool = False
     hexdump_max: int | None = 16 * 1024
+    #: Interactive mode: where typed lines are kept between runs (``None``: the default,
+    #: ``$XDG_STATE_HOME/twoway/connect_history``; ``"off"``: this run only).
+    history_file: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
