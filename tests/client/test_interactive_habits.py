@@ -5,6 +5,7 @@ exit, and no prompt is left on the screen."""
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 from pathlib import Path
 
@@ -199,3 +200,72 @@ async def test_ctrl_z_suspends_and_fg_resumes(procs: Procs) -> None:
             assert await term.wait() == 0
         finally:
             await term.close()
+
+
+_CSI = re.compile(rb"\x1b\[([0-9;?]*)([A-Za-z@])|\x1b[()][0-9A-B]|\x1b[=>78]")
+
+
+def screen_lines(data: bytes) -> list[str]:
+    """What a terminal shows after ``data``: a small model of the escapes prompt_toolkit
+    uses (cursor left/right/up/down, erase to the end of the screen or line)."""
+    rows: list[list[str]] = [[]]
+    row = col = 0
+    i = 0
+    while i < len(data):
+        m = _CSI.match(data, i)
+        if m:
+            arg, cmd = m.group(1) or b"", m.group(2) or b""
+            n = int(arg) if arg.isdigit() else 1
+            if cmd == b"C":
+                col += n
+            elif cmd == b"D":
+                col = max(0, col - n)
+            elif cmd == b"A":
+                row = max(0, row - n)
+            elif cmd == b"B":
+                row += n
+            elif cmd in (b"J", b"K") and not arg.startswith(b"?"):
+                while len(rows) <= row:
+                    rows.append([])
+                del rows[row][col:]
+                if cmd == b"J":
+                    del rows[row + 1 :]
+            i = m.end()
+            continue
+        ch = data[i : i + 1]
+        i += 1
+        if ch == b"\r":
+            col = 0
+        elif ch == b"\n":
+            row += 1
+        elif ch == b"\x08":
+            col = max(0, col - 1)
+        elif ch >= b" ":
+            while len(rows) <= row:
+                rows.append([])
+            line = rows[row]
+            line.extend(" " * (col - len(line)))
+            if col < len(line):
+                line[col] = ch.decode("latin-1")
+            else:
+                line.append(ch.decode("latin-1"))
+            col += 1
+    return ["".join(r).rstrip() for r in rows]
+
+
+@pytest.mark.asyncio(loop_factories=["asyncio"])
+async def test_no_prompt_is_left_on_the_screen_after_exit(procs: Procs) -> None:
+    rec = Recorder()
+    server = await asyncio.start_server(rec.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        term = await procs.pty_client("127.0.0.1", str(port), "--history-file", "off")
+        await prompt(term, (await term.screen.wait_for("BANNER", clean=True)).end())
+        term.type(b"hi" + ENTER)
+        await prompt(term, (await term.screen.wait_for("> hi", clean=True)).end())
+        term.type(CTRL_D)
+        assert await term.wait() == 0
+        await term.screen.wait_for("disconnected: closed", clean=True)
+    lines = [line for line in screen_lines(bytes(term.screen.data)) if line]
+    assert lines[-2:] == ["> hi", "disconnected: closed"], lines
+    assert ">" not in [line.strip() for line in lines]
