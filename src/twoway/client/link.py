@@ -135,6 +135,10 @@ class Link:
         self.error: str | None = None
         self.chunks_received = 0
         self.sent = 0
+        # Bytes of the connections that have ended (the live one is added by the properties).
+        self._in_done = 0
+        self._out_done = 0
+        self._counted: Connection | None = None
         self.dropped_total = 0
         self.attempted = asyncio.Event()
         self.done = asyncio.Event()
@@ -181,6 +185,20 @@ class Link:
     def where(self) -> str:
         """``host:port`` as in messages."""
         return self.target.where
+
+    @property
+    def bytes_in(self) -> int:
+        """Bytes received on every connection of this link so far."""
+        conn = self.conn
+        live = conn.bytes_read if conn is not None and conn is not self._counted else 0
+        return self._in_done + live
+
+    @property
+    def bytes_out(self) -> int:
+        """Bytes sent on every connection of this link so far."""
+        conn = self.conn
+        live = conn.bytes_written if conn is not None and conn is not self._counted else 0
+        return self._out_done + live
 
     @property
     def connected(self) -> bool:
@@ -428,6 +446,9 @@ class Link:
         elif self.reason is None:
             self.reason = "closed" if self._ended else "closed by the server"
         self.sink.flush()
+        self._in_done += conn.bytes_read
+        self._out_done += conn.bytes_written
+        self._counted = conn
         if self.dump is not None:
             self.dump.finish()
         self.status.detail(

@@ -29,6 +29,7 @@ from twoway.client.output import (
     choose_writer,
     prefix,
 )
+from twoway.client.progress import Clock, Meter, run_progress, summary, upload_size
 from twoway.client.status import Status
 from twoway.client.stdin import Source, TappedSource, open_stdin
 from twoway.errors import ConfigError, describe_oserror
@@ -130,6 +131,8 @@ async def _run(opts: ClientOptions, stopping: asyncio.Event) -> int:
 
     writer.on_broken = broken
     tasks = [asyncio.ensure_future(link.run()) for link in links]
+    clock = Clock()
+    progress = asyncio.ensure_future(run_progress([] if interactive else _meters(opts, links)))
     source: Source | None = None
     code: int | None = None
     try:
@@ -166,6 +169,11 @@ async def _run(opts: ClientOptions, stopping: asyncio.Event) -> int:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        progress.cancel()
+        await asyncio.gather(progress, return_exceptions=True)
+        sent = sum(link.bytes_out for link in links)
+        received = sum(link.bytes_in for link in links)
+        status.detail("", summary(sent, received, clock.elapsed()))
         if source is not None:
             await source.aclose()
         await writer.aclose()
@@ -178,6 +186,18 @@ async def _run(opts: ClientOptions, stopping: asyncio.Event) -> int:
         assert link.error is not None
         status.error(link.name, link.error)
     return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _meters(opts: ClientOptions, links: list[Link]) -> list[Meter]:
+    """The transfers worth a progress bar: what arrives into ``-o FILE``, and a file piped
+    in (``< file``, its size known: an ETA)."""
+    meters = []
+    size = upload_size() if opts.send is None else None
+    if size is not None:
+        meters.append(Meter("sent", lambda: sum(link.bytes_out for link in links), size))
+    if opts.output is not None:
+        meters.append(Meter("received", lambda: sum(link.bytes_in for link in links)))
+    return meters
 
 
 async def _none(coro: Coroutine[Any, Any, None]) -> int | None:
