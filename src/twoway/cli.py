@@ -63,7 +63,7 @@ def _help(text: str, env: str | None, default: Any = None) -> str:
     extra = [f"env var: {env}"] if env else []
     if default is not None:
         extra.append(f"default: {default}")
-    return f"{text} [{'; '.join(extra)}]" if extra else text
+    return f"{text}  [{'; '.join(extra)}]" if extra else text
 
 
 def _option(spec: OptionSpec) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -356,7 +356,8 @@ def connect(
 
     \b
     Interactive (stdin and stdout are a terminal): received lines print above the
-      input line; Ctrl-D or /quit leaves.
+      input line; Tab completes /commands and nicks; Up recalls lines of earlier
+      runs too (--history-file); Ctrl-Z suspends; Ctrl-D or /quit leaves.
     Pipe (stdin is not a terminal): stdin to the server, the server to stdout, raw;
       half-close when stdin ends; exit 0 when the server closes.
     --send TEXT: send TEXT every --every seconds ({random} {seq} {time} {name}).
