@@ -25,6 +25,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "PROCESS_LOGGER",
     "ContextFilter",
     "JsonFormatter",
+    "RepeatFilter",
     "TextFormatter",
     "iso_time",
     "log_context",
@@ -79,6 +81,38 @@ def iso_time(created: float) -> str:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", local)
     offset = time.strftime("%z", local)
     return f"{stamp}.{int(created % 1 * 1000):03d}{offset[:3]}:{offset[3:]}"
+
+
+class RepeatFilter(logging.Filter):
+    """Let through at most one record per message per ``interval`` seconds.
+
+    For loggers that are not ours (asyncio's) and can repeat one line per event: thousands of
+    resets must not become thousands of identical lines. The next record let through after a
+    quiet spell says how many were held back.
+    """
+
+    def __init__(self, interval: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.interval = interval
+        self._clock = clock
+        self._last: dict[tuple[str, object], float] = {}
+        self._held: dict[tuple[str, object], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.msg)  # the message template: one "cause"
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._held[key] = self._held.get(key, 0) + 1
+            return False
+        if len(self._last) > 1000:  # a bound on the keys, whatever the messages
+            self._last.clear()
+        self._last[key] = now
+        held = self._held.pop(key, 0)
+        if held:
+            record.msg = f"{record.getMessage()} ({held} more like it not logged)"
+            record.args = None
+        return True
 
 
 class ContextFilter(logging.Filter):
@@ -171,3 +205,5 @@ def setup_logging(
     asyncio_log.handlers[:] = [handler]
     asyncio_log.propagate = False
     asyncio_log.setLevel(logging.DEBUG if verbose > 1 else max(logging.INFO, effective))
+    # asyncio repeats one line per event (a write to a lost peer): one per cause per second.
+    asyncio_log.filters[:] = [RepeatFilter()]
