@@ -132,7 +132,8 @@ async def _run(opts: ClientOptions, stopping: asyncio.Event) -> int:
     writer.on_broken = broken
     tasks = [asyncio.ensure_future(link.run()) for link in links]
     clock = Clock()
-    progress = asyncio.ensure_future(run_progress([] if interactive else _meters(opts, links)))
+    meters = [] if interactive else _meters(opts, links)
+    progress = asyncio.ensure_future(run_progress(meters))
     source: Source | None = None
     code: int | None = None
     try:
@@ -171,9 +172,10 @@ async def _run(opts: ClientOptions, stopping: asyncio.Event) -> int:
         await asyncio.gather(*tasks, return_exceptions=True)
         progress.cancel()
         await asyncio.gather(progress, return_exceptions=True)
-        sent = sum(link.bytes_out for link in links)
-        received = sum(link.bytes_in for link in links)
-        status.detail("", summary(sent, received, clock.elapsed()))
+        if meters:  # a transfer (-o FILE, < file): -v sums it up
+            sent = sum(link.bytes_out for link in links)
+            received = sum(link.bytes_in for link in links)
+            status.detail("", summary(sent, received, clock.elapsed()))
         if source is not None:
             await source.aclose()
         await writer.aclose()
