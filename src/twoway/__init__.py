@@ -10,7 +10,9 @@ Write a service as a callback class (the fast path, run inside the protocol call
 
     twoway.run(Shout(), port=4001)
 
-or as an ``async def handler(conn)`` with ``async for line in conn`` (see :func:`serve`).
+or as an ``async def handler(conn)`` with ``async for line in conn`` (see :func:`serve`);
+:func:`run` takes either. Inside an asyncio program of your own, ``await run_server(server)``
+serves until SIGINT/SIGTERM and shuts down gracefully.
 The client side is :func:`connect`: ``conn = await twoway.connect(host, port)``, or
 ``async for conn in twoway.connect(host, port, reconnect=True)``.
 This module imports no optional dependency.
@@ -34,7 +36,7 @@ from twoway.net.connection import Connection
 from twoway.net.options import ConnectionOptions, Keepalive
 from twoway.net.server import Server, serve
 from twoway.net.service import LineService, Service
-from twoway.runner import run
+from twoway.runner import run, run_server
 
 __all__ = [
     "ConfigError",
@@ -54,5 +56,6 @@ __all__ = [
     "__version__",
     "connect",
     "run",
+    "run_server",
     "serve",
 ]

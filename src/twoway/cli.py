@@ -3,18 +3,34 @@
 Every expected failure (bad flag, bad config, unknown service, port in use, ...) becomes one
 line on stderr, ``twoway: ...``, and a non-zero exit code: 2 for usage and configuration
 errors, 1 for runtime failures. Tracebacks are for bugs only.
+
+The habits of nc, socat and uvicorn users work: ``twoway serve echo 4002`` (a port after the
+service), ``-p``, ``-4``/``-6``, ``[::1]`` and ``HOST:PORT`` in ``--host`` and in
+``connect``, ``TWOWAY_*`` for ``serve`` and ``TWOWAY_CONNECT_*`` for ``connect``, shell
+completion of services and choices (``_TWOWAY_COMPLETE=bash_source twoway``).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
+from click.shell_completion import CompletionItem
 
 from twoway._version import __version__
-from twoway.config import OPTIONS, OptionSpec, Settings, load_settings
+from twoway.cliargs import (
+    check_family,
+    choose_family,
+    connect_target,
+    family_host,
+    keepalive_options,
+    serve_positionals,
+    unknown_env,
+)
+from twoway.config import ENV_PREFIX, OPTIONS, OptionSpec, Settings, load_settings
 from twoway.errors import ConfigError, ServiceError, TwowayError
 from twoway.services import SERVICES, check_settings, service_options
 
@@ -22,6 +38,10 @@ __all__ = ["main"]
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
+#: ``connect``'s environment variables: ``TWOWAY_CONNECT_EVERY`` for ``--every``.
+CONNECT_ENV = ENV_PREFIX + "CONNECT"
+#: Short flags of ``serve``'s options (nc's ``-p``).
+_SHORT = {"port": "-p"}
 
 
 def _fail(message: str, code: int) -> None:
@@ -29,37 +49,72 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+class _Choices(click.Choice):  # type: ignore[type-arg]  # generic from click 8.2 on
+    """A :class:`click.Choice` for shell completion and ``--help``, which leaves checking the
+    value to config: a bad one reads the same from a flag, a variable or the file
+    (``command line: --loop = 'fast': not one of auto, asyncio, uvloop``)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return value
+
+
+def _help(text: str, env: str | None, default: Any = None) -> str:
+    """Help in click's own style, as ``connect`` shows it: ``TEXT [env var: X; default: Y]``."""
+    extra = [f"env var: {env}"] if env else []
+    if default is not None:
+        extra.append(f"default: {default}")
+    return f"{text}  [{'; '.join(extra)}]" if extra else text
+
+
 def _option(spec: OptionSpec) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     helptext = spec.help
-    if spec.choices:
-        helptext += f" [{'|'.join(spec.choices)}]"
-    if spec.default is not None and spec.kind != "bool":
-        helptext += f" (default {spec.default})"
     if spec.per_service:
         takers = [name for name, service in SERVICES.items() if spec.key in service.options]
         helptext += f" ({', '.join(takers)})"
-    helptext += f"; env {spec.env}"
+    default = spec.default if spec.kind != "bool" and spec.default is not None else None
+    helptext = _help(helptext, spec.env, default)
     if spec.kind == "bool":
         return click.option(spec.flag or f"--{spec.key}", spec.attr, default=None, help=helptext)
+    names = [f"--{spec.key}", *([_SHORT[spec.key]] if spec.key in _SHORT else [])]
+    if spec.kind == "choice":
+        return click.option(*names, spec.attr, type=_Choices(spec.choices), help=helptext)
     return click.option(
-        f"--{spec.key}",
-        spec.attr,
-        default=None,
-        metavar=spec.metavar or spec.kind.upper(),
-        help=helptext,
+        *names, spec.attr, default=None, metavar=spec.metavar or spec.kind.upper(), help=helptext
     )
 
 
 def _load(**kwargs: Any) -> Settings:
     """Settings for a built-in service: the services say which options each takes and how
     the values go together."""
-    return load_settings(services=service_options(), validate=check_settings, **kwargs)
+    return load_settings(
+        services=service_options(),
+        validate=check_settings,
+        other_env=(CONNECT_ENV + "_",),
+        **kwargs,
+    )
 
 
 def _with_options(func: Callable[..., Any]) -> Callable[..., Any]:
     for spec in reversed(OPTIONS):
         func = _option(spec)(func)
     return func
+
+
+def _complete_serve(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    typed = ctx.params.get("args") or ()
+    if not typed:
+        return [
+            CompletionItem(name, help=spec.summary)
+            for name, spec in SERVICES.items()
+            if name.startswith(incomplete)
+        ]
+    if typed[0] == "file" and len(typed) == 1:
+        return [CompletionItem(incomplete, type="file")]
+    return []
+
+
+def _complete_service(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    return [name for name in SERVICES if name.startswith(incomplete)]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -70,46 +125,71 @@ def cli() -> None:
     """twoway: persistent, bi-directional TCP services."""
 
 
+def _given_once(raw: dict[str, Any], key: str, value: str | None, what: str) -> None:
+    if value is None:
+        return
+    if raw.get(key) is not None and str(raw[key]) != value:
+        raise click.UsageError(f"give the {what} once: {value} and --{key} {raw[key]} disagree")
+    raw[key] = value
+
+
 @cli.command(context_settings={"show_default": False})
-@click.argument("service", required=False, metavar="[SERVICE]")
-@click.argument("target", required=False, metavar="[PATH]")
+@click.argument("args", nargs=-1, metavar="[SERVICE] [PATH] [PORT]", shell_complete=_complete_serve)
 @click.option(
     "--config",
     "config_file",
     metavar="FILE",
-    help="TOML config file (keys are the long option names); env TWOWAY_CONFIG",
+    help=_help("TOML config file (keys are the long option names)", ENV_PREFIX + "CONFIG"),
+)
+@click.option("-4", "ipv4", is_flag=True, help="IPv4 only (default host 127.0.0.1)")
+@click.option("-6", "ipv6", is_flag=True, help="IPv6 only (default host ::1)")
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="log one level more per -v (-v: debug; -vv: asyncio's debug lines too)",
 )
 @_with_options
-def serve(service: str | None, target: str | None, config_file: str | None, **flags: Any) -> None:
+def serve(
+    args: tuple[str, ...],
+    config_file: str | None,
+    ipv4: bool,
+    ipv6: bool,
+    verbose: int,
+    **flags: Any,
+) -> None:
     """Run a built-in SERVICE: chat, echo, upper, stamp, peers, dump or file.
 
-    `twoway serve file PATH` sends PATH to every client; `twoway serve dump --dir DIR`
-    stores what every client sends.
+    \b
+    twoway serve echo 4002              a port after the service, as with nc -l
+    twoway serve file PATH [PORT]       send PATH to every client
+    twoway serve dump --dir DIR         store what every client sends
+    twoway serve upper --host [::1]:4002
 
     Settings come from flags, then TWOWAY_* environment variables, then the config file,
-    then defaults. The server logs `listening on HOST:PORT` on stderr when it is ready and
-    shuts down gracefully on SIGINT/SIGTERM.
+    then defaults. The server logs `listening on HOST:PORT` and its limits on stderr when it
+    is ready, and shuts down gracefully on SIGINT/SIGTERM.
     """
-    import os
-
     from twoway.runner import serve_settings
     from twoway.services import build_service, connection_options
 
-    config_file = config_file or os.environ.get("TWOWAY_CONFIG") or None
+    family = choose_family(ipv4, ipv6)
+    service, path, port = serve_positionals(args)
+    config_file = config_file or os.environ.get(ENV_PREFIX + "CONFIG") or None
     raw = {spec.key: flags[spec.attr] for spec in OPTIONS}
-    if target is not None:
-        if raw.get("path") is not None:
-            _fail("give the file once: either PATH or --path", EXIT_USAGE)
-        raw["path"] = target
+    _given_once(raw, "path", path, "file")
+    _given_once(raw, "port", port, "port")
     try:
         settings = _load(service=service, flags=raw, config_file=config_file)
+        if family is not None:
+            settings = family_host(settings, family)
         svc = build_service(settings)
         options = connection_options(settings)
     except (ConfigError, ServiceError) as exc:
         _fail(str(exc), EXIT_USAGE)
         return
     try:
-        code = serve_settings(settings, svc, options)
+        code = serve_settings(settings, svc, options, verbose=verbose)
     except TwowayError as exc:
         _fail(str(exc), EXIT_FAILURE)
         return
@@ -120,94 +200,141 @@ def serve(service: str | None, target: str | None, config_file: str | None, **fl
 
 @cli.command("check-config")
 @click.argument("file", metavar="FILE")
-def check_config(file: str) -> None:
+@click.option(
+    "--service",
+    metavar="SERVICE",
+    shell_complete=_complete_service,
+    help="Check FILE for this service, as `twoway serve --config FILE SERVICE` would.",
+)
+def check_config(file: str, service: str | None) -> None:
     """Validate a config FILE and print the effective settings (with environment)."""
     try:
-        settings = _load(config_file=file)
+        settings = _load(config_file=file, service=service)
     except ConfigError as exc:
         _fail(str(exc), EXIT_USAGE)
         return
     click.echo(f"# {file}: ok")
     for line in settings.describe(SERVICES[settings.service].options):
         click.echo(line)
+    for level, message in settings.notices:
+        if level >= 30:  # warnings: the debug ones are for serve -v
+            click.echo(f"twoway: warning: {message}", err=True)
 
 
-@cli.command("connect", context_settings={"show_default": True})
-@click.argument("host")
-@click.argument("port", type=click.IntRange(1, 65535))
-@click.option(
-    "--send", metavar="TEXT", help="Send TEXT periodically; {random} {seq} {time} {name}."
+def _copt(*names: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A ``connect`` option: its variable (``TWOWAY_CONNECT_<NAME>``) shown in ``--help``."""
+    return click.option(*names, show_envvar=True, **kwargs)
+
+
+@cli.command(
+    "connect",
+    context_settings={"show_default": True, "auto_envvar_prefix": CONNECT_ENV},
 )
-@click.option(
+@click.argument("host")
+@click.argument("port", required=False)
+@_copt(
+    "--send",
+    metavar="TEXT",
+    help="Send TEXT periodically; {random} {seq} {time} {name}. Stdin is not read.",
+)
+@_copt(
     "--every",
     type=click.FloatRange(min=0, min_open=True),
     default=2.0,
     metavar="SECONDS",
     help="Period of --send.",
 )
-@click.option("--count", type=click.IntRange(min=1), metavar="N", help="Stop after N sends.")
-@click.option(
+@_copt("--count", type=click.IntRange(min=1), metavar="N", help="Stop after N sends.")
+@_copt(
     "--linger",
     type=click.FloatRange(min=0),
     default=1.0,
     metavar="SECONDS",
     help="After the last send, Ctrl-D or /quit: wait this long for a reply, then for the close.",
 )
-@click.option("--reconnect", is_flag=True, help="Reconnect with exponential backoff.")
-@click.option(
+@_copt("--reconnect", is_flag=True, help="Reconnect with exponential backoff.")
+@_copt(
+    "--max-attempts",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="With --reconnect: give up (exit 1) after N failed attempts in a row (socat's retry=).",
+)
+@_copt(
     "--buffer",
     type=click.IntRange(min=0),
     default=100,
     metavar="N",
     help="Lines kept while disconnected (the oldest are dropped beyond).",
 )
-@click.option(
+@_copt(
     "--retry-delay",
     type=click.FloatRange(min=0),
     default=1.0,
     metavar="SECONDS",
     help="First reconnect delay; doubles per failed attempt.",
 )
-@click.option(
+@_copt(
     "--retry-max",
     type=click.FloatRange(min=0),
     default=30.0,
     metavar="SECONDS",
     help="Longest reconnect delay.",
 )
-@click.option(
+@_copt(
     "--connections",
     type=click.IntRange(min=1),
     metavar="N",
     help="Open N connections; output lines start with [1], [2], ...",
 )
-@click.option("--names", metavar="A,B,...", help="One connection per name; lines start with [A].")
-@click.option(
+@_copt(
+    "--names",
+    metavar="A,B,...",
+    help="One connection per name; lines start with [A]. A local label: with --send it "
+    "fills {name}, and stdin is not read.",
+)
+@_copt(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
     metavar="SECONDS",
     help="Drop a connection that received nothing for SECONDS (reconnect with --reconnect).",
 )
-@click.option(
+@_copt(
     "--connect-timeout",
     type=click.FloatRange(min=0, min_open=True),
     default=10.0,
     metavar="SECONDS",
     help="Give up on a connection attempt after SECONDS.",
 )
-@click.option(
+@_copt(
     "--keepalive",
-    type=click.IntRange(min=1),
-    is_flag=False,
-    flag_value=15,
-    default=None,
-    metavar="[SECONDS]",
-    help="TCP keep-alive: probe after SECONDS of silence (15 if no value).",
+    metavar="SPEC",
+    help="TCP keep-alive, as for serve: IDLE[,INTERVAL[,COUNT]] seconds, or 0 (off).",
 )
-@click.option("-o", "--output", metavar="FILE", help="Write what arrives to FILE, not stdout.")
-@click.option("--crlf", is_flag=True, help="End the lines typed or sent with CRLF.")
-@click.option("-v", "--verbose", is_flag=True, help="Log lookup, connect, end, close (bytes).")
-@click.option(
+@click.option("-4", "ipv4", is_flag=True, help="IPv4 only.")
+@click.option("-6", "ipv6", is_flag=True, help="IPv6 only.")
+@_copt("-o", "--output", metavar="FILE", help="Write what arrives to FILE, not stdout.")
+@_copt("--crlf", is_flag=True, help="End the lines typed or sent with CRLF.")
+@_copt("-v", "--verbose", is_flag=True, help="Log lookup, connect, end, close (bytes).")
+@_copt(
+    "-x",
+    "--hexdump",
+    is_flag=True,
+    help="Show the traffic as a hex dump on stderr (> sent, < received), like ncat -x.",
+)
+@_copt(
+    "--hexdump-max",
+    default="16KiB",
+    metavar="BYTES",
+    help="Most bytes -x shows per direction and connection (0: all).",
+)
+@_copt(
+    "--history-file",
+    metavar="PATH",
+    help="Interactive: keep typed lines here between runs (off: this run only). "
+    "[default: $XDG_STATE_HOME/twoway/connect_history]",
+    show_default=False,
+)
+@_copt(
     "--loop",
     type=click.Choice(["auto", "asyncio", "uvloop"]),
     default="auto",
@@ -215,38 +342,67 @@ def check_config(file: str) -> None:
 )
 def connect(
     host: str,
-    port: int,
+    port: str | None,
     connections: int | None,
     names: str | None,
-    keepalive: int | None,
+    keepalive: str | None,
+    hexdump_max: str,
+    ipv4: bool,
+    ipv6: bool,
     **kwargs: Any,
 ) -> None:
-    """Connect to HOST PORT: a chat client on a terminal, nc -N in a pipe.
+    """Connect to HOST PORT (or HOST:PORT, [IPV6]:PORT): a chat client on a terminal,
+    nc -N in a pipe.
 
     \b
     Interactive (stdin and stdout are a terminal): received lines print above the
-      input line; Ctrl-D or /quit leaves.
+      input line; Tab completes /commands and nicks; Up recalls lines of earlier
+      runs too (--history-file); Ctrl-Z suspends; Ctrl-D or /quit leaves.
     Pipe (stdin is not a terminal): stdin to the server, the server to stdout, raw;
       half-close when stdin ends; exit 0 when the server closes.
     --send TEXT: send TEXT every --every seconds ({random} {seq} {time} {name}).
     --reconnect: reconnect with backoff; lines wait in a --buffer meanwhile.
 
+    Every option can be set as TWOWAY_CONNECT_<OPTION> (TWOWAY_CONNECT_KEEPALIVE=60).
     Exit 0 when the server closes; 1 when a connection fails (one line on stderr).
     """
     from twoway.client import ClientOptions, run_client
     from twoway.client.options import link_names
-    from twoway.net.options import Keepalive
+    from twoway.config import parse_size
+    from twoway.config.parse import parse_keepalive
 
+    params = click.get_current_context().command.params
+    known = [
+        f"{CONNECT_ENV}_{p.name.upper()}" for p in params if isinstance(p, click.Option) and p.name
+    ]
+    for warning in unknown_env(CONNECT_ENV + "_", known):
+        click.echo(f"twoway: warning: {warning}", err=True)
+    target, number = connect_target(host, port)
+    family = choose_family(ipv4, ipv6)
+    check_family(target, family)
+    if kwargs.get("max_attempts") is not None and not kwargs.get("reconnect"):
+        raise click.UsageError("--max-attempts counts reconnection attempts: add --reconnect")
+    try:
+        dump_max = parse_size(hexdump_max)
+    except ValueError:
+        raise click.BadParameter(
+            f"{hexdump_max!r}: not a size (e.g. 4096 or 64KiB)", param_hint="--hexdump-max"
+        ) from None
+    try:
+        setting = parse_keepalive(keepalive) if keepalive is not None else None
+    except ValueError:
+        raise click.BadParameter(
+            f"{keepalive!r}: not a keep-alive spec (IDLE[,INTERVAL[,COUNT]] seconds, or 0)",
+            param_hint="--keepalive",
+        ) from None
     try:
         opts = ClientOptions(
-            host=host,
-            port=port,
+            host=target,
+            port=number,
+            family=family or 0,
+            hexdump_max=dump_max or None,
             names=link_names(connections, names),
-            keepalive=(
-                None
-                if keepalive is None
-                else Keepalive(idle=keepalive, interval=max(1, keepalive // 3), count=3)
-            ),
+            keepalive=keepalive_options(setting),
             **kwargs,
         )
     except ValueError as exc:

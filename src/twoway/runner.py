@@ -19,17 +19,21 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from twoway.errors import describe_oserror
-from twoway.logs import setup_logging
+from twoway.logs import PROCESS_LOGGER, log_context, setup_logging
 from twoway.loops import loop_factory, resolve_loop
+from twoway.net.asyncapi import AsyncHandler
 from twoway.net.options import ConnectionOptions
-from twoway.net.server import Server
-from twoway.net.service import Service
+from twoway.net.server import Server, serve
+from twoway.net.service import Framing, Service
 
 if TYPE_CHECKING:  # `import twoway` must not load the CLI's option table
     from twoway.config import Settings
 
 __all__ = [
+    "FD_RESERVE",
     "ExceptionFilter",
+    "describe_limits",
+    "fit_max_conns",
     "raise_nofile_limit",
     "run",
     "run_server",
@@ -38,6 +42,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("twoway")
+#: The lines that always show, whatever --log-level: ready, signals, shutdown, limits.
+plog = logging.getLogger(PROCESS_LOGGER)
 
 _RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
@@ -81,6 +87,54 @@ def raise_nofile_limit() -> int:
     return soft
 
 
+#: Descriptors kept back from ``--max-conns`` for what is not a client: the listening sockets,
+#: the event loop's own, the log, a Redis bus, files a service opens. Redis keeps the same 32
+#: (``CONFIG_MIN_RESERVED_FDS``) when it lowers ``maxclients`` to fit ``ulimit -n``.
+FD_RESERVE = 32
+
+
+def fit_max_conns(requested: int | None, nofile: int, reserve: int = FD_RESERVE) -> int | None:
+    """``requested`` connections, lowered to what ``nofile`` open files allow with ``reserve``
+    kept back (at least 1); ``None`` (no limit) stays ``None``: the user asked for it."""
+    if requested is None:
+        return None
+    return min(requested, max(1, nofile - reserve))
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    return f"{n} B"
+
+
+def describe_limits(server: Server) -> str:
+    """The effective limits of ``server`` for its ready line: ``max 10000 connections, 64 KiB
+    lines, keep-alive off`` (timeouts only where set)."""
+    opts = server.options
+    total = server.max_connections
+    noun = "connection" if total == 1 else "connections"
+    parts = [f"max {total} {noun}" if total is not None else "no connection limit"]
+    if server.max_connections_per_ip is not None:
+        parts.append(f"{server.max_connections_per_ip} per IP")
+    if server.service.framing != "raw" and opts.max_line is not None:
+        parts.append(f"{_size(opts.max_line)} lines")
+    if opts.idle_timeout is not None:
+        # Not "idle": tests (and greps) take that word in a log for a connection closed idle.
+        parts.append(f"timeout {opts.idle_timeout:g} s without traffic")
+    # The line deadline of issue 11 (nginx's client_header_timeout), where net has it.
+    line_timeout = getattr(opts, "line_timeout", None)
+    if line_timeout is not None:
+        parts.append(f"line timeout {line_timeout:g} s")
+    ka = opts.keepalive
+    parts.append(
+        "keep-alive off"
+        if ka is None
+        else f"keep-alive {ka.idle} s (probes every {ka.interval} s, {ka.count} tries)"
+    )
+    return ", ".join(parts)
+
+
 class ExceptionFilter:
     """A loop exception handler that turns accept failures for lack of resources (out of file
     descriptors, buffers or memory) into at most one log line per second, where plain asyncio
@@ -108,11 +162,25 @@ class ExceptionFilter:
         loop.default_exception_handler(context)
 
 
-async def run_server(server: Server, grace: float, *, name: str = "twoway", tag: str = "") -> int:
-    """Start ``server``, log the ready line, serve until SIGINT/SIGTERM, shut down gracefully.
+#: Signals that stop the server gracefully; a second one forces. SIGQUIT (Ctrl-\) too: a
+#: graceful stop in nginx, and its default action (a core dump) ends a server silently.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
+#: Signals a user may send by habit whose default action would end the server without a
+#: word: each is logged and the server carries on.
+NOTED_SIGNALS = {
+    signal.SIGHUP: "reload is not supported yet: carrying on with the same settings",
+    signal.SIGUSR1: "ignored (no action is assigned to it)",
+    signal.SIGUSR2: "ignored (no action is assigned to it)",
+}
 
-    The first signal starts a shutdown that lasts at most ``grace`` seconds; a second one
-    aborts every connection at once. Returns the exit code (0).
+
+async def run_server(server: Server, grace: float, *, name: str = "twoway", tag: str = "") -> int:
+    """Start ``server``, log the ready line, serve until a stop signal, shut down gracefully.
+
+    SIGINT, SIGTERM and SIGQUIT start a shutdown that lasts at most ``grace`` seconds; a
+    second one aborts every connection at once. SIGHUP, SIGUSR1 and SIGUSR2 are logged and
+    change nothing. Returns the exit code (0). Installs signal handlers: for a process's
+    main thread only (:func:`run`, ``twoway serve``, or an ``asyncio.run(main())`` of yours).
     """
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(ExceptionFilter())
@@ -121,54 +189,122 @@ async def run_server(server: Server, grace: float, *, name: str = "twoway", tag:
 
     def on_signal(signum: int) -> None:
         nonlocal signals
+        sig = signal.Signals(signum).name
+        fields = {"event": "signal", "signal": sig}
+        note = NOTED_SIGNALS.get(signal.Signals(signum))
+        if note is not None:
+            plog.warning("%s received: %s", sig, note, extra=fields)
+            return
         signals += 1
         if signals == 1:
-            log.info(
+            plog.info(
                 "%s received: shutting down (grace %g s, %d connection(s))",
-                signal.Signals(signum).name,
+                sig,
                 grace,
                 server.connection_count,
+                extra=fields,
             )
             stop.set()
         else:
-            log.warning(
-                "%s received again: closing every connection now", signal.Signals(signum).name
-            )
+            plog.warning("%s received again: closing every connection now", sig, extra=fields)
             for conn in server.connections:
                 conn.abort(reason="forced shutdown")
 
     # Handlers first: a script that signals as soon as it reads the ready line must get the
     # graceful shutdown, not the default action of the signal.
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    handled = (*STOP_SIGNALS, *NOTED_SIGNALS)
+    for sig in handled:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
         await server.start()
         for host, port in server.addresses:
             where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            log.info("%s %s listening on %s%s", name, server.service.name, where, tag)
+            plog.info(
+                "%s %s listening on %s%s; %s",
+                name,
+                server.service.name,
+                where,
+                tag,
+                describe_limits(server),
+                extra=_ready_fields(server, host, port),
+            )
         await stop.wait()
         await server.shutdown(grace)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in handled:
             loop.remove_signal_handler(sig)
     s = server.stats
-    log.info(
-        "stopped: %d connection(s) served, in %d B, out %d B", s.accepted, s.bytes_in, s.bytes_out
+    plog.info(
+        "stopped: %d connection(s) served, in %d B, out %d B",
+        s.accepted,
+        s.bytes_in,
+        s.bytes_out,
+        extra={
+            "event": "stopped",
+            "connections": s.accepted,
+            "bytes_in": s.bytes_in,
+            "bytes_out": s.bytes_out,
+        },
     )
     return 0
 
 
-def serve_settings(settings: Settings, service: Service, options: ConnectionOptions) -> int:
+def _ready_fields(server: Server, host: str, port: int) -> dict[str, Any]:
+    """The ready line's fields for ``--log-format json``: the address and the limits."""
+    opts = server.options
+    ka = opts.keepalive
+    return {
+        "event": "listening",
+        "host": host,
+        "port": port,
+        "max_conns": server.max_connections,
+        "max_conns_per_ip": server.max_connections_per_ip,
+        "max_line": opts.max_line if server.service.framing != "raw" else None,
+        "idle_timeout_s": opts.idle_timeout,
+        "line_timeout_s": getattr(opts, "line_timeout", None),
+        "keepalive": None if ka is None else f"{ka.idle},{ka.interval},{ka.count}",
+    }
+
+
+def _fit_logged(requested: int | None, nofile: int) -> int | None:
+    """:func:`fit_max_conns`, with one line when the limit had to be lowered."""
+    fitted = fit_max_conns(requested, nofile)
+    if fitted != requested:
+        plog.warning(
+            "max-conns lowered from %d to %d: the open-files limit is %d (%d kept for the "
+            "server itself); raise it with ulimit -n or systemd's LimitNOFILE=",
+            requested,
+            fitted,
+            nofile,
+            FD_RESERVE,
+            extra={"event": "limit_lowered", "max_conns": fitted, "nofile": nofile},
+        )
+    return fitted
+
+
+def serve_settings(
+    settings: Settings, service: Service, options: ConnectionOptions, *, verbose: int = 0
+) -> int:
     """Run ``service`` with per-connection ``options`` as configured by ``settings`` until a
-    signal; return the exit code.
+    signal; return the exit code. Each ``verbose`` step (``-v``) logs one level more.
 
     Raises :class:`~twoway.errors.TwowayError` for expected failures (the CLI prints them).
     """
-    setup_logging(settings.log_level, settings.log_format)
+    setup_logging(
+        settings.log_level,
+        settings.log_format,
+        access_log=settings.access_log,
+        log_time=settings.log_time,
+        verbose=verbose,
+    )
+    log_context(service=settings.service)
+    for level, message in settings.notices:
+        plog.log(level, message)
     tune_malloc()
     limit = raise_nofile_limit()
     loop_name = resolve_loop(settings.loop)
-    log.debug("event loop %s, open files limit %d", loop_name, limit)
+    plog.debug("event loop %s, open files limit %d", loop_name, limit)
+    max_conns = _fit_logged(settings.max_conns, limit)
 
     def serve_one(index: int | None, port: int) -> int:
         server = Server(
@@ -176,12 +312,14 @@ def serve_settings(settings: Settings, service: Service, options: ConnectionOpti
             settings.host,
             port,
             options=options,
-            max_connections=settings.max_conns,
+            max_connections=max_conns,
             max_connections_per_ip=settings.max_conns_per_ip,
             ipv6_prefix=settings.ipv6_prefix,
             reuse_port=index is not None,
         )
         tag = f" (worker {index + 1}, pid {os.getpid()})" if index is not None else ""
+        if index is not None:
+            log_context(worker=index + 1)
         with asyncio.Runner(loop_factory=loop_factory(loop_name)) as runner:
             return runner.run(run_server(server, settings.grace, tag=tag))
 
@@ -193,21 +331,36 @@ def serve_settings(settings: Settings, service: Service, options: ConnectionOpti
 
 
 def run(
-    service: Service,
+    handler: Service | AsyncHandler,
     host: str = "127.0.0.1",
     port: int = 4001,
     *,
+    framing: Framing = "line",
     grace: float = 5.0,
     loop: str = "auto",
     log_level: str = "info",
+    log_format: str = "text",
+    log_time: str = "time",
+    access_log: bool = True,
     options: ConnectionOptions | None = None,
     **server_kwargs: Any,
 ) -> int:
-    """Run ``service`` like ``twoway serve`` does: logging to stderr, signals, graceful
-    shutdown. Blocks until SIGINT/SIGTERM; returns the exit code."""
-    setup_logging(log_level)
+    """Run ``handler`` like ``twoway serve`` does: logging to stderr, signals, graceful
+    shutdown. Blocks until SIGINT/SIGTERM (see :func:`run_server`); returns the exit code.
+
+    ``handler`` and ``framing`` are what :func:`~twoway.net.server.serve` takes: a
+    :class:`Service`, or an ``async def handler(conn)`` fed lines (``framing="line"``) or
+    chunks (``"raw"``); other keyword arguments go to :class:`Server` as well
+    (``max_connections``, ``max_connections_per_ip``...). A ``max_connections`` the
+    open-files limit cannot hold is lowered, with one log line. Raises
+    :class:`~twoway.errors.ListenError` if it cannot listen.
+    """
+    setup_logging(log_level, log_format, access_log=access_log, log_time=log_time)
     tune_malloc()
-    raise_nofile_limit()
-    server = Server(service, host, port, options=options, **server_kwargs)
+    nofile = raise_nofile_limit()
+    wanted = server_kwargs.get("max_connections")
+    if wanted is not None:
+        server_kwargs["max_connections"] = _fit_logged(wanted, nofile)
+    server = serve(handler, host, port, framing=framing, options=options, **server_kwargs)
     with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
         return runner.run(run_server(server, grace))

@@ -137,7 +137,9 @@ def test_json_log_format() -> None:
     entries = [json.loads(line) for line in server.lines]  # every line is one JSON object
     assert {"ts", "level", "logger", "msg"} <= set(entries[0])
     msgs = [e["msg"] for e in entries]
-    assert any(m == f"twoway upper listening on 127.0.0.1:{server.port}" for m in msgs)
+    # The ready line goes on with the limits in force (issue 11).
+    ready = f"twoway upper listening on 127.0.0.1:{server.port}; max 10000 connections"
+    assert any(m.startswith(ready) for m in msgs)
     assert any(m.startswith("connection from 127.0.0.1:") for m in msgs)
     assert all(e["level"] in {"debug", "info", "warning", "error"} for e in entries)
 

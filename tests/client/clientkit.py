@@ -8,14 +8,17 @@ stretches them all); nothing synchronises with ``sleep``.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import fcntl
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
 import sys
+import tempfile
 import termios
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -45,10 +48,18 @@ _FORWARD = re.compile(r"\x1b\[(\d*)C")
 _ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[()][0-9A-B]|[=>78])")
 
 
+# The interactive client keeps a history file under $XDG_STATE_HOME: the tests' clients keep
+# theirs in a directory of their own, never in the home of whoever runs the tests.
+_STATE_HOME = tempfile.mkdtemp(prefix="twoway-test-state-")
+atexit.register(shutil.rmtree, _STATE_HOME, ignore_errors=True)
+
+
 def child_env(**extra: str) -> dict[str, str]:
-    """The environment of a ``twoway`` child: no stray ``TWOWAY_*``, unbuffered output."""
+    """The environment of a ``twoway`` child: no stray ``TWOWAY_*``, unbuffered output, a
+    private ``XDG_STATE_HOME``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWOWAY_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env["XDG_STATE_HOME"] = _STATE_HOME
     env.update(extra)
     return env
 

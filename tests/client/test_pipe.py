@@ -224,7 +224,8 @@ async def test_bad_output_file_is_one_line(procs: Procs, tmp_path: Path) -> None
         (["--connections", "2", "--names", "a,b"], "either --connections or --names"),
         (["--send", "x {bogus}"], "unknown placeholder {bogus}"),
         (["--every", "0"], "--every"),
-        (["--keepalive", "0"], "--keepalive"),
+        # 0 is "off" now, as for serve (issue 13: one --keepalive convention).
+        (["--keepalive", "soon"], "--keepalive"),
     ],
 )
 async def test_usage_errors_are_one_line_and_exit_2(args: list[str], message: str) -> None:

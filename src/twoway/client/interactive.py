@@ -2,41 +2,86 @@
 
 prompt_toolkit keeps the input line intact while messages arrive: ``patch_stdout`` makes
 every print (received lines, our state lines on stderr) erase the prompt, print above it and
-redraw it with what was half typed. Up and down recall earlier lines (in-memory history).
+redraw it with what was half typed. Up and down recall earlier lines, kept in a history file
+between runs; Tab completes chat ``/commands`` and the nicks seen so far; Ctrl-Z suspends the
+client like any terminal program (``fg`` brings it back).
 
 Each line typed is sent to every connection. Ctrl-D on an empty line, or ``/quit``, leaves:
 ``/quit`` is sent first (the chat server announces the departure), then the connections are
-half-closed and the server gets ``linger`` seconds to close. Ctrl-C leaves at once. When the
-server closes (and we do not reconnect), the prompt goes away and the client exits.
+half-closed and the server gets ``linger`` seconds to close. Ctrl-C leaves at once (closing
+with a FIN). When the server closes (and we do not reconnect), the prompt goes away and the
+client exits; no prompt is left on the screen.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from prompt_toolkit.history import History
+
+    from twoway.client.completion import NickTracker
     from twoway.client.link import Link
     from twoway.client.options import ClientOptions
 
-__all__ = ["EXIT_INTERRUPTED", "run_interactive"]
+__all__ = ["EXIT_INTERRUPTED", "default_history_path", "run_interactive"]
 
 EXIT_INTERRUPTED = 130
 PROMPT = "> "
 
 
-async def run_interactive(links: Sequence[Link], opts: ClientOptions) -> int | None:
+def default_history_path() -> Path:
+    """``$XDG_STATE_HOME/twoway/connect_history`` (``~/.local/state/...`` by default)."""
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")
+    return Path(state) / "twoway" / "connect_history"
+
+
+def _history(opts: ClientOptions) -> History:
+    """The history file (created private to the user), or memory only if it is ``off`` or
+    cannot be used (said in one line)."""
+    from prompt_toolkit.history import FileHistory, InMemoryHistory
+
+    if opts.history_file == "off":
+        return InMemoryHistory()
+    path = Path(opts.history_file) if opts.history_file else default_history_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.close(fd)
+    except OSError as exc:
+        print(f"twoway: history not kept: cannot write {path} ({exc.strerror})", file=sys.stderr)
+        return InMemoryHistory()
+    return FileHistory(str(path))
+
+
+async def run_interactive(
+    links: Sequence[Link], opts: ClientOptions, nicks: NickTracker
+) -> int | None:
     """Read lines from the terminal until Ctrl-D, ``/quit`` or the links are done.
 
     Returns :data:`EXIT_INTERRUPTED` after Ctrl-C, else ``None`` (the links decide).
     """
     # Imported here: the other modes (and every test of them) never pay for it.
-    from prompt_toolkit import PromptSession
-    from prompt_toolkit.history import InMemoryHistory
+    from prompt_toolkit import PromptSession, print_formatted_text
+    from prompt_toolkit.formatted_text import FormattedText
     from prompt_toolkit.patch_stdout import patch_stdout
 
-    session: PromptSession[str] = PromptSession(history=InMemoryHistory())
+    from twoway.client.completion import make_completer
+
+    # erase_when_done: the prompt never stays on the screen after the client exits; an
+    # accepted line is printed back above the prompt instead, as it looked when typed.
+    session: PromptSession[str] = PromptSession(
+        history=_history(opts),
+        completer=make_completer(nicks),
+        complete_while_typing=False,
+        enable_suspend=True,
+        erase_when_done=True,
+    )
 
     async def prompt_loop() -> int | None:
         while True:
@@ -48,6 +93,7 @@ async def run_interactive(links: Sequence[Link], opts: ClientOptions) -> int | N
                 break
             except KeyboardInterrupt:
                 return EXIT_INTERRUPTED
+            print_formatted_text(FormattedText([("", PROMPT + text)]))
             data = text.encode() + opts.newline
             for link in links:
                 await link.send(data)

@@ -17,11 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import socket
 from collections.abc import Callable, Sequence
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
-from twoway.errors import ConnectError, describe_oserror
+from twoway.client.hexdump import HexDump
+from twoway.errors import (
+    ConnectError,
+    FatalConnectError,
+    RetryableConnectError,
+    describe_oserror,
+)
 from twoway.net.client import connect, is_ip_address
 from twoway.net.options import ConnectionOptions
 from twoway.net.service import Service
@@ -70,16 +77,42 @@ class LinkService(Service):
 
 
 class _Target(connect):
-    """``connect`` that reports each attempt's name lookup through ``on_lookup(host)``."""
+    """``connect`` that reports each attempt's name lookup through ``on_lookup(host)``, and
+    with ``family`` (``-4``/``-6``) resolves a name to that family only, at every attempt."""
 
-    def __init__(self, on_lookup: Callable[[str], None], **kwargs: object) -> None:
+    def __init__(self, on_lookup: Callable[[str], None], family: int = 0, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.on_lookup = on_lookup
+        self.family = family
+        self.name = self.host
 
     async def open(self) -> Connection:
-        if not is_ip_address(self.host):
-            self.on_lookup(self.host)
+        if not is_ip_address(self.name):
+            self.on_lookup(self.name)
+            if self.family:
+                self.host = await self._resolve()
         return await super().open()
+
+    async def _resolve(self) -> str:
+        # net's connect() takes no family yet: resolve here, and hand it the address.
+        loop = asyncio.get_running_loop()
+        version = 6 if self.family == socket.AF_INET6 else 4
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                infos = await loop.getaddrinfo(
+                    self.name, self.port, family=self.family, type=socket.SOCK_STREAM
+                )
+        except TimeoutError:
+            raise RetryableConnectError(f"cannot connect to {self.where}: timed out") from None
+        except socket.gaierror as exc:
+            if exc.errno == socket.EAI_AGAIN:
+                raise RetryableConnectError(
+                    f"cannot connect to {self.where}: name lookup failed"
+                ) from exc
+            raise FatalConnectError(
+                f"cannot connect to {self.where}: no IPv{version} address"
+            ) from exc
+        return str(infos[0][4][0])
 
 
 class Link:
@@ -103,6 +136,10 @@ class Link:
         self.error: str | None = None
         self.chunks_received = 0
         self.sent = 0
+        # Bytes of the connections that have ended (the live one is added by the properties).
+        self._in_done = 0
+        self._out_done = 0
+        self._counted: Conn | None = None
         self.dropped_total = 0
         self.attempted = asyncio.Event()
         self.done = asyncio.Event()
@@ -119,6 +156,10 @@ class Link:
         self._timer: asyncio.TimerHandle | None = None
         self._last_read = 0.0
         self._data_waiter: asyncio.Future[None] | None = None
+        #: ``-x``: the bounded dump of this link's traffic, or ``None``.
+        self.dump: HexDump | None = None
+        if opts.hexdump:
+            self.dump = HexDump(lambda line: status.show(name, line), opts.hexdump_max)
         options = ConnectionOptions(keepalive=opts.keepalive, max_line=None)
         service = LinkService(
             on_connect=self._on_connect,
@@ -128,12 +169,14 @@ class Link:
         )
         self.target = _Target(
             self._on_lookup,
+            family=opts.family,
             host=opts.host,
             port=opts.port,
             handler=service,
             options=options,
             connect_timeout=opts.connect_timeout,
             reconnect=opts.reconnect,
+            max_attempts=opts.max_attempts,
             initial_delay=opts.retry_delay,
             max_delay=max(opts.retry_max, opts.retry_delay),
             on_wait=self._on_wait,
@@ -143,6 +186,20 @@ class Link:
     def where(self) -> str:
         """``host:port`` as in messages."""
         return self.target.where
+
+    @property
+    def bytes_in(self) -> int:
+        """Bytes received on every connection of this link so far."""
+        conn = self.conn
+        live = conn.bytes_read if conn is not None and conn is not self._counted else 0
+        return self._in_done + live
+
+    @property
+    def bytes_out(self) -> int:
+        """Bytes sent on every connection of this link so far."""
+        conn = self.conn
+        live = conn.bytes_written if conn is not None and conn is not self._counted else 0
+        return self._out_done + live
 
     @property
     def connected(self) -> bool:
@@ -172,6 +229,8 @@ class Link:
                         break
         except ConnectError as exc:
             self.error = str(exc)
+            if self.reconnect and self.opts.max_attempts is not None:
+                self.error += f" (gave up after {self.opts.max_attempts} attempts)"
         finally:
             self.attempted.set()
             self.done.set()
@@ -183,7 +242,6 @@ class Link:
                 self.status.error(self.name, f"{left} line(s) dropped or never sent")
 
     async def _session(self, conn: Conn) -> None:
-        self.status.state(self.name, f"connected to {self.where}")
         try:
             await self.flush_outbox(conn)
             if self._input_done and not self._outbox:
@@ -214,6 +272,7 @@ class Link:
             while outbox and not conn.is_closing:
                 data = outbox.popleft()
                 self.sent += 1
+                self.dump_sent(data)
                 await conn.write(data)
         finally:
             self._flushing = False
@@ -236,8 +295,15 @@ class Link:
                 await self._flushed.wait()
                 continue
             self.sent += 1
+            self.dump_sent(data)
             await conn.write(data)
             return
+
+    def dump_sent(self, data: bytes) -> None:
+        """Show ``data`` in the ``-x`` dump as sent: for writers that bypass :meth:`send`
+        (the raw pipe pump). Does nothing without ``-x``."""
+        if self.dump is not None:
+            self.dump.sent(data)
 
     def _keep(self, data: bytes) -> None:
         if self.done.is_set() or (self._ended and not self.reconnect):
@@ -267,6 +333,18 @@ class Link:
         conn = self.conn
         if conn is not None and not conn.is_closing and not self._flushing and not self._outbox:
             self._end(conn)
+
+    def stop(self, timeout: float) -> None:
+        """Leave now, politely (Ctrl-C, SIGTERM): no more reconnecting and no more input;
+        what the connection has queued is flushed, then FIN, and the server gets ``timeout``
+        seconds to close before the connection is aborted. Lines still in the buffer of a
+        link that is down are dropped (and reported). Idempotent."""
+        self.reconnect = False
+        self._input_done = True
+        conn = self.conn
+        if conn is not None and not conn.is_closing:
+            self._ended = True
+            conn.close(timeout=timeout)
 
     def _end(self, conn: Conn) -> None:
         self._ended = True
@@ -307,9 +385,14 @@ class Link:
         self.conn = conn
         self.reason = None
         self._ended = False
+        if self.dump is not None:
+            self.dump.reset()
         self.status.detail(
             self.name, f"connected {format_address(conn.local_address)} -> {conn.peer}"
         )
+        # Here, in connection_made, not when the session starts: data can arrive in between,
+        # and `connected to` must come before the server's first lines (its banner).
+        self.status.state(self.name, f"connected to {self.where}")
         if self._paused:
             conn.pause_reading()
         timeout = self.opts.timeout
@@ -322,6 +405,8 @@ class Link:
 
     def _on_data(self, data: bytes) -> None:
         self.chunks_received += 1
+        if self.dump is not None:
+            self.dump.received(data)
         if self._timer is not None:
             self._last_read = self._loop.time()
         waiter = self._data_waiter
@@ -362,6 +447,11 @@ class Link:
         elif self.reason is None:
             self.reason = "closed" if self._ended else "closed by the server"
         self.sink.flush()
+        self._in_done += conn.bytes_read
+        self._out_done += conn.bytes_written
+        self._counted = conn
+        if self.dump is not None:
+            self.dump.finish()
         self.status.detail(
             self.name,
             f"close: read {conn.bytes_read} B, wrote {conn.bytes_written} B"

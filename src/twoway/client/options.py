@@ -41,6 +41,10 @@ class ClientOptions:
     names: tuple[str, ...] = ()
     #: Reconnect after a loss or a failed attempt, with exponential backoff.
     reconnect: bool = False
+    #: With ``reconnect``: give up after this many failed attempts in a row (``None``: never).
+    max_attempts: int | None = None
+    #: ``socket.AF_INET`` or ``AF_INET6`` (``-4``/``-6``); ``0``: either.
+    family: int = 0
     #: Lines kept while disconnected; the oldest are dropped (and counted) beyond it. 100
     #: lines cover a minute of a periodic sender or a burst of typing at small memory cost.
     buffer: int = 100
@@ -65,6 +69,13 @@ class ClientOptions:
     crlf: bool = False
     verbose: bool = False
     loop: str = "auto"
+    #: ``-x``: a hex dump of the traffic on stderr, at most ``hexdump_max`` bytes of each
+    #: direction per connection (``None``: all of it).
+    hexdump: bool = False
+    hexdump_max: int | None = 16 * 1024
+    #: Interactive mode: where typed lines are kept between runs (``None``: the default,
+    #: ``$XDG_STATE_HOME/twoway/connect_history``; ``"off"``: this run only).
+    history_file: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -75,6 +86,8 @@ class ClientOptions:
             check_template(self.send)
         if self.every <= 0:
             raise ValueError("--every must be more than 0")
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise ValueError("--max-attempts must be at least 1")
         if self.count is not None and self.count < 1:
             raise ValueError("--count must be at least 1")
         if len(set(self.names)) != len(self.names):

@@ -32,6 +32,7 @@ __all__ = [
     "PipeWriter",
     "RawSink",
     "Sink",
+    "TappedSink",
     "Writer",
     "choose_writer",
     "prefix",
@@ -244,6 +245,22 @@ class Sink:
 
     def flush(self) -> None:
         """The connection ended: hand out anything held."""
+
+
+class TappedSink(Sink):
+    """``sink``, with every chunk also shown to ``tap`` (the interactive client's nick
+    completion reads what arrives)."""
+
+    def __init__(self, sink: Sink, tap: Callable[[bytes], None]) -> None:
+        self.sink = sink
+        self.tap = tap
+
+    def data(self, data: bytes) -> None:
+        self.sink.data(data)
+        self.tap(data)
+
+    def flush(self) -> None:
+        self.sink.flush()
 
 
 class RawSink(Sink):

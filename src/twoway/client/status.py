@@ -42,6 +42,10 @@ class Status:
         if self.verbose:
             self._emit(name, text)
 
+    def show(self, name: str, text: str) -> None:
+        """A line asked for by a flag (``-x``'s dump): always shown."""
+        self._emit(name, text)
+
     def error(self, name: str, text: str) -> None:
         """A failure the exit code reports too: always shown, as ``twoway: ...``."""
         self._emit(name, text, "twoway: ")

@@ -21,8 +21,9 @@ import os
 import stat
 import sys
 import threading
+from collections.abc import Callable
 
-__all__ = ["CHUNK", "Source", "open_stdin"]
+__all__ = ["CHUNK", "Source", "TappedSource", "open_stdin"]
 
 # Read size: the usual pipe capacity; big enough for throughput, small enough to interleave.
 CHUNK = 64 * 1024
@@ -40,6 +41,24 @@ class Source:
 
     async def aclose(self) -> None:
         """Stop reading and release what was opened. Idempotent."""
+
+
+class TappedSource(Source):
+    """``source`` with each chunk shown to ``tap`` as it is read (``-x``'s dump). It has no
+    :attr:`regular_fd`: ``sendfile`` would move the bytes where no tap sees them."""
+
+    def __init__(self, source: Source, tap: Callable[[bytes], None]) -> None:
+        self.source = source
+        self.tap = tap
+
+    async def read(self) -> bytes:
+        data = await self.source.read()
+        if data:
+            self.tap(data)
+        return data
+
+    async def aclose(self) -> None:
+        await self.source.aclose()
 
 
 class _FileSource(Source):

@@ -8,13 +8,14 @@ caller (the services' registry), so config knows no service.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import tomllib
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from twoway.config.parse import convert
+from twoway.config.parse import convert, split_host_port
 from twoway.config.spec import ENV_PREFIX, OptionSpec
 from twoway.config.table import BY_KEY, OPTIONS, Settings
 from twoway.errors import ConfigError
@@ -49,6 +50,7 @@ def load_settings(
     config_file: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
     validate: Callable[[Settings], None] | None = None,
+    other_env: Collection[str] = (),
 ) -> Settings:
     """Build :class:`Settings`: defaults < ``config_file`` < ``TWOWAY_*`` < ``flags``.
 
@@ -57,6 +59,13 @@ def load_settings(
     means "not given". Raises :class:`ConfigError` naming the source, key and value of the
     first bad one. ``validate`` then checks how the values go together (the services'
     rules: chat with several workers needs a shared bus) and raises :class:`ConfigError`.
+
+    A ``TWOWAY_*`` variable whose option does not apply to the chosen service is ignored
+    (a flag or a file key is refused); an unknown ``TWOWAY_*`` name is a warning with the
+    closest known one. Both end up in :attr:`Settings.notices`. Names under the prefixes in
+    ``other_env`` (another command's, ``TWOWAY_CONNECT_``) are left alone. ``host`` may
+    carry a port (``[::1]:4002``, ``0.0.0.0:4002``): it sets ``port`` unless ``port`` comes
+    from a source of higher precedence; from the same source, the two must agree.
     """
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
@@ -93,10 +102,27 @@ def load_settings(
 
     chosen = _choose_service(service, env, file_service, config_file, services, sources)
     takes = services[chosen]
+    notices = _unknown_env(env, other_env)
     for spec, source in given:
         if spec.per_service and spec.key not in takes:
+            if source == "environment" and sources.get(spec.key) == "environment":
+                # A variable left in the environment for another service must not stop this
+                # one: the flag or the file was written for it, the variable was not.
+                values.pop(spec.attr, None)
+                sources.pop(spec.key, None)
+                notices.append(
+                    (
+                        logging.DEBUG,
+                        f"environment: {spec.env} ignored: option {spec.key!r} does not "
+                        f"apply to service {chosen!r}",
+                    )
+                )
+                continue
+            if source == "environment":
+                continue  # overridden by a flag, which is refused below
             raise ConfigError(f"{source}: option {spec.key!r} does not apply to service {chosen!r}")
-    settings = Settings(service=chosen, sources=sources, **values)
+    _split_host(values, sources)
+    settings = Settings(service=chosen, sources=sources, notices=tuple(notices), **values)
     if validate is not None:
         validate(settings)
     return settings
@@ -126,6 +152,54 @@ def _choose_service(
     if chosen not in services:
         raise ConfigError(f"unknown service {chosen!r} (choose from {names})")
     return chosen
+
+
+#: Variables that are not options but mean something: the service, the config file.
+_OTHER_NAMES = (ENV_PREFIX + "SERVICE", ENV_PREFIX + "CONFIG")
+
+
+def _unknown_env(env: Mapping[str, str], other_env: Collection[str]) -> list[tuple[int, str]]:
+    known = [spec.env for spec in OPTIONS] + list(_OTHER_NAMES)
+    out: list[tuple[int, str]] = []
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name in known:
+            continue
+        if any(name.startswith(prefix) for prefix in other_env):
+            continue
+        match = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {match[0]}?)" if match else ""
+        out.append((logging.WARNING, f"environment: unknown variable {name} ignored{hint}"))
+    return out
+
+
+def _split_host(values: dict[str, Any], sources: dict[str, str]) -> None:
+    """``host = "[::1]:4002"``: the host without brackets, and the port it names."""
+    raw = values.get("host")
+    if raw is None:
+        return
+    source = sources.get("host", "default")
+    try:
+        host, port = split_host_port(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: host = {raw!r}: {exc}") from None
+    values["host"] = host
+    if port is None:
+        return
+    port_source = sources.get("port")
+    if port_source is None or _rank(source) > _rank(port_source):
+        values["port"] = port
+        sources["port"] = source
+    elif _rank(source) == _rank(port_source) and values.get("port") != port:
+        raise ConfigError(
+            f"{source}: host = {raw!r} names port {port}, but port = {values['port']}"
+        )
+
+
+def _rank(source: str) -> int:
+    """The precedence of a source: the file, then the environment, then the command line."""
+    if source.startswith("config file"):
+        return 1
+    return {"environment": 2, "command line": 3}.get(source, 0)
 
 
 def _close_match(key: str) -> str:

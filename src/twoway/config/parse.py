@@ -11,7 +11,14 @@ from typing import Any
 
 from twoway.config.spec import OptionSpec
 
-__all__ = ["KeepaliveSetting", "convert", "parse_duration", "parse_size"]
+__all__ = [
+    "KeepaliveSetting",
+    "convert",
+    "parse_duration",
+    "parse_keepalive",
+    "parse_size",
+    "split_host_port",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +83,41 @@ def parse_duration(raw: Any) -> float:
     if not math.isfinite(value):
         raise ValueError
     return value
+
+
+def split_host_port(text: str) -> tuple[str, int | None]:
+    """``("::1", 4002)`` from ``[::1]:4002``; ``("::1", None)`` from ``[::1]`` or ``::1``;
+    ``("0.0.0.0", 4002)`` from ``0.0.0.0:4002``; a name the same way. Raises ``ValueError``
+    with a hint for anything else (``host:``, ``[::1``, a port that is not a number)."""
+    hint = "not HOST, HOST:PORT, [IPV6] or [IPV6]:PORT"
+    text = text.strip()
+    port: str | None = None
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError(hint)
+        host, rest = text[1:end], text[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(hint)
+            port = rest[1:]
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:  # a name, an IPv4 address, or a bare IPv6 address (two colons or more)
+        host = text
+    if not host and port is not None:
+        raise ValueError(hint)
+    if port is None:
+        return host, None
+    if not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"port {port!r} is not a number from 0 to 65535")
+    return host, int(port)
+
+
+def parse_keepalive(raw: Any) -> KeepaliveSetting | None:
+    """``IDLE[,INTERVAL[,COUNT]]`` whole seconds, ``true`` (the defaults), or ``0``/``off``
+    (``None``); raises ``ValueError``."""
+    return _parse_keepalive(raw)
 
 
 def _parse_keepalive(raw: Any) -> KeepaliveSetting | None:

@@ -51,10 +51,12 @@ class Settings:
         per_service=True,
         choices=("line", "chunk"),
     )
+    # Redis's maxclients: enough for a busy single process, and lowered at start-up to what
+    # the open-files limit allows (the runner says so in one line) rather than failing.
     max_conns: int | None = option(
         "int",
-        None,
-        "most connections at once (0: no limit)",
+        10000,
+        "most connections at once, lowered to fit the open-files limit (0: no limit)",
         minimum=0,
         zero_disables=True,
         metavar="N",
@@ -292,11 +294,36 @@ class Settings:
         metavar="SECONDS",
     )
     log_level: str = option(
-        "choice", "info", "log level", choices=("debug", "info", "warning", "error")
+        "choice",
+        "info",
+        "level of the diagnostic lines (the ready line and lifecycle lines always show)",
+        choices=("debug", "info", "warning", "error"),
     )
-    log_format: str = option("choice", "text", "log format", choices=("text", "json"))
+    log_format: str = option(
+        "choice",
+        "text",
+        "log format: text lines, or json objects with fields (event, peer, bytes_in...)",
+        choices=("text", "json"),
+    )
+    log_time: str = option(
+        "choice",
+        "time",
+        "time stamp of text log lines: time (12:00:00.001), date (2026-12-06 12:00:00.001), "
+        "iso (ISO-8601 with the offset) or none (journald stamps lines itself)",
+        choices=("time", "date", "iso", "none"),
+    )
+    access_log: bool = option(
+        "bool",
+        True,
+        "log each connection and its close, whatever --log-level",
+        flag="--access-log/--no-access-log",
+    )
     #: Where each value came from (``default``, ``config file X``, ``environment``, ``flag``).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+    #: What loading noticed but did not refuse, as ``(logging level, message)``: a variable
+    #: ignored because its option does not apply, an unknown ``TWOWAY_*`` name. Config logs
+    #: nothing itself (logging is not set up yet when it runs): the runner logs these.
+    notices: tuple[tuple[int, str], ...] = field(default=(), compare=False)
 
     def describe(self, service_options: Collection[str] = ()) -> list[str]:
         """``key = value  # source`` lines, for ``twoway check-config``: every option that

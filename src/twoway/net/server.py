@@ -229,6 +229,11 @@ class Server:
         return self.registry.max_connections
 
     @property
+    def max_connections_per_ip(self) -> int | None:
+        """The most connections from one address (an IPv6 network, see ``ipv6_prefix``)."""
+        return self.registry.max_connections_per_ip
+
+    @property
     def connections(self) -> frozenset[Connection]:
         """A snapshot of the open connections."""
         return frozenset(self.registry.conns)  # type: ignore[arg-type]
