@@ -18,6 +18,8 @@ from twoway.net.conn import Conn
 __all__ = ["Registry", "ServerStats"]
 
 log = logging.getLogger("twoway.server")
+#: One line per connection (opened, closed): the access log, which ``--no-access-log`` mutes.
+access = logging.getLogger("twoway.access")
 
 
 @dataclass(slots=True)
@@ -73,14 +75,14 @@ class Registry:
         self._keys: dict[Conn, str] = {}
         self._per_key: dict[str, int] = {}
         self._empty: asyncio.Event | None = None
-        self._log_info = log.isEnabledFor(logging.INFO)
+        self._log_info = access.isEnabledFor(logging.INFO)
 
     def open(self) -> None:
         """Called when the server starts (inside its event loop)."""
         self._empty = asyncio.Event()
         if not self.conns:
             self._empty.set()
-        self._log_info = log.isEnabledFor(logging.INFO)
+        self._log_info = access.isEnabledFor(logging.INFO)
 
     # ------------------------------------------------------------------ reports
 
@@ -112,7 +114,7 @@ class Registry:
         if self._empty is not None:
             self._empty.clear()
         if self._log_info:
-            log.info("connection from %s", conn.peer)
+            access.info("connection from %s", conn.peer, extra={"event": "open", "peer": conn.peer})
         return True
 
     def note(self, event: str) -> None:
@@ -140,16 +142,27 @@ class Registry:
         if exc is not None:
             stats.errors += 1
         if self._log_info:
+            error = describe_oserror(exc) if exc is not None else None
             why = f", {conn.close_reason}" if conn.close_reason else ""
-            err = f", error: {describe_oserror(exc)}" if exc is not None else ""
-            log.info(
+            err = f", error: {error}" if error is not None else ""
+            duration = conn.duration
+            access.info(
                 "closed %s (in %s, out %s, %.1f s%s%s)",
                 conn.peer,
                 format_size(conn.bytes_read),
                 format_size(conn.bytes_written),
-                conn.duration,
+                duration,
                 why,
                 err,
+                extra={
+                    "event": "close",
+                    "peer": conn.peer,
+                    "bytes_in": conn.bytes_read,
+                    "bytes_out": conn.bytes_written,
+                    "duration_s": round(duration, 3),
+                    "reason": conn.close_reason,
+                    "error": error,
+                },
             )
         if not self.conns and self._empty is not None:
             self._empty.set()
@@ -162,7 +175,13 @@ class Registry:
             await self._empty.wait()
 
     def _refuse(self, conn: Conn, message: str) -> None:
-        log.warning("%s: rejected: %s", conn.peer, message.removeprefix("error: "))
+        reason = message.removeprefix("error: ")
+        log.warning(
+            "%s: rejected: %s",
+            conn.peer,
+            reason,
+            extra={"event": "reject", "peer": conn.peer, "reason": reason},
+        )
         conn.write(message.encode() + b"\n")
         conn.close(timeout=1.0)
 
