@@ -51,6 +51,9 @@ __all__ = [
 
 log = logging.getLogger("twoway.connection")
 
+#: A read longer than this is decoded in slices of it (see LineConnection._feed_slices).
+_SLICE = 16 * 1024
+
 _PAUSE_USER = 1
 _PAUSE_WRITE = 2
 _PAUSE_INBOX = 4
@@ -780,12 +783,32 @@ class LineConnection(Connection):
 
     def _feed(self, data: bytes) -> None:
         decoder = self._decoder
+        if len(data) > _SLICE:
+            self._feed_slices(data)
+            return
         # A feed that starts inside an over-long line ends it at the first newline without an
         # event: _keep_rest must count that newline too.
         skip = 1 if decoder.discarding else 0
         events = decoder.feed(data)
         if events:
             self._deliver(events, data, skip)
+
+    def _feed_slices(self, data: bytes) -> None:
+        """A big read, decoded a slice at a time: a 256 KiB read of empty lines would be a
+        quarter of a million events alive at once (16 MiB); a slice holds at most 16 K."""
+        decoder = self._decoder
+        n = len(data)
+        pos = 0
+        while pos < n and not self._closing:
+            piece = data[pos : pos + _SLICE]
+            pos += _SLICE
+            skip = 1 if decoder.discarding else 0
+            events = decoder.feed(piece)
+            if events:
+                self._deliver(events, piece, skip)
+            if self._backlog is not None:  # answering stopped inside this slice
+                self._backlog += data[pos:]
+                return
 
     def _one_line(self, raw: bytes) -> None:
         """The hot path for a read holding exactly one LF line: no event objects at all."""
