@@ -200,3 +200,28 @@ def test_ctrl_c_stops_the_workers_gracefully(servers: list[CliServer]) -> None:
             sock.close()
     assert server.wait_exit(15 * UNIT) == 0  # by itself: no second signal
     assert server.count("received again") == 0, server.stderr
+
+
+def test_habitual_signals_to_the_supervisor_are_logged_and_survived(
+    servers: list[CliServer],
+) -> None:
+    """SIGHUP, SIGUSR1 and SIGUSR2 to the supervisor (what a user sends by habit, or
+    ``systemctl reload``) never end the server without a word: HUP goes on to each worker,
+    USR1/USR2 are logged and ignored, and clients are still served."""
+    server = CliServer(serve_args("upper", "--workers", "2"))
+    servers.append(server)
+    server.wait_for(_WORKER, 15 * UNIT, count=2)
+    server.wait_ready()
+    for signum, seen in (
+        (signal.SIGHUP, r"supervisor: SIGHUP received: passing it to 2 worker"),
+        (signal.SIGUSR1, r"supervisor: SIGUSR1 received: ignored"),
+        (signal.SIGUSR2, r"supervisor: SIGUSR2 received: ignored"),
+    ):
+        os.kill(server.pid, signum)
+        server.wait_for(seen)
+    server.wait_for(r"SIGHUP", count=3)  # the supervisor's line and one from each worker
+    assert server.running
+    with connect(server.port) as sock:
+        sock.sendall(b"still\n")
+        assert recv_line(sock) == b'You said "STILL"\n'
+    assert server.stop() == 0

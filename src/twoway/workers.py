@@ -38,7 +38,16 @@ __all__ = ["DEFAULT_LIVENESS_TIMEOUT", "Supervisor", "reserve_port", "supervise"
 
 log = logging.getLogger("twoway.workers")
 
-_SIGNALS = {signal.SIGCHLD, signal.SIGINT, signal.SIGTERM}
+_SIGNALS = {
+    signal.SIGCHLD,
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGQUIT,
+    # Signals a user sends by habit: never the default action (death without a word).
+    signal.SIGHUP,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+}
 #: A worker that exits within this many seconds of starting counts as failing at start-up.
 _FAST_FAILURE = 2.0
 #: This many start-up failures in a row of the same worker stop the server.
@@ -315,9 +324,19 @@ class Supervisor:
         self._restart_at[index] = time.monotonic() + delay
 
     def on_signal(self, signum: int) -> None:
-        """SIGINT/SIGTERM: the first one starts a graceful stop of every worker; another one
-        passes the signal on again (which makes the workers close their connections now)."""
+        """SIGINT/SIGTERM/SIGQUIT: the first one starts a graceful stop of every worker;
+        another one passes the signal on again (which makes the workers close their
+        connections now). SIGHUP is passed to every worker (each reloads what it can);
+        SIGUSR1/SIGUSR2 are logged and ignored."""
         name = signal.Signals(signum).name
+        if signum == signal.SIGHUP:
+            log.info("supervisor: SIGHUP received: passing it to %d worker(s)", len(self.children))
+            for pid in self.children:
+                os.kill(pid, signal.SIGHUP)
+            return
+        if signum in (signal.SIGUSR1, signal.SIGUSR2):
+            log.info("supervisor: %s received: ignored (it has no job here)", name)
+            return
         if not self.stopping:
             log.info("supervisor: %s received: stopping %d worker(s)", name, len(self.children))
             self._stop()

@@ -96,7 +96,8 @@ class Registry:
         limit = self.max_connections
         if limit is not None and len(self.conns) >= limit:
             self.stats.rejected_full += 1
-            self._refuse(conn, f"error: server full (max {limit} connections)")
+            noun = "connection" if limit == 1 else "connections"
+            self._refuse(conn, f"error: server full (max {limit} {noun})")
             return False
         per_ip = self.max_connections_per_ip
         if per_ip is not None:
