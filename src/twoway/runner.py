@@ -23,6 +23,7 @@ from twoway.logs import PROCESS_LOGGER, log_context, setup_logging
 from twoway.loops import loop_factory, resolve_loop
 from twoway.net.asyncapi import AsyncHandler
 from twoway.net.options import ConnectionOptions
+from twoway.net.registry import format_size
 from twoway.net.server import Server, serve
 from twoway.net.service import Framing, Service
 
@@ -235,10 +236,10 @@ async def run_server(server: Server, grace: float, *, name: str = "twoway", tag:
             loop.remove_signal_handler(sig)
     s = server.stats
     plog.info(
-        "stopped: %d connection(s) served, in %d B, out %d B",
+        "stopped: %d connection(s) served, in %s, out %s",
         s.accepted,
-        s.bytes_in,
-        s.bytes_out,
+        format_size(s.bytes_in),
+        format_size(s.bytes_out),
         extra={
             "event": "stopped",
             "connections": s.accepted,

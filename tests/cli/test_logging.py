@@ -7,6 +7,7 @@ import json
 import re
 import signal
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +115,14 @@ def test_v_adds_debug_lines_and_can_be_repeated() -> None:
     with start_cli("serve", "upper", "--port", "0", "--log-level", "warning", "-vv") as two:
         pass
     assert "DEBUG   event loop" in two.stderr
+
+
+def test_the_stopped_line_writes_sizes_like_the_access_log(tmp_path: Path) -> None:
+    """Sizes read the same everywhere: ``47.7 MiB``, not ``50000000 B``."""
+    with start_cli("serve", "dump", "--port", "0", "--dir", str(tmp_path)) as server:
+        with connect(server.port) as sock:
+            sock.sendall(b"x" * (12 * 1024 * 1024))
+        server.wait_for(r"closed 127\.0\.0\.1:\d+ \(in 12\.0 MiB")
+        server.signal(signal.SIGTERM)
+        assert server.wait_exit() == 0
+    assert re.search(r"stopped: 1 connection\(s\) served, in 12\.0 MiB, out 0 B", server.stderr)
