@@ -23,14 +23,12 @@ import pytest
 
 from helpers import UNIT, loop_name
 from twoway.errors import ConfigError
+from twoway.net.tlspeer import PeerCertificate, describe_handshake_error, peer_certificate
 from twoway.tls import (
-    PeerCertificate,
     ServerTls,
     TlsSettings,
     certificate_info,
-    describe_handshake_error,
     normalize_fingerprint,
-    peer_certificate,
     server_context,
 )
 

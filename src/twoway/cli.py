@@ -33,7 +33,7 @@ def _option(spec: OptionSpec) -> Callable[[Callable[..., Any]], Callable[..., An
     helptext = spec.help
     if spec.choices:
         helptext += f" [{'|'.join(spec.choices)}]"
-    if spec.default is not None and spec.kind != "bool":
+    if spec.default is not None and spec.kind not in ("bool", "list"):
         helptext += f" (default {spec.default})"
     if spec.per_service:
         takers = [name for name, service in SERVICES.items() if spec.key in service.options]
@@ -41,6 +41,10 @@ def _option(spec: OptionSpec) -> Callable[[Callable[..., Any]], Callable[..., An
     helptext += f"; env {spec.env}"
     if spec.kind == "bool":
         return click.option(spec.flag or f"--{spec.key}", spec.attr, default=None, help=helptext)
+    if spec.kind == "list":  # repeatable: each use adds to the list
+        return click.option(
+            f"--{spec.key}", spec.attr, multiple=True, metavar=spec.metavar, help=helptext
+        )
     return click.option(
         f"--{spec.key}",
         spec.attr,
@@ -96,7 +100,9 @@ def serve(service: str | None, target: str | None, config_file: str | None, **fl
     from twoway.services import build_service, connection_options
 
     config_file = config_file or os.environ.get("TWOWAY_CONFIG") or None
-    raw = {spec.key: flags[spec.attr] for spec in OPTIONS}
+    # A repeatable flag not given arrives as (): "not given", like None for the others.
+    raw = {spec.key: flags[spec.attr] or None if spec.kind == "list" else flags[spec.attr]
+           for spec in OPTIONS}  # fmt: skip
     if target is not None:
         if raw.get("path") is not None:
             _fail("give the file once: either PATH or --path", EXIT_USAGE)

@@ -16,6 +16,7 @@ import resource
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twoway.errors import describe_oserror
@@ -108,11 +109,19 @@ class ExceptionFilter:
         loop.default_exception_handler(context)
 
 
-async def run_server(server: Server, grace: float, *, name: str = "twoway", tag: str = "") -> int:
+async def run_server(
+    server: Server,
+    grace: float,
+    *,
+    name: str = "twoway",
+    tag: str = "",
+    reload: Callable[[], None] | None = None,
+) -> int:
     """Start ``server``, log the ready line, serve until SIGINT/SIGTERM, shut down gracefully.
 
     The first signal starts a shutdown that lasts at most ``grace`` seconds; a second one
-    aborts every connection at once. Returns the exit code (0).
+    aborts every connection at once. SIGHUP calls ``reload`` (it logs what it did and never
+    raises; see :meth:`twoway.frontdoor.FrontDoor.reload`). Returns the exit code (0).
     """
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(ExceptionFilter())
@@ -141,6 +150,7 @@ async def run_server(server: Server, grace: float, *, name: str = "twoway", tag:
     # graceful shutdown, not the default action of the signal.
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
+    loop.add_signal_handler(signal.SIGHUP, _on_reload, reload)
     try:
         await server.start()
         for host, port in server.addresses:
@@ -149,13 +159,21 @@ async def run_server(server: Server, grace: float, *, name: str = "twoway", tag:
         await stop.wait()
         await server.shutdown(grace)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
     s = server.stats
     log.info(
         "stopped: %d connection(s) served, in %d B, out %d B", s.accepted, s.bytes_in, s.bytes_out
     )
     return 0
+
+
+def _on_reload(reload: Callable[[], None] | None) -> None:
+    if reload is None:
+        log.info("SIGHUP received: nothing to reload")
+    else:
+        log.info("SIGHUP received: reloading")
+        reload()
 
 
 def serve_settings(settings: Settings, service: Service, options: ConnectionOptions) -> int:
@@ -169,6 +187,9 @@ def serve_settings(settings: Settings, service: Service, options: ConnectionOpti
     limit = raise_nofile_limit()
     loop_name = resolve_loop(settings.loop)
     log.debug("event loop %s, open files limit %d", loop_name, limit)
+    from twoway.frontdoor import FrontDoor
+
+    door = FrontDoor(settings)  # a bad certificate or network: ConfigError before any worker
 
     def serve_one(index: int | None, port: int) -> int:
         server = Server(
@@ -180,10 +201,14 @@ def serve_settings(settings: Settings, service: Service, options: ConnectionOpti
             max_connections_per_ip=settings.max_conns_per_ip,
             ipv6_prefix=settings.ipv6_prefix,
             reuse_port=index is not None,
+            **door.server_options(),
         )
         tag = f" (worker {index + 1}, pid {os.getpid()})" if index is not None else ""
+        tag += door.describe()
         with asyncio.Runner(loop_factory=loop_factory(loop_name)) as runner:
-            return runner.run(run_server(server, settings.grace, tag=tag))
+            return runner.run(
+                run_server(server, settings.grace, tag=tag, reload=lambda: door.reload(server))
+            )
 
     if settings.workers > 1:
         from twoway.workers import supervise

@@ -38,7 +38,7 @@ __all__ = ["DEFAULT_LIVENESS_TIMEOUT", "Supervisor", "reserve_port", "supervise"
 
 log = logging.getLogger("twoway.workers")
 
-_SIGNALS = {signal.SIGCHLD, signal.SIGINT, signal.SIGTERM}
+_SIGNALS = {signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 #: A worker that exits within this many seconds of starting counts as failing at start-up.
 _FAST_FAILURE = 2.0
 #: This many start-up failures in a row of the same worker stop the server.
@@ -316,8 +316,16 @@ class Supervisor:
 
     def on_signal(self, signum: int) -> None:
         """SIGINT/SIGTERM: the first one starts a graceful stop of every worker; another one
-        passes the signal on again (which makes the workers close their connections now)."""
+        passes the signal on again (which makes the workers close their connections now).
+        SIGHUP is passed on to every worker, each of which reloads what it can."""
         name = signal.Signals(signum).name
+        if signum == signal.SIGHUP:
+            log.info(
+                "supervisor: SIGHUP received: passing it on to %d worker(s)", len(self.children)
+            )
+            for pid in self.children:
+                os.kill(pid, signal.SIGHUP)
+            return
         if not self.stopping:
             log.info("supervisor: %s received: stopping %d worker(s)", name, len(self.children))
             self._stop()

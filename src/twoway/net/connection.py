@@ -36,6 +36,7 @@ from twoway.net.idle import set_keepalive, sweeper_for
 from twoway.net.options import ConnectionOptions
 from twoway.net.registry import Registry
 from twoway.net.service import LineService, Service, deliver_line
+from twoway.net.tlspeer import PeerCertificate, peer_certificate
 from twoway.sansio.framing import Line, LineDecoder, LineTooLong, PartialLine
 from twoway.sansio.telnet import TelnetFilter
 
@@ -210,6 +211,13 @@ class Connection(asyncio.Protocol):
             # Looked up on demand: ten thousand idle connections need not each keep a copy.
             self._local = self.transport.get_extra_info("sockname")
         return self._local
+
+    @property
+    def peer_certificate(self) -> PeerCertificate | None:
+        """The client's verified TLS certificate (subject and SHA-256 fingerprint), or
+        ``None``: no TLS, no ``--tls-client-ca``, or the connection is gone. Read on demand
+        (a connection keeps no copy)."""
+        return peer_certificate(self.transport) if self.transport is not None else None
 
     @property
     def duration(self) -> float:

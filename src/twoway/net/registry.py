@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from twoway.errors import describe_oserror
-from twoway.net.address import limit_key
+from twoway.net.address import format_address, limit_key
 from twoway.net.conn import Conn
+from twoway.sansio.access import AccessPolicy, LogLimiter, normalize_ip
 
 __all__ = ["Registry", "ServerStats"]
 
@@ -27,6 +30,8 @@ class ServerStats:
     accepted: int = 0
     rejected_full: int = 0
     rejected_per_ip: int = 0
+    rejected_access: int = 0
+    tls_failures: int = 0
     closed: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
@@ -51,6 +56,12 @@ class Registry:
     clients count per network of ``ipv6_prefix`` bits (see
     :func:`~twoway.net.address.limit_key`). A connection over a limit reads one
     ``error: ...`` line and is closed; the others never notice.
+
+    Access: :attr:`access` (an :class:`AccessPolicy`, swapped whole on reload) is checked
+    first, before any limit: a refused client reads ``error: access denied``, is closed, is
+    logged at most once per address per :attr:`log_interval` seconds and takes no slot.
+    :attr:`handshaking` counts TLS handshakes in progress (kept by the accept path): they
+    hold a slot of ``max_connections`` until they finish or time out.
     """
 
     def __init__(
@@ -59,6 +70,8 @@ class Registry:
         max_connections: int | None = None,
         max_connections_per_ip: int | None = None,
         ipv6_prefix: int = 64,
+        access: AccessPolicy | None = None,
+        log_interval: float = 60.0,
     ) -> None:
         if not 1 <= ipv6_prefix <= 128:
             raise ValueError(f"ipv6_prefix must be 1 to 128 (got {ipv6_prefix})")
@@ -74,6 +87,13 @@ class Registry:
         self._per_key: dict[str, int] = {}
         self._empty: asyncio.Event | None = None
         self._log_info = log.isEnabledFor(logging.INFO)
+        #: Who may connect; ``None`` (or a policy with no rule) admits everyone.
+        self.access = access
+        #: TLS handshakes in progress, each holding a slot (see :meth:`screen`).
+        self.handshaking = 0
+        self.log_interval = log_interval
+        # Refusals and failed handshakes log at most once per (address, reason) per interval.
+        self._limiter = LogLimiter(log_interval)
 
     def open(self) -> None:
         """Called when the server starts (inside its event loop)."""
@@ -91,6 +111,16 @@ class Registry:
         if not self.accepting:
             conn.abort()
             return False
+        access = self.access
+        if access is not None and access.active:
+            addr = conn.remote_address
+            why = access.refusal(addr[0] if isinstance(addr, tuple) else None)
+            if why is not None:
+                self.stats.rejected_access += 1
+                self._log_refusal(addr, why)
+                conn.write(b"error: access denied\n")
+                conn.close(timeout=1.0)
+                return False
         limit = self.max_connections
         if limit is not None and len(self.conns) >= limit:
             self.stats.rejected_full += 1
@@ -114,6 +144,49 @@ class Registry:
         if self._log_info:
             log.info("connection from %s", conn.peer)
         return True
+
+    def screen(self, addr: Any) -> bool:
+        """May a connection from ``addr`` start its TLS handshake? Checked on the raw socket
+        before any handshake work: the server still accepting, the access rules, and room
+        for one more under ``max_connections`` counting the handshakes in progress. When it
+        says False the caller closes the socket (there is no TLS session to write a reason
+        through); the refusal is counted and logged (rate-limited). On True the caller adds
+        one to :attr:`handshaking` and takes it off when the handshake ends either way."""
+        if not self.accepting:
+            return False
+        access = self.access
+        if access is not None and access.active:
+            why = access.refusal(addr[0] if isinstance(addr, tuple) else None)
+            if why is not None:
+                self.stats.rejected_access += 1
+                self._log_refusal(addr, why)
+                return False
+        limit = self.max_connections
+        if limit is not None and len(self.conns) + self.handshaking >= limit:
+            self.stats.rejected_full += 1
+            self._log_limited(
+                addr, "full", "server full (max %d connections, %d handshaking)",
+                limit, self.handshaking,
+            )  # fmt: skip
+            return False
+        return True
+
+    def handshake_failed(self, addr: Any, reason: str) -> None:
+        """A TLS handshake from ``addr`` failed for ``reason`` (one phrase, see
+        :func:`~twoway.net.tlspeer.describe_handshake_error`): counted, logged rate-limited."""
+        self.stats.tls_failures += 1
+        self._log_limited(addr, reason, "TLS handshake failed: %s", reason)
+
+    def _log_refusal(self, addr: Any, why: str) -> None:
+        self._log_limited(addr, "access", "refused: access denied (%s)", why)
+
+    def _log_limited(self, addr: Any, kind: str, fmt: str, *args: Any) -> None:
+        host = normalize_ip(str(addr[0])) if isinstance(addr, tuple) and addr else "?"
+        silenced = self._limiter.check((host, kind), time.monotonic())
+        if silenced is None:
+            return
+        more = f" ({silenced} more since the last line)" if silenced else ""
+        log.warning("%s: " + fmt + "%s", format_address(addr), *args, more)
 
     def note(self, event: str) -> None:
         """A protection fired on a connection: ``"too slow"``, ``"idle"``, ``"line
