@@ -355,3 +355,17 @@ def test_dump_stores_the_plaintext_under_tls(
     server.stop()
     files = [p for p in (tmp_path / "d").rglob("*") if p.is_file()]
     assert len(files) == 1 and files[0].read_bytes() == payload
+
+
+def test_a_tls_hello_on_a_plain_port_is_one_line(loop: str, servers: list[CliServer]) -> None:
+    server = start(servers, "upper", loop=loop)
+    for _ in range(3):
+        out, seen = s_client(server.port)
+        assert seen == "" and "You said" not in out
+    server.wait_for(r"127\.0\.0\.1:\d+: a TLS handshake on a plain port")
+    with connect(server.port) as sock:  # plain clients are served as ever
+        sock.sendall(b"plain\n")
+        sock.settimeout(10 * UNIT)
+        assert sock.recv(100).startswith(b'You said "PLAIN"')
+    assert server.count("a TLS handshake on a plain port") == 1
+    assert server.count("Traceback") == 0

@@ -787,6 +787,12 @@ class LineConnection(Connection):
         super().resume_writing()
 
     def _feed(self, data: bytes) -> None:
+        if self.bytes_read == len(data) and data[:2] == b"\x16\x03" and self._registry is not None:
+            # A TLS record as the very first bytes: a TLS client on a plain port. Checked here,
+            # off the one-line hot path (a ClientHello is never one line), for one log line
+            # instead of a binary "line" reaching the service.
+            self._registry.tls_on_plain_port(self)
+            return
         decoder = self._decoder
         # A feed that starts inside an over-long line ends it at the first newline without an
         # event: _keep_rest must count that newline too.

@@ -177,6 +177,15 @@ class Registry:
         self.stats.tls_failures += 1
         self._log_limited(addr, reason, "TLS handshake failed: %s", reason)
 
+    def tls_on_plain_port(self, conn: Conn) -> None:
+        """A connection's first bytes are a TLS handshake on a plain port: log it
+        (rate-limited per address) and close the connection; its service sees no line."""
+        self._log_limited(
+            conn.remote_address, "tls-on-plain", "a TLS handshake on a plain port "
+            "(the server has no --tls-cert; connect without TLS): closed",
+        )  # fmt: skip
+        conn.close(reason="TLS on a plain port")
+
     def _log_refusal(self, addr: Any, why: str) -> None:
         self._log_limited(addr, "access", "refused: access denied (%s)", why)
 
