@@ -264,7 +264,8 @@ class Connection(asyncio.Protocol):
         self.transport = transport
         self._opened_mono = time.monotonic()
         opts = self.options
-        self.remote_address = transport.get_extra_info("peername")
+        if self.remote_address is None:  # preset by the accept path for a PROXY header
+            self.remote_address = transport.get_extra_info("peername")
         # Both loops already set TCP_NODELAY on TCP sockets. The socket object is fetched only
         # when an option needs it: uvloop builds a wrapper per call (~200 B per connection).
         # A server's connections inherit keep-alive from the listening socket (see Server).

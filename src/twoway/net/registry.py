@@ -32,6 +32,7 @@ class ServerStats:
     rejected_per_ip: int = 0
     rejected_access: int = 0
     tls_failures: int = 0
+    proxy_failures: int = 0
     closed: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
@@ -60,8 +61,9 @@ class Registry:
     Access: :attr:`access` (an :class:`AccessPolicy`, swapped whole on reload) is checked
     first, before any limit: a refused client reads ``error: access denied``, is closed, is
     logged at most once per address per :attr:`log_interval` seconds and takes no slot.
-    :attr:`handshaking` counts TLS handshakes in progress (kept by the accept path): they
-    hold a slot of ``max_connections`` until they finish or time out.
+    :attr:`pending` counts sockets accepted but not yet connections (a PROXY header or a TLS
+    handshake in progress, kept by :mod:`twoway.net.accept`): each holds a slot of
+    ``max_connections`` until it becomes a connection, fails or times out.
     """
 
     def __init__(
@@ -89,8 +91,8 @@ class Registry:
         self._log_info = log.isEnabledFor(logging.INFO)
         #: Who may connect; ``None`` (or a policy with no rule) admits everyone.
         self.access = access
-        #: TLS handshakes in progress, each holding a slot (see :meth:`screen`).
-        self.handshaking = 0
+        #: Sockets accepted and not yet connections, each holding a slot (see :meth:`has_room`).
+        self.pending = 0
         self.log_interval = log_interval
         # Refusals and failed handshakes log at most once per (address, reason) per interval.
         self._limiter = LogLimiter(log_interval)
@@ -145,15 +147,28 @@ class Registry:
             log.info("connection from %s", conn.peer)
         return True
 
-    def screen(self, addr: Any) -> bool:
-        """May a connection from ``addr`` start its TLS handshake? Checked on the raw socket
-        before any handshake work: the server still accepting, the access rules, and room
-        for one more under ``max_connections`` counting the handshakes in progress. When it
-        says False the caller closes the socket (there is no TLS session to write a reason
-        through); the refusal is counted and logged (rate-limited). On True the caller adds
-        one to :attr:`handshaking` and takes it off when the handshake ends either way."""
+    def has_room(self, addr: Any) -> bool:
+        """May a socket just accepted from ``addr`` go on to its PROXY header or TLS
+        handshake? False once the server stops accepting, or when ``max_connections`` are
+        taken counting the :attr:`pending` ones (counted and logged, rate-limited). On True
+        the caller adds one to :attr:`pending` and takes it off when the socket becomes a
+        connection or is dropped. The caller closes a refused socket: before a handshake
+        there is no session to write a reason through."""
         if not self.accepting:
             return False
+        limit = self.max_connections
+        if limit is not None and len(self.conns) + self.pending >= limit:
+            self.stats.rejected_full += 1
+            self._log_limited(
+                addr, "full", "rejected: server full (max %d connections, %d being set up)",
+                limit, self.pending,
+            )  # fmt: skip
+            return False
+        return True
+
+    def permits(self, addr: Any) -> bool:
+        """The access rules for ``addr`` ahead of a TLS handshake (so a refused client costs
+        no handshake): False is counted and logged (once per address per interval)."""
         access = self.access
         if access is not None and access.active:
             why = access.refusal(addr[0] if isinstance(addr, tuple) else None)
@@ -161,14 +176,6 @@ class Registry:
                 self.stats.rejected_access += 1
                 self._log_refusal(addr, why)
                 return False
-        limit = self.max_connections
-        if limit is not None and len(self.conns) + self.handshaking >= limit:
-            self.stats.rejected_full += 1
-            self._log_limited(
-                addr, "full", "server full (max %d connections, %d handshaking)",
-                limit, self.handshaking,
-            )  # fmt: skip
-            return False
         return True
 
     def handshake_failed(self, addr: Any, reason: str) -> None:
@@ -176,6 +183,12 @@ class Registry:
         :func:`~twoway.net.tlspeer.describe_handshake_error`): counted, logged rate-limited."""
         self.stats.tls_failures += 1
         self._log_limited(addr, reason, "TLS handshake failed: %s", reason)
+
+    def proxy_failed(self, addr: Any, kind: str, reason: str) -> None:
+        """No usable PROXY header from ``addr``: ``kind`` (``"malformed"``, ``"timeout"``,
+        ``"untrusted"``...) keys the rate limit, ``reason`` is the one line logged."""
+        self.stats.proxy_failures += 1
+        self._log_limited(addr, "proxy " + kind, "PROXY protocol: %s", reason)
 
     def tls_on_plain_port(self, conn: Conn) -> None:
         """A connection's first bytes are a TLS handshake on a plain port: log it

@@ -19,14 +19,14 @@ from types import TracebackType
 from typing import Any
 
 from twoway.errors import ListenError, describe_oserror
-from twoway.net.accept import TlsListener
+from twoway.net.accept import Acceptor
 from twoway.net.asyncapi import AsyncService
 from twoway.net.connection import Connection, connection_class
 from twoway.net.idle import set_keepalive
 from twoway.net.options import ConnectionOptions
 from twoway.net.registry import Registry, ServerStats
 from twoway.net.service import Framing, Service
-from twoway.sansio.access import AccessPolicy
+from twoway.sansio.access import AccessPolicy, AddressSet
 
 __all__ = ["Server", "serve"]
 
@@ -87,9 +87,11 @@ class Server:
 
     ``access``: allow/deny rules checked before any limit (swap them live with
     :attr:`access`). ``ssl``: an ``ssl.SSLContext`` to serve TLS; its listeners then accept
-    through :class:`~twoway.net.accept.TlsListener`, where every handshake is bounded by
+    through :class:`~twoway.net.accept.Acceptor`, where every handshake is bounded by
     ``ssl_handshake_timeout`` seconds, counts against ``max_connections`` while it runs and
-    is logged (one rate-limited line) when it fails. Plain TCP uses the loop's own
+    is logged (one rate-limited line) when it fails. ``proxy_from``: accept a PROXY protocol
+    header (v1 or v2) from these proxies only, within ``proxy_timeout`` seconds; its client
+    is the connection's address. Plain TCP without PROXY uses the loop's own
     ``create_server``.
     """
 
@@ -108,6 +110,8 @@ class Server:
         ssl: Any = None,
         ssl_handshake_timeout: float = 10.0,
         access: AccessPolicy | None = None,
+        proxy_from: AddressSet | None = None,
+        proxy_timeout: float = 5.0,
         sock: socket.socket | None = None,
     ) -> None:
         self.service = service
@@ -125,9 +129,11 @@ class Server:
         self.backlog = backlog
         self.ssl = ssl
         self.ssl_handshake_timeout = ssl_handshake_timeout
+        self.proxy_from = proxy_from
+        self.proxy_timeout = proxy_timeout
         self.sock = sock
         self.started_at = 0.0
-        self._listeners: list[asyncio.Server | TlsListener] = []
+        self._listeners: list[asyncio.Server | Acceptor] = []
         self._closing = False
         self._closed: asyncio.Event | None = None
         self._conn_class = connection_class(service)
@@ -198,12 +204,20 @@ class Server:
         loop: asyncio.AbstractEventLoop,
         factory: Callable[[], Connection],
         sock: socket.socket,
-    ) -> asyncio.Server | TlsListener:
-        if self.ssl is None:
+    ) -> asyncio.Server | Acceptor:
+        if self.ssl is None and self.proxy_from is None:
             return await loop.create_server(factory, sock=sock, backlog=self.backlog)
         sock.listen(self.backlog)
         sock.setblocking(False)
-        listener = TlsListener(sock, factory, self.registry, self.ssl, self.ssl_handshake_timeout)
+        listener = Acceptor(
+            sock,
+            factory,
+            self.registry,
+            context=self.ssl,
+            handshake_timeout=self.ssl_handshake_timeout,
+            proxy_from=self.proxy_from,
+            proxy_timeout=self.proxy_timeout,
+        )
         listener.start()
         return listener
 
