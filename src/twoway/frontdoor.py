@@ -59,6 +59,18 @@ class FrontDoor:
                 if getattr(settings, key.replace("-", "_")) is not None:
                     raise ConfigError(f"{_where(settings, key)} needs --tls-cert")
         self.access = self._policy()
+        self.proxy_from: AddressSet | None = None
+        if settings.proxy_protocol:
+            if not settings.proxy_from:
+                raise ConfigError(
+                    f"{_where(settings, 'proxy-protocol')} needs --proxy-from CIDR: the "
+                    "proxies allowed to send the header (a forged header would defeat "
+                    "every per-address rule)"
+                )
+            self.proxy_from = AddressSet()
+            self.proxy_from.update(settings.proxy_from, option=_where(settings, "proxy-from"))
+        elif settings.proxy_from:
+            raise ConfigError(f"{_where(settings, 'proxy-from')} needs --proxy-protocol")
 
     def _policy(self) -> AccessPolicy:
         s = self.settings
@@ -77,6 +89,8 @@ class FrontDoor:
             "ssl": self.tls.context if self.tls is not None else None,
             "ssl_handshake_timeout": self.settings.tls_handshake_timeout,
             "access": self.access if self.access.active else None,
+            "proxy_from": self.proxy_from,
+            "proxy_timeout": self.settings.proxy_timeout,
         }
 
     def describe(self) -> str:
@@ -88,6 +102,9 @@ class FrontDoor:
             parts.append(
                 f"TLS {self.settings.tls_min_version}+ ({self.tls.info.describe()}{client})"
             )
+        if self.proxy_from is not None:
+            n = len(self.proxy_from)
+            parts.append(f"PROXY protocol from {n} network{'s' if n != 1 else ''}")
         if self.access.active:
             parts.append(self.access.describe())
         return " with " + ", ".join(parts) if parts else ""

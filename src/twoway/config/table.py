@@ -133,6 +133,27 @@ class Settings:
         "file of networks to refuse, one per line (# comments); reread on SIGHUP",
         metavar="FILE",
     )
+    proxy_protocol: bool = option(
+        "bool",
+        False,
+        "expect a PROXY protocol header (v1 or v2) from a proxy in front; needs --proxy-from",
+        flag="--proxy-protocol/--no-proxy-protocol",
+    )
+    proxy_from: tuple[str, ...] = option(
+        "list",
+        (),
+        "the proxies allowed to send the PROXY header, CIDR[,CIDR...] (repeatable); "
+        "anyone else is refused",
+        metavar="CIDR",
+    )
+    proxy_timeout: float = option(
+        "duration",
+        # The spec asks for at least 3 s, to cover one TCP retransmission of the header.
+        5.0,
+        "close a connection whose PROXY header is unfinished after this many seconds",
+        minimum=0.001,
+        metavar="SECONDS",
+    )
     max_line: int = option(
         "size",
         MAX_LINE,

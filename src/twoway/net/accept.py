@@ -166,7 +166,7 @@ class Acceptor:
         assert proxies is not None
         if not isinstance(addr, tuple) or addr[0] not in proxies:
             self._registry.proxy_failed(
-                addr, "untrusted", "refused: not a trusted proxy (see --proxy-from)"
+                addr, "untrusted", "PROXY protocol: refused: not a trusted proxy (see --proxy-from)"
             )
             return None
         reader = ProxyReader()
@@ -178,11 +178,13 @@ class Acceptor:
             return None
         except TimeoutError:
             self._registry.proxy_failed(
-                addr, "timeout", f"no header within {self._proxy_timeout:g} s"
+                addr, "timeout", f"PROXY protocol: no header within {self._proxy_timeout:g} s"
             )
             return None
         except OSError as exc:
-            self._registry.proxy_failed(addr, "error", describe_handshake_error(exc))
+            self._registry.proxy_failed(
+                addr, "error", f"PROXY protocol: {describe_handshake_error(exc)}"
+            )
             return None
         client = header.client
         return addr if client is None else client

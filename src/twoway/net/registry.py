@@ -186,9 +186,10 @@ class Registry:
 
     def proxy_failed(self, addr: Any, kind: str, reason: str) -> None:
         """No usable PROXY header from ``addr``: ``kind`` (``"malformed"``, ``"timeout"``,
-        ``"untrusted"``...) keys the rate limit, ``reason`` is the one line logged."""
+        ``"untrusted"``...) keys the rate limit, ``reason`` is the one line logged (it starts
+        with ``PROXY protocol:``, as :class:`~twoway.errors.ProxyProtocolError` does)."""
         self.stats.proxy_failures += 1
-        self._log_limited(addr, "proxy " + kind, "PROXY protocol: %s", reason)
+        self._log_limited(addr, "proxy " + kind, "%s", reason)
 
     def tls_on_plain_port(self, conn: Conn) -> None:
         """A connection's first bytes are a TLS handshake on a plain port: log it
