@@ -1,5 +1,5 @@
-"""What stands between the internet and a service: TLS and the access rules, from the settings,
-and their reload on SIGHUP.
+"""What stands between the internet and a service: TLS, the access rules and the trusted PROXY
+protocol senders, from the settings, and their reload on SIGHUP.
 
 :class:`FrontDoor` is built once per ``twoway serve`` process, before any worker starts, so
 a bad certificate or a bad network is one :class:`~twoway.errors.ConfigError` line and a
@@ -39,8 +39,10 @@ def _where(settings: Settings, key: str) -> str:
 
 
 class FrontDoor:
-    """TLS (``tls``, ``None`` without ``--tls-cert``) and the access rules (``access``) of a
-    server, built from ``settings``. Raises :class:`ConfigError` naming the option or file."""
+    """TLS (``tls``, ``None`` without ``--tls-cert``), the access rules (``access``) and the
+    proxies trusted to send a PROXY header (``proxy_from``, ``None`` without
+    ``--proxy-protocol``) of a server, built from ``settings``. Raises :class:`ConfigError`
+    naming the option or file."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -84,7 +86,7 @@ class FrontDoor:
         return AccessPolicy(allow, deny)
 
     def server_options(self) -> dict[str, Any]:
-        """The :class:`~twoway.net.server.Server` keyword arguments for TLS and access."""
+        """The :class:`~twoway.net.server.Server` keyword arguments for TLS, access and PROXY."""
         return {
             "ssl": self.tls.context if self.tls is not None else None,
             "ssl_handshake_timeout": self.settings.tls_handshake_timeout,
