@@ -186,3 +186,16 @@ def test_proxy_needs_proxy_from() -> None:
     ]
     done = run_cli("serve", "upper", "--port", "0", "--proxy-from", "127.0.0.1")
     assert done.returncode != 0 and "--proxy-from needs --proxy-protocol" in done.stderr
+
+
+def test_chat_sees_the_real_client(loop: str, servers: list[CliServer]) -> None:
+    server = start(servers, "chat", *PROXY, loop=loop)
+    with from_("127.0.0.1", server.port) as sock:
+        sock.sendall(b"PROXY TCP4 198.51.100.7 127.0.0.1 5555 4001\r\n")
+        got = b""
+        while b"you are" not in got:
+            chunk = sock.recv(4096)
+            assert chunk, got
+            got += chunk
+        server.wait_for(r"joined \S+ from 198\.51\.100\.7:5555")
+    assert server.count("from 127.0.0.1") == 0
