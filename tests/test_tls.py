@@ -21,16 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from helpers import UNIT, loop_name
+from helpers import UNIT, loop_name, wait_until
 from twoway.errors import ConfigError
+from twoway.net.tlspeer import PeerCertificate, describe_handshake_error, peer_certificate
 from twoway.tls import (
-    PeerCertificate,
     ServerTls,
     TlsSettings,
     certificate_info,
-    describe_handshake_error,
     normalize_fingerprint,
-    peer_certificate,
     server_context,
 )
 
@@ -509,3 +507,31 @@ async def test_todays_twoway_server_reloads_through_servertls(certs: Certs, tmp_
         tls.reload()
         seen = await s_client(port, "-ign_eof", send=b"again\nquit\n")
         assert 'You said "AGAIN"' in seen.out and seen.fingerprint == certs.fp("b")
+
+
+async def test_connection_carries_the_verified_client_certificate(certs: Certs) -> None:
+    """``Connection.peer_certificate`` on a twoway server with a client CA: subject and
+    fingerprint of the verified client; a client without one never reaches the service."""
+    from twoway.net import Connection, LineService, serve
+
+    seen: asyncio.Queue[PeerCertificate | None] = asyncio.Queue()
+
+    class Who(LineService):
+        def on_connect(self, conn: Connection) -> None:
+            seen.put_nowait(conn.peer_certificate)
+            conn.close()
+
+    tls = ServerTls(TlsSettings(certs.path("a-both.pem"), client_ca=certs.path("ca.pem")))
+    async with serve(Who(), "127.0.0.1", 0, ssl=tls.context) as server:
+        port = server.addresses[0][1]
+        key = ["-cert", str(certs.path("alice.pem")), "-key", str(certs.path("alice.key"))]
+        await s_client(port, *key)
+        got = await asyncio.wait_for(seen.get(), 10 * UNIT)
+        assert got == PeerCertificate("CN=alice,O=Example\\, Inc.,C=FR", certs.fp("alice"))
+        await s_client(port)  # no certificate: refused during the handshake
+        await wait_until(lambda: server.stats.tls_failures == 1)
+        assert seen.empty()
+    async with serve(Who(), "127.0.0.1", 0, ssl=server_context(
+        TlsSettings(certs.path("a-both.pem")))) as plain:  # fmt: skip
+        await s_client(plain.addresses[0][1])
+        assert await asyncio.wait_for(seen.get(), 10 * UNIT) is None

@@ -213,7 +213,7 @@ def test_habitual_signals_to_the_supervisor_are_logged_and_survived(
     server.wait_for(_WORKER, 15 * UNIT, count=2)
     server.wait_ready()
     for signum, seen in (
-        (signal.SIGHUP, r"supervisor: SIGHUP received: passing it to 2 worker"),
+        (signal.SIGHUP, r"supervisor: SIGHUP received: passing it on to 2 worker"),
         (signal.SIGUSR1, r"supervisor: SIGUSR1 received: ignored"),
         (signal.SIGUSR2, r"supervisor: SIGUSR2 received: ignored"),
     ):

@@ -78,6 +78,8 @@ def _option(spec: OptionSpec) -> Callable[[Callable[..., Any]], Callable[..., An
     names = [f"--{spec.key}", *([_SHORT[spec.key]] if spec.key in _SHORT else [])]
     if spec.kind == "choice":
         return click.option(*names, spec.attr, type=_Choices(spec.choices), help=helptext)
+    if spec.kind == "list":  # repeatable: each use adds to the list
+        return click.option(*names, spec.attr, multiple=True, metavar=spec.metavar, help=helptext)
     return click.option(
         *names, spec.attr, default=None, metavar=spec.metavar or spec.kind.upper(), help=helptext
     )
@@ -176,7 +178,9 @@ def serve(
     family = choose_family(ipv4, ipv6)
     service, path, port = serve_positionals(args)
     config_file = config_file or os.environ.get(ENV_PREFIX + "CONFIG") or None
-    raw = {spec.key: flags[spec.attr] for spec in OPTIONS}
+    # A repeatable flag not given arrives as (): "not given", like None for the others.
+    raw = {spec.key: flags[spec.attr] or None if spec.kind == "list" else flags[spec.attr]
+           for spec in OPTIONS}  # fmt: skip
     _given_once(raw, "path", path, "file")
     _given_once(raw, "port", port, "port")
     try:

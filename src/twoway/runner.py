@@ -16,6 +16,7 @@ import resource
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twoway.errors import describe_oserror
@@ -175,13 +176,22 @@ NOTED_SIGNALS = {
 }
 
 
-async def run_server(server: Server, grace: float, *, name: str = "twoway", tag: str = "") -> int:
+async def run_server(
+    server: Server,
+    grace: float,
+    *,
+    name: str = "twoway",
+    tag: str = "",
+    reload: Callable[[], None] | None = None,
+) -> int:
     """Start ``server``, log the ready line, serve until a stop signal, shut down gracefully.
 
     SIGINT, SIGTERM and SIGQUIT start a shutdown that lasts at most ``grace`` seconds; a
-    second one aborts every connection at once. SIGHUP, SIGUSR1 and SIGUSR2 are logged and
-    change nothing. Returns the exit code (0). Installs signal handlers: for a process's
-    main thread only (:func:`run`, ``twoway serve``, or an ``asyncio.run(main())`` of yours).
+    second one aborts every connection at once. SIGHUP calls ``reload`` (it logs what it did
+    and never raises; see :meth:`twoway.frontdoor.FrontDoor.reload`), or without one is logged
+    and changes nothing; SIGUSR1 and SIGUSR2 are logged and change nothing. Returns the exit
+    code (0). Installs signal handlers: for a process's main thread only (:func:`run`,
+    ``twoway serve``, or an ``asyncio.run(main())`` of yours).
     """
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(ExceptionFilter())
@@ -192,6 +202,10 @@ async def run_server(server: Server, grace: float, *, name: str = "twoway", tag:
         nonlocal signals
         sig = signal.Signals(signum).name
         fields = {"event": "signal", "signal": sig}
+        if signum == signal.SIGHUP and reload is not None:
+            plog.info("SIGHUP received: reloading", extra=fields)
+            reload()
+            return
         note = NOTED_SIGNALS.get(signal.Signals(signum))
         if note is not None:
             plog.warning("%s received: %s", sig, note, extra=fields)
@@ -307,6 +321,10 @@ def serve_settings(
     plog.debug("event loop %s, open files limit %d", loop_name, limit)
     max_conns = _fit_logged(settings.max_conns, limit)
 
+    from twoway.frontdoor import FrontDoor
+
+    door = FrontDoor(settings)  # a bad certificate or network: ConfigError before any worker
+
     def serve_one(index: int | None, port: int) -> int:
         server = Server(
             service,
@@ -317,12 +335,16 @@ def serve_settings(
             max_connections_per_ip=settings.max_conns_per_ip,
             ipv6_prefix=settings.ipv6_prefix,
             reuse_port=index is not None,
+            **door.server_options(),
         )
         tag = f" (worker {index + 1}, pid {os.getpid()})" if index is not None else ""
+        tag += door.describe()
         if index is not None:
             log_context(worker=index + 1)
         with asyncio.Runner(loop_factory=loop_factory(loop_name)) as runner:
-            return runner.run(run_server(server, settings.grace, tag=tag))
+            return runner.run(
+                run_server(server, settings.grace, tag=tag, reload=lambda: door.reload(server))
+            )
 
     if settings.workers > 1:
         from twoway.workers import supervise

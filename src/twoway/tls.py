@@ -1,4 +1,4 @@
-"""TLS for servers: the ``SSLContext`` from the user's files, live reload, the peer's identity.
+"""TLS for servers: the ``SSLContext`` from the user's files, and live reload.
 
 - :class:`TlsSettings` holds what the options say (``--tls-cert``, ``--tls-key``,
   ``--tls-min-version``, ``--tls-client-ca``); :func:`server_context` builds a context from
@@ -7,11 +7,8 @@
   OpenSSL's ``[SSL] PEM lib``.
 - :class:`ServerTls` is what a server holds: a fixed front context to bind, and a reload
   that swaps the certificate for new handshakes while open connections keep theirs.
-- :func:`peer_certificate` gives a connection's verified client certificate: its subject
-  (RFC 4514) and SHA-256 fingerprint.
-- :func:`describe_handshake_error` turns a failed handshake into one phrase for the log
-  (plain text on a TLS port, an old client, a missing or untrusted client certificate, a
-  handshake that never finishes).
+- The peer's side (its verified certificate, why a handshake failed) is in
+  :mod:`twoway.net.tlspeer`, where the server's accept path uses it.
 
 How reload works, and why this way: ``loop.create_server(ssl=ctx)`` binds one context
 object for the listener's life, on asyncio and on uvloop alike. Two ways keep that object
@@ -49,13 +46,10 @@ from twoway.errors import ConfigError, describe_oserror
 
 __all__ = [
     "CertificateInfo",
-    "PeerCertificate",
     "ServerTls",
     "TlsSettings",
     "certificate_info",
-    "describe_handshake_error",
     "normalize_fingerprint",
-    "peer_certificate",
     "server_context",
 ]
 
@@ -268,101 +262,6 @@ class ServerTls:
         self.info = info
         self.reloads += 1
         return info
-
-
-# ---------------------------------------------------------------------------- failures
-
-_HANDSHAKE_REASONS = {
-    "WRONG_VERSION_NUMBER": "not TLS (plain text on a TLS port?)",
-    "HTTP_REQUEST": "an HTTP request on a TLS port",
-    "HTTPS_PROXY_REQUEST": "an HTTP proxy request on a TLS port",
-    "UNSUPPORTED_PROTOCOL": "no TLS version in common (the client's is below the minimum)",
-    "NO_SHARED_CIPHER": "no cipher in common",
-    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "no client certificate",
-    "UNEXPECTED_EOF_WHILE_READING": "the client closed the connection",
-}
-
-
-def describe_handshake_error(exc: BaseException) -> str:
-    """One lower-case phrase for why a server-side handshake failed, for a log line such
-    as ``"1.2.3.4:5678: TLS handshake failed: not TLS (plain text on a TLS port?)"``.
-
-    Takes what ``connect_accepted_socket(ssl=...)``/``start_tls`` raise on asyncio and
-    uvloop alike (checked in ``tests/test_tls.py``): ``ssl.SSLError`` with a reason, a
-    rejected client certificate, ``ConnectionAbortedError`` for ``ssl_handshake_timeout``,
-    ``ConnectionResetError``. Never raises.
-    """
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"client certificate rejected: {exc.verify_message}"
-    if isinstance(exc, ssl.SSLError):
-        reason = str(exc.reason or "")
-        if reason in _HANDSHAKE_REASONS:
-            return _HANDSHAKE_REASONS[reason]
-        if reason.startswith(("TLSV1_ALERT_", "SSLV3_ALERT_", "TLSV13_ALERT_")):
-            alert = reason.split("_ALERT_", 1)[1].lower().replace("_", " ")
-            return f"the client sent the alert {alert!r}"
-        if isinstance(exc, ssl.SSLEOFError):
-            return "the client closed the connection"
-    if isinstance(exc, ConnectionAbortedError) and "taking longer" in str(exc):
-        return "not finished within the handshake timeout"
-    if isinstance(exc, TimeoutError):
-        return "not finished within the handshake timeout"
-    if isinstance(exc, ConnectionResetError):
-        return "connection reset by the client"
-    return describe_oserror(exc)
-
-
-# ---------------------------------------------------------------------------- peer identity
-
-_SHORT_NAMES = {
-    "commonName": "CN",
-    "countryName": "C",
-    "localityName": "L",
-    "stateOrProvinceName": "ST",
-    "organizationName": "O",
-    "organizationalUnitName": "OU",
-    "streetAddress": "STREET",
-    "domainComponent": "DC",
-    "userId": "UID",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class PeerCertificate:
-    """A verified client certificate: ``subject`` in RFC 4514 form (``CN=alice,O=Example``,
-    most specific first, as ``openssl x509 -subject -nameopt RFC2253`` prints it, but
-    non-ASCII left as text), ``fingerprint`` the SHA-256 of its DER form in lower-case hex."""
-
-    subject: str
-    fingerprint: str
-
-
-def _escape(value: str) -> str:
-    out = re.sub(r'([,+"\\<>;])', r"\\\1", value)
-    if out.startswith(("#", " ")):
-        out = "\\" + out
-    if out.endswith(" ") and not out.endswith("\\ "):
-        out = out[:-1] + "\\ "
-    return out
-
-
-def peer_certificate(source: Any) -> PeerCertificate | None:
-    """The verified certificate of a TLS peer, or ``None`` (no TLS, no certificate, or one
-    that was not verified). ``source`` is an ``ssl.SSLObject``/``SSLSocket`` or an asyncio
-    transport (its ``"ssl_object"`` extra is used). Call it after the handshake."""
-    if hasattr(source, "get_extra_info"):
-        source = source.get_extra_info("ssl_object")
-    if source is None:
-        return None
-    decoded = source.getpeercert()
-    if not decoded:  # None: no certificate; {}: not verified
-        return None
-    der = source.getpeercert(binary_form=True)
-    rdns = [
-        "+".join(f"{_SHORT_NAMES.get(k, k)}={_escape(v)}" for k, v in rdn)
-        for rdn in decoded.get("subject", ())
-    ]
-    return PeerCertificate(",".join(reversed(rdns)), hashlib.sha256(der).hexdigest())
 
 
 def normalize_fingerprint(text: str) -> str:

@@ -330,7 +330,9 @@ class Supervisor:
         SIGUSR1/SIGUSR2 are logged and ignored."""
         name = signal.Signals(signum).name
         if signum == signal.SIGHUP:
-            log.info("supervisor: SIGHUP received: passing it to %d worker(s)", len(self.children))
+            log.info(
+                "supervisor: SIGHUP received: passing it on to %d worker(s)", len(self.children)
+            )
             for pid in self.children:
                 os.kill(pid, signal.SIGHUP)
             return

@@ -51,6 +51,7 @@ _HINTS = {
     "keepalive": "not a keep-alive spec (IDLE[,INTERVAL[,COUNT]] in whole seconds, or 0)",
     "str": "not a string",
     "path": "not a path",
+    "list": "not a string or a list of strings",
 }
 
 
@@ -162,6 +163,15 @@ def _parse_text(raw: Any) -> str:
     return raw
 
 
+def _parse_list(raw: Any) -> tuple[str, ...]:
+    # A flag given several times arrives as a tuple, TOML may hold an array, the environment
+    # one string; each item may itself be comma-separated (the consumer splits it).
+    items = (raw,) if isinstance(raw, str) else raw
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+        raise ValueError
+    return tuple(items)
+
+
 _PARSERS = {
     "int": _parse_int,
     "float": _parse_float,
@@ -170,6 +180,7 @@ _PARSERS = {
     "bool": _parse_bool,
     "str": _parse_text,
     "path": _parse_text,
+    "list": _parse_list,
 }
 
 

@@ -11,7 +11,9 @@ __all__ = ["ENV_PREFIX", "Kind", "OptionSpec", "option", "spec_of"]
 ENV_PREFIX = "TWOWAY_"
 
 #: How a raw value (a TOML value, an environment variable, a flag) is parsed.
-Kind = Literal["int", "float", "size", "duration", "bool", "str", "choice", "keepalive", "path"]
+Kind = Literal[
+    "int", "float", "size", "duration", "bool", "str", "choice", "keepalive", "path", "list"
+]
 
 T = TypeVar("T")
 

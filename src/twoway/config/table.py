@@ -78,6 +78,84 @@ class Settings:
         maximum=128,
         metavar="BITS",
     )
+    tls_cert: str | None = option(
+        "path",
+        None,
+        "serve TLS with this PEM certificate (chain); reread on SIGHUP",
+        metavar="FILE",
+    )
+    tls_key: str | None = option(
+        "path",
+        None,
+        "the certificate's private key, unencrypted (default: in the --tls-cert file)",
+        metavar="FILE",
+    )
+    tls_min_version: str = option(
+        "choice",
+        "1.2",
+        "oldest TLS version accepted",
+        choices=("1.2", "1.3"),
+    )
+    tls_client_ca: str | None = option(
+        "path",
+        None,
+        "require a client certificate signed by a CA in this PEM file",
+        metavar="FILE",
+    )
+    tls_handshake_timeout: float = option(
+        "duration",
+        # nginx's ssl_handshake_timeout is 60 s; 10 s is ample for a real client on a slow
+        # link and frees a stalled handshake's slot six times sooner.
+        10.0,
+        "close a TLS connection whose handshake is unfinished after this many seconds",
+        minimum=0.001,
+        metavar="SECONDS",
+    )
+    allow: tuple[str, ...] = option(
+        "list",
+        (),
+        "admit only these networks, CIDR[,CIDR...] (repeatable; deny wins over allow)",
+        metavar="CIDR",
+    )
+    deny: tuple[str, ...] = option(
+        "list",
+        (),
+        "refuse these networks, CIDR[,CIDR...] (repeatable)",
+        metavar="CIDR",
+    )
+    allow_file: str | None = option(
+        "path",
+        None,
+        "file of networks to admit, one per line (# comments); reread on SIGHUP",
+        metavar="FILE",
+    )
+    deny_file: str | None = option(
+        "path",
+        None,
+        "file of networks to refuse, one per line (# comments); reread on SIGHUP",
+        metavar="FILE",
+    )
+    proxy_protocol: bool = option(
+        "bool",
+        False,
+        "expect a PROXY protocol header (v1 or v2) from a proxy in front; needs --proxy-from",
+        flag="--proxy-protocol/--no-proxy-protocol",
+    )
+    proxy_from: tuple[str, ...] = option(
+        "list",
+        (),
+        "the proxies allowed to send the PROXY header, CIDR[,CIDR...] (repeatable); "
+        "anyone else is refused",
+        metavar="CIDR",
+    )
+    proxy_timeout: float = option(
+        "duration",
+        # The spec asks for at least 3 s, to cover one TCP retransmission of the header.
+        5.0,
+        "close a connection whose PROXY header is unfinished after this many seconds",
+        minimum=0.001,
+        metavar="SECONDS",
+    )
     max_line: int = option(
         "size",
         MAX_LINE,
@@ -357,6 +435,8 @@ def _toml_value(spec: OptionSpec, value: Any) -> str:
         return text if text == "true" else f'"{text}"'
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(f'"{v}"' for v in value) + "]"
     if isinstance(value, str):
         return f'"{value}"'
     return f"{value:g}" if isinstance(value, float) else str(value)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from twoway.sansio.access import normalize_ip, parse_ip
+
 __all__ = ["format_address", "limit_key", "normalize_ip"]
 
 
@@ -19,29 +21,16 @@ def format_address(addr: Any) -> str:
     return "?" if not addr else str(addr)
 
 
-def normalize_ip(host: str) -> str:
-    """The IP address as a user writes it: ``::ffff:127.0.0.1`` becomes ``127.0.0.1``; a
-    zone (``%eth0``) is dropped; anything that is not an IP address is returned as it is."""
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return host
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ip)
-
-
 def limit_key(host: str, ipv6_prefix: int = 64) -> str:
     """What per-address limits count a client as: its IPv4 address (an IPv4-mapped IPv6
     address counts as the IPv4 one), or its IPv6 network of ``ipv6_prefix`` bits, written
-    ``2001:db8::/64``, since one host usually holds a whole /64. A host name is itself."""
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
+    ``2001:db8::/64``, since one host usually holds a whole /64. A host name is itself.
+
+    The address is normalised by :func:`twoway.sansio.access.parse_ip`, the one form the
+    access rules and flood control key on too (re-exported here as :func:`normalize_ip`)."""
+    ip = parse_ip(host)
+    if ip is None:
         return host
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        if ipv6_prefix < 128:
-            return str(ipaddress.IPv6Network((ip, ipv6_prefix), strict=False))
+    if ip.version == 6 and ipv6_prefix < 128:
+        return str(ipaddress.IPv6Network((ip, ipv6_prefix), strict=False))
     return str(ip)

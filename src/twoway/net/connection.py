@@ -36,6 +36,7 @@ from twoway.net.idle import set_keepalive, sweeper_for
 from twoway.net.options import ConnectionOptions
 from twoway.net.registry import Registry
 from twoway.net.service import LineService, Service, deliver_line
+from twoway.net.tlspeer import PeerCertificate, peer_certificate
 from twoway.sansio.framing import Line, LineDecoder, LineTooLong, PartialLine
 from twoway.sansio.telnet import TelnetFilter
 
@@ -215,6 +216,13 @@ class Connection(asyncio.Protocol):
         return self._local
 
     @property
+    def peer_certificate(self) -> PeerCertificate | None:
+        """The client's verified TLS certificate (subject and SHA-256 fingerprint), or
+        ``None``: no TLS, no ``--tls-client-ca``, or the connection is gone. Read on demand
+        (a connection keeps no copy)."""
+        return peer_certificate(self.transport) if self.transport is not None else None
+
+    @property
     def duration(self) -> float:
         """Seconds since the connection was opened."""
         return time.monotonic() - self._opened_mono
@@ -259,7 +267,8 @@ class Connection(asyncio.Protocol):
         self.transport = transport
         self._opened_mono = time.monotonic()
         opts = self.options
-        self.remote_address = transport.get_extra_info("peername")
+        if self.remote_address is None:  # preset by the accept path for a PROXY header
+            self.remote_address = transport.get_extra_info("peername")
         # Both loops already set TCP_NODELAY on TCP sockets. The socket object is fetched only
         # when an option needs it: uvloop builds a wrapper per call (~200 B per connection).
         # A server's connections inherit keep-alive from the listening socket (see Server).
@@ -782,6 +791,12 @@ class LineConnection(Connection):
         super().resume_writing()
 
     def _feed(self, data: bytes) -> None:
+        if self.bytes_read == len(data) and data[:2] == b"\x16\x03" and self._registry is not None:
+            # A TLS record as the very first bytes: a TLS client on a plain port. Checked here,
+            # off the one-line hot path (a ClientHello is never one line), for one log line
+            # instead of a binary "line" reaching the service.
+            self._registry.tls_on_plain_port(self)
+            return
         decoder = self._decoder
         if len(data) > _SLICE:
             self._feed_slices(data)

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from twoway.errors import describe_oserror
-from twoway.net.address import limit_key
+from twoway.net.address import format_address, limit_key
 from twoway.net.conn import Conn
+from twoway.sansio.access import AccessPolicy, LogLimiter, normalize_ip
 
 __all__ = ["Registry", "ServerStats"]
 
 log = logging.getLogger("twoway.server")
 #: One line per connection (opened, closed): the access log, which ``--no-access-log`` mutes.
-access = logging.getLogger("twoway.access")
+access_log = logging.getLogger("twoway.access")
 
 
 @dataclass(slots=True)
@@ -29,6 +32,9 @@ class ServerStats:
     accepted: int = 0
     rejected_full: int = 0
     rejected_per_ip: int = 0
+    rejected_access: int = 0
+    tls_failures: int = 0
+    proxy_failures: int = 0
     closed: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
@@ -53,6 +59,13 @@ class Registry:
     clients count per network of ``ipv6_prefix`` bits (see
     :func:`~twoway.net.address.limit_key`). A connection over a limit reads one
     ``error: ...`` line and is closed; the others never notice.
+
+    Access: :attr:`access` (an :class:`AccessPolicy`, swapped whole on reload) is checked
+    first, before any limit: a refused client reads ``error: access denied``, is closed, is
+    logged at most once per address per :attr:`log_interval` seconds and takes no slot.
+    :attr:`pending` counts sockets accepted but not yet connections (a PROXY header or a TLS
+    handshake in progress, kept by :mod:`twoway.net.accept`): each holds a slot of
+    ``max_connections`` until it becomes a connection, fails or times out.
     """
 
     def __init__(
@@ -61,6 +74,8 @@ class Registry:
         max_connections: int | None = None,
         max_connections_per_ip: int | None = None,
         ipv6_prefix: int = 64,
+        access: AccessPolicy | None = None,
+        log_interval: float = 60.0,
     ) -> None:
         if not 1 <= ipv6_prefix <= 128:
             raise ValueError(f"ipv6_prefix must be 1 to 128 (got {ipv6_prefix})")
@@ -75,14 +90,21 @@ class Registry:
         self._keys: dict[Conn, str] = {}
         self._per_key: dict[str, int] = {}
         self._empty: asyncio.Event | None = None
-        self._log_info = access.isEnabledFor(logging.INFO)
+        self._log_info = access_log.isEnabledFor(logging.INFO)
+        #: Who may connect; ``None`` (or a policy with no rule) admits everyone.
+        self.access = access
+        #: Sockets accepted and not yet connections, each holding a slot (see :meth:`has_room`).
+        self.pending = 0
+        self.log_interval = log_interval
+        # Refusals and failed handshakes log at most once per (address, reason) per interval.
+        self._limiter = LogLimiter(log_interval)
 
     def open(self) -> None:
         """Called when the server starts (inside its event loop)."""
         self._empty = asyncio.Event()
         if not self.conns:
             self._empty.set()
-        self._log_info = access.isEnabledFor(logging.INFO)
+        self._log_info = access_log.isEnabledFor(logging.INFO)
 
     # ------------------------------------------------------------------ reports
 
@@ -93,6 +115,16 @@ class Registry:
         if not self.accepting:
             conn.abort()
             return False
+        access = self.access
+        if access is not None and access.active:
+            addr = conn.remote_address
+            why = access.refusal(addr[0] if isinstance(addr, tuple) else None)
+            if why is not None:
+                self.stats.rejected_access += 1
+                self._log_refusal(addr, why)
+                conn.write(b"error: access denied\n")
+                conn.close(timeout=1.0)
+                return False
         limit = self.max_connections
         if limit is not None and len(self.conns) >= limit:
             self.stats.rejected_full += 1
@@ -115,8 +147,74 @@ class Registry:
         if self._empty is not None:
             self._empty.clear()
         if self._log_info:
-            access.info("connection from %s", conn.peer, extra={"event": "open", "peer": conn.peer})
+            access_log.info(
+                "connection from %s", conn.peer, extra={"event": "open", "peer": conn.peer}
+            )
         return True
+
+    def has_room(self, addr: Any) -> bool:
+        """May a socket just accepted from ``addr`` go on to its PROXY header or TLS
+        handshake? False once the server stops accepting, or when ``max_connections`` are
+        taken counting the :attr:`pending` ones (counted and logged, rate-limited). On True
+        the caller adds one to :attr:`pending` and takes it off when the socket becomes a
+        connection or is dropped. The caller closes a refused socket: before a handshake
+        there is no session to write a reason through."""
+        if not self.accepting:
+            return False
+        limit = self.max_connections
+        if limit is not None and len(self.conns) + self.pending >= limit:
+            self.stats.rejected_full += 1
+            self._log_limited(
+                addr, "full", "rejected: server full (max %d connections, %d being set up)",
+                limit, self.pending,
+            )  # fmt: skip
+            return False
+        return True
+
+    def permits(self, addr: Any) -> bool:
+        """The access rules for ``addr`` ahead of a TLS handshake (so a refused client costs
+        no handshake): False is counted and logged (once per address per interval)."""
+        access = self.access
+        if access is not None and access.active:
+            why = access.refusal(addr[0] if isinstance(addr, tuple) else None)
+            if why is not None:
+                self.stats.rejected_access += 1
+                self._log_refusal(addr, why)
+                return False
+        return True
+
+    def handshake_failed(self, addr: Any, reason: str) -> None:
+        """A TLS handshake from ``addr`` failed for ``reason`` (one phrase, see
+        :func:`~twoway.net.tlspeer.describe_handshake_error`): counted, logged rate-limited."""
+        self.stats.tls_failures += 1
+        self._log_limited(addr, reason, "TLS handshake failed: %s", reason)
+
+    def proxy_failed(self, addr: Any, kind: str, reason: str) -> None:
+        """No usable PROXY header from ``addr``: ``kind`` (``"malformed"``, ``"timeout"``,
+        ``"untrusted"``...) keys the rate limit, ``reason`` is the one line logged (it starts
+        with ``PROXY protocol:``, as :class:`~twoway.errors.ProxyProtocolError` does)."""
+        self.stats.proxy_failures += 1
+        self._log_limited(addr, "proxy " + kind, "%s", reason)
+
+    def tls_on_plain_port(self, conn: Conn) -> None:
+        """A connection's first bytes are a TLS handshake on a plain port: log it
+        (rate-limited per address) and close the connection; its service sees no line."""
+        self._log_limited(
+            conn.remote_address, "tls-on-plain", "a TLS handshake on a plain port "
+            "(the server has no --tls-cert; connect without TLS): closed",
+        )  # fmt: skip
+        conn.close(reason="TLS on a plain port")
+
+    def _log_refusal(self, addr: Any, why: str) -> None:
+        self._log_limited(addr, "access", "refused: access denied (%s)", why)
+
+    def _log_limited(self, addr: Any, kind: str, fmt: str, *args: Any) -> None:
+        host = normalize_ip(str(addr[0])) if isinstance(addr, tuple) and addr else "?"
+        silenced = self._limiter.check((host, kind), time.monotonic())
+        if silenced is None:
+            return
+        more = f" ({silenced} more since the last line)" if silenced else ""
+        log.warning("%s: " + fmt + "%s", format_address(addr), *args, more)
 
     def note(self, event: str) -> None:
         """A protection fired on a connection: ``"too slow"``, ``"idle"``, ``"line
@@ -147,7 +245,7 @@ class Registry:
             why = f", {conn.close_reason}" if conn.close_reason else ""
             err = f", error: {error}" if error is not None else ""
             duration = conn.duration
-            access.info(
+            access_log.info(
                 "closed %s (in %s, out %s, %.1f s%s%s)",
                 conn.peer,
                 format_size(conn.bytes_read),

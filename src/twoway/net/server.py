@@ -19,12 +19,14 @@ from types import TracebackType
 from typing import Any
 
 from twoway.errors import ListenError, describe_oserror
+from twoway.net.accept import Acceptor
 from twoway.net.asyncapi import AsyncService
 from twoway.net.connection import Connection, connection_class
 from twoway.net.idle import set_keepalive
 from twoway.net.options import ConnectionOptions
 from twoway.net.registry import Registry, ServerStats
 from twoway.net.service import Framing, Service
+from twoway.sansio.access import AccessPolicy, AddressSet
 
 __all__ = ["Server", "serve"]
 
@@ -82,6 +84,15 @@ class Server:
     Limits: ``max_connections`` and ``max_connections_per_ip`` (``None`` disables; IPv6
     clients count per network of ``ipv6_prefix`` bits, see :func:`limit_key`). A connection
     over a limit reads one ``error: ...`` line and is closed; the others never notice.
+
+    ``access``: allow/deny rules checked before any limit (swap them live with
+    :attr:`access`). ``ssl``: an ``ssl.SSLContext`` to serve TLS; its listeners then accept
+    through :class:`~twoway.net.accept.Acceptor`, where every handshake is bounded by
+    ``ssl_handshake_timeout`` seconds, counts against ``max_connections`` while it runs and
+    is logged (one rate-limited line) when it fails. ``proxy_from``: accept a PROXY protocol
+    header (v1 or v2) from these proxies only, within ``proxy_timeout`` seconds; its client
+    is the connection's address. Plain TCP without PROXY uses the loop's own
+    ``create_server``.
     """
 
     def __init__(
@@ -97,6 +108,10 @@ class Server:
         reuse_port: bool = False,
         backlog: int = 1024,
         ssl: Any = None,
+        ssl_handshake_timeout: float = 10.0,
+        access: AccessPolicy | None = None,
+        proxy_from: AddressSet | None = None,
+        proxy_timeout: float = 5.0,
         sock: socket.socket | None = None,
     ) -> None:
         self.service = service
@@ -108,13 +123,17 @@ class Server:
             max_connections=max_connections,
             max_connections_per_ip=max_connections_per_ip,
             ipv6_prefix=ipv6_prefix,
+            access=access,
         )
         self.reuse_port = reuse_port
         self.backlog = backlog
         self.ssl = ssl
+        self.ssl_handshake_timeout = ssl_handshake_timeout
+        self.proxy_from = proxy_from
+        self.proxy_timeout = proxy_timeout
         self.sock = sock
         self.started_at = 0.0
-        self._listeners: list[asyncio.Server] = []
+        self._listeners: list[asyncio.Server | Acceptor] = []
         self._closing = False
         self._closed: asyncio.Event | None = None
         self._conn_class = connection_class(service)
@@ -134,10 +153,7 @@ class Server:
         try:
             if self.sock is not None:
                 self._tune_listener(self.sock)
-                srv = await loop.create_server(
-                    factory, sock=self.sock, backlog=self.backlog, ssl=self.ssl
-                )
-                self._listeners.append(srv)
+                self._listeners.append(await self._listen(loop, factory, self.sock))
             else:
                 await self._bind_all(loop, factory)
         except OSError as exc:
@@ -176,14 +192,34 @@ class Server:
                 sock.bind((addr[0], port, *addr[2:]))
                 port = sock.getsockname()[1]
                 sock.setblocking(False)
-                srv = await loop.create_server(
-                    factory, sock=sock, backlog=self.backlog, ssl=self.ssl
-                )
+                srv = await self._listen(loop, factory, sock)
             except BaseException:
                 sock.close()
                 raise
             self._listeners.append(srv)
         self.port = port
+
+    async def _listen(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        factory: Callable[[], Connection],
+        sock: socket.socket,
+    ) -> asyncio.Server | Acceptor:
+        if self.ssl is None and self.proxy_from is None:
+            return await loop.create_server(factory, sock=sock, backlog=self.backlog)
+        sock.listen(self.backlog)
+        sock.setblocking(False)
+        listener = Acceptor(
+            sock,
+            factory,
+            self.registry,
+            context=self.ssl,
+            handshake_timeout=self.ssl_handshake_timeout,
+            proxy_from=self.proxy_from,
+            proxy_timeout=self.proxy_timeout,
+        )
+        listener.start()
+        return listener
 
     def _tune_listener(self, sock: socket.socket) -> None:
         """Socket options every accepted connection inherits from the listening socket (on
@@ -217,6 +253,16 @@ class Server:
     def addresses(self) -> list[tuple[str, int]]:
         """``(host, port)`` of every listening socket, with the real port."""
         return [(str(s.getsockname()[0]), int(s.getsockname()[1])) for s in self.sockets]
+
+    @property
+    def access(self) -> AccessPolicy | None:
+        """The allow/deny rules new connections are checked against; assign a new
+        :class:`AccessPolicy` to change them live (connections already open stay)."""
+        return self.registry.access
+
+    @access.setter
+    def access(self, policy: AccessPolicy | None) -> None:
+        self.registry.access = policy
 
     @property
     def stats(self) -> ServerStats:

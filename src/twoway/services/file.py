@@ -77,6 +77,7 @@ class _Sender:
         # Nothing else is written to the connection while the file is being sent.
         self.sender = SocketSender.open(self.conn.transport)
         if self.sender is None:
+            self.service.no_sendfile(self.conn)
             self.loop.create_task(self._copy())
             return
         self._pump()
@@ -217,6 +218,7 @@ class FileService(Service):
         self.keep_open = keep_open
         self.rate = rate
         self.write_timeout = write_timeout
+        self.said_no_sendfile = False
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except OSError as exc:
@@ -226,6 +228,15 @@ class FileService(Service):
                 raise ConfigError(f"file: {self.path}: not a regular file")
         finally:
             os.close(fd)
+
+    def no_sendfile(self, conn: Conn) -> None:
+        """A transfer cannot use sendfile (TLS must encrypt in user space; a pipe): say so
+        once per server, not per connection."""
+        if not self.said_no_sendfile:
+            self.said_no_sendfile = True
+            tls = conn.transport is not None and conn.transport.get_extra_info("sslcontext")
+            why = "TLS" if tls else "no plain socket"
+            log.info("file: sendfile(2) cannot be used (%s): copying through the event loop", why)
 
     def on_connect(self, conn: Conn) -> None:
         fd = -1
