@@ -36,15 +36,18 @@ def test_every_limit_that_is_set_is_in_the_ready_line() -> None:
         line = server.wait_for(r"listening on 127\.0\.0\.1:\d+.*").group(0)
     assert line.endswith(
         "; max 5 connections, 2 per IP, 4 KiB lines, timeout 30 s without traffic, "
-        "keep-alive 60 s (probes every 10 s, 3 tries)"
+        "line timeout 60 s, keep-alive 60 s (probes every 10 s, 3 tries)"
     ), line
 
 
 def test_no_limit_and_a_raw_service_say_so() -> None:
     with start_cli("serve", "echo", "--port", "0", "--max-conns", "0") as server:
         line = server.wait_for(r"listening on 127\.0\.0\.1:\d+.*").group(0)
-    # echo has no lines: no line limit is claimed.
-    assert line.endswith("; no connection limit, keep-alive off"), line
+    # echo has no lines: no line limit or line timeout is claimed.
+    assert line.endswith("; no connection limit, keep-alive 60 s (probes every 10 s, 5 tries)")
+    with start_cli("serve", "echo", "--port", "0", "--keepalive", "0") as server:
+        line = server.wait_for(r"listening on 127\.0\.0\.1:\d+.*").group(0)
+    assert line.endswith("keep-alive off"), line
 
 
 @pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs prlimit (util-linux)")
