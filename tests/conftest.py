@@ -6,6 +6,7 @@ import asyncio
 import importlib.util
 import resource
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import pytest
 
@@ -45,3 +46,20 @@ def nofile_limit() -> Iterator[Callable[[int], None]]:
 
     yield need
     resource.setrlimit(resource.RLIMIT_NOFILE, old)
+
+
+@pytest.fixture(params=list(_factories()))
+def loop(request: pytest.FixtureRequest) -> str:
+    """For sync tests of a CLI server: the event loop the server runs (``--loop``), once per
+    loop installed (async tests get the loop they run on instead)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Any]]:
+    """CLI servers to stop at the end of the test, whatever happened (see
+    ``helpers.start_server``)."""
+    started: list[Any] = []
+    yield started
+    for server in started:
+        server.stop()

@@ -44,6 +44,7 @@ __all__ = [
     "run_cli",
     "serve_args",
     "start_cli",
+    "start_server",
     "wait_until",
 ]
 
@@ -565,6 +566,19 @@ def start_cli(
         yield server
     finally:
         server.stop()
+
+
+def start_server(
+    servers: list[CliServer],
+    *args: str,
+    loop: str = "asyncio",
+    env: Mapping[str, str] | None = None,
+) -> CliServer:
+    """``twoway serve ARGS`` on ``loop``, ready; added to ``servers`` (the conftest fixture
+    of that name stops them all at the end of the test, whatever happened)."""
+    server = CliServer(serve_args(*args, loop=loop), env)
+    servers.append(server)
+    return server.wait_ready()
 
 
 def proc_status_kib(pid: int, field: str = "VmRSS") -> int:

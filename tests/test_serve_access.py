@@ -5,38 +5,12 @@ are loopback addresses that need no setup."""
 
 from __future__ import annotations
 
-import importlib.util
 import signal
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from helpers import UNIT, CliServer, recv_until_eof, serve_args
-
-LOOPS = ["asyncio", "uvloop"] if importlib.util.find_spec("uvloop") is not None else ["asyncio"]
-
-
-@pytest.fixture(params=LOOPS)
-def loop(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def servers() -> Iterator[list[CliServer]]:
-    started: list[CliServer] = []
-    yield started
-    for s in started:
-        s.stop()
-
-
-def start(
-    servers: list[CliServer], *args: str, loop: str = "asyncio", env: dict[str, str] | None = None
-) -> CliServer:
-    server = CliServer(serve_args(*args, loop=loop), env)
-    servers.append(server)
-    return server.wait_ready()
+from helpers import UNIT, CliServer, recv_until_eof
+from helpers import start_server as start
 
 
 def from_(source: str, port: int) -> socket.socket:

@@ -5,42 +5,21 @@ truncated, oversized or stalled one is one log line and nothing else."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from helpers import UNIT, CliServer, recv_until_eof, run_cli, serve_args
+from helpers import UNIT, CliServer, recv_until_eof, run_cli
+from helpers import start_server as start
 from test_proxy_haproxy import HAPROXY, free_port, haproxy, listening
 
 pytestmark = pytest.mark.skipif(HAPROXY is None, reason="needs haproxy")
 
-LOOPS = ["asyncio", "uvloop"] if importlib.util.find_spec("uvloop") is not None else ["asyncio"]
 PROXY = ("--proxy-protocol", "--proxy-from", "127.0.0.1")
-
-
-@pytest.fixture(params=LOOPS)
-def loop(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def servers() -> Iterator[list[CliServer]]:
-    started: list[CliServer] = []
-    yield started
-    for s in started:
-        s.stop()
-
-
-def start(servers: list[CliServer], *args: str, loop: str = "asyncio") -> CliServer:
-    server = CliServer(serve_args(*args, loop=loop))
-    servers.append(server)
-    return server.wait_ready()
 
 
 def wait_listening(port: int) -> None:

@@ -4,7 +4,6 @@ the file/dump services under TLS. Each CLI test runs the server on both event lo
 
 from __future__ import annotations
 
-import importlib.util
 import selectors
 import shutil
 import signal
@@ -12,16 +11,15 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from helpers import UNIT, CliServer, connect, run_cli, serve_args
+from helpers import UNIT, CliServer, connect, run_cli
+from helpers import start_server as start
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
-LOOPS = ["asyncio", "uvloop"] if importlib.util.find_spec("uvloop") is not None else ["asyncio"]
 EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
 
 
@@ -49,25 +47,6 @@ def fp(path: Path) -> str:
     import hashlib
 
     return hashlib.sha256(der).hexdigest()
-
-
-@pytest.fixture(params=LOOPS)
-def loop(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def servers() -> Iterator[list[CliServer]]:
-    started: list[CliServer] = []
-    yield started
-    for s in started:
-        s.stop()
-
-
-def start(servers: list[CliServer], *args: str, loop: str = "asyncio") -> CliServer:
-    server = CliServer(serve_args(*args, loop=loop))
-    servers.append(server)
-    return server.wait_ready()
 
 
 def client_context() -> ssl.SSLContext:
