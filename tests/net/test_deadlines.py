@@ -15,6 +15,22 @@ from twoway.net import ConnectionOptions, serve
 DEADLINE = 0.5 * UNIT
 
 
+async def _trickle_until_answered(client: Client, byte: bytes) -> bytes:
+    """Send ``byte`` every tenth of the deadline (never idle, never a whole line) until the
+    server answers; that answer."""
+
+    async def trickle() -> None:
+        while True:
+            await client.send(byte)
+            await asyncio.sleep(DEADLINE / 10)
+
+    task = asyncio.create_task(trickle())
+    try:
+        return await client.line()
+    finally:
+        task.cancel()
+
+
 async def test_a_trickled_line_is_cut_at_the_deadline() -> None:
     service = Recorder()
     options = ConnectionOptions(line_timeout=DEADLINE)
@@ -26,16 +42,7 @@ async def test_a_trickled_line_is_cut_at_the_deadline() -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
 
-        async def trickle() -> None:
-            while True:
-                await client.send(b"x")
-                await asyncio.sleep(DEADLINE / 10)
-
-        task = asyncio.create_task(trickle())
-        try:
-            line = await client.line()
-        finally:
-            task.cancel()
+        line = await _trickle_until_answered(client, b"x")
         assert line == f"error: line not finished within {DEADLINE:g} s, disconnecting\n".encode()
         assert DEADLINE <= loop.time() - started < 4 * DEADLINE
         await client.expect_eof()
@@ -73,14 +80,5 @@ async def test_an_endless_over_long_line_is_cut_too() -> None:
         await client.send(b"y" * 100)
         assert await client.line() == b"error: line too long (max 16 bytes)\n"
 
-        async def trickle() -> None:
-            while True:
-                await client.send(b"y")
-                await asyncio.sleep(DEADLINE / 10)
-
-        task = asyncio.create_task(trickle())
-        try:
-            line = await client.line()
-        finally:
-            task.cancel()
+        line = await _trickle_until_answered(client, b"y")
         assert line.startswith(b"error: line not finished within")
