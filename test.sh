@@ -8,7 +8,8 @@ cd "$(dirname "$0")"
 need=()
 for pair in nc:netcat-openbsd ncat:ncat socat:socat telnet:telnet redis-server:redis-server \
             strace:strace mkfs.ext4:e2fsprogs fsfreeze:util-linux \
-            node:nodejs taskset:util-linux cc:gcc haproxy:haproxy openssl:openssl; do
+            node:nodejs taskset:util-linux cc:gcc haproxy:haproxy openssl:openssl \
+            chromium:chromium promtool:prometheus; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if ((${#need[@]})); then

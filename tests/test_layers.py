@@ -21,12 +21,32 @@ ALLOWED: list[tuple[str, set[str]]] = [
     ("twoway.net", {"twoway.errors", "twoway.sansio"}),
     ("twoway.bus", {"twoway.errors", "twoway.sansio"}),
     ("twoway.tls", {"twoway.errors"}),
+    ("twoway.store", {"twoway.errors", "twoway.sansio"}),
     ("twoway.logs", {"twoway.errors"}),
     ("twoway.loops", {"twoway.errors"}),
     ("twoway.testing", {"twoway.errors", "twoway.net", "twoway.sansio"}),
     (
         "twoway.services",
-        {"twoway.errors", "twoway.sansio", "twoway.net", "twoway.bus", "twoway.config"},
+        {
+            "twoway.errors",
+            "twoway.sansio",
+            "twoway.net",
+            "twoway.bus",
+            "twoway.config",
+            "twoway.store",
+        },
+    ),
+    (
+        "twoway.metrics",
+        {
+            "twoway.errors",
+            "twoway.sansio",
+            "twoway.net",
+            "twoway.bus",
+            "twoway.config",
+            "twoway.store",
+            "twoway.services",
+        },
     ),
     ("twoway.client", {"twoway.errors", "twoway.sansio", "twoway.net", "twoway.loops"}),
 ]
