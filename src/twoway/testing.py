@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from twoway.net.connection import Connection, connection_class
+from twoway.net.connection import Connection
+from twoway.net.framed import connection_class
 from twoway.net.options import ConnectionOptions
 from twoway.net.registry import Registry
 from twoway.net.service import Service

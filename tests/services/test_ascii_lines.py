@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from helpers import Client, port_of
 from twoway.net import serve
-from twoway.net.connection import AsciiLineConnection, LineConnection, connection_class
+from twoway.net.framed import AsciiLineConnection, LineConnection, connection_class
 from twoway.net.service import LineService
 from twoway.services.echo import PeersService, StampService, UpperService
 

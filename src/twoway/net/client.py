@@ -34,7 +34,8 @@ from twoway.errors import FatalConnectError, RetryableConnectError, describe_ose
 from twoway.net.address import format_address
 from twoway.net.asyncapi import AsyncService
 from twoway.net.conn import Conn
-from twoway.net.connection import Connection, connection_class
+from twoway.net.connection import Connection
+from twoway.net.framed import connection_class
 from twoway.net.options import ConnectionOptions
 from twoway.net.service import Framing, Service
 from twoway.sansio.backoff import backoff_delays

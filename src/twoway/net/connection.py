@@ -1,22 +1,24 @@
 """One TCP connection: an ``asyncio.Protocol`` that is also the user-facing connection object.
 
-The protocol callbacks are the hot path. ``data_received`` counts the bytes, cuts them into
-lines (or passes them raw), calls the service synchronously and returns: no task per line, no
-await. Replies written while any ``data_received`` runs are coalesced per peer and handed to
-the transport once, at the end of that callback (a chat line fanned out to a hundred peers
-costs a hundred ``write`` calls per read, not per line).
+The protocol callbacks are the hot path. ``data_received`` (in the framed classes of
+:mod:`twoway.net.framed`) counts the bytes, cuts them into lines (or passes them raw), calls
+the service synchronously and returns: no task per line, no await. Replies are coalesced
+per peer (:mod:`twoway.net.coalesce`); flow control and the slow-consumer policy are in
+:mod:`twoway.net.flow`; the phases of a connection's life and the reasons for closing it
+in :mod:`twoway.net.state`.
 
-Memory is bounded both ways. Outbound: above ``write_high`` a server connection stops reading
-from its peer (the ``pipe`` behaviour of Node.js) and ``drain()`` waits; a client connection
-keeps reading (see :meth:`Connection.pause_writing`); a peer that lets more than
-``max_queued`` bytes pile up, or stays above ``write_high`` for ``slow_grace`` seconds, is
-handed to :meth:`Service.on_slow`. Inbound: the line decoder holds at most ``max_line + 1``
-bytes and the async inbox pauses reading at ``inbox_limit``.
+Memory is bounded both ways: outbound by the write high-water mark, ``max_queued`` and
+``slow_grace`` (see :mod:`~twoway.net.flow`); inbound by the line decoder (at most
+``max_line + 1`` bytes) and the async inbox (reading pauses at ``inbox_limit``).
 
 Closing is explicit and bounded: :meth:`Connection.close` flushes, sends FIN, reads and
 discards whatever the peer still sends (so the kernel answers with a FIN, not an RST, and the
 peer can read our last line), and aborts after ``close_timeout``. :meth:`Connection.abort`
 resets at once. Both are idempotent.
+
+For the framed classes (the net package's own contract, not a service's): ``phase``,
+``registry``, ``queued``, ``write_paused`` and the methods :meth:`~Connection.run_callback`,
+:meth:`~Connection.report_error`, :meth:`~Connection.flush_queued`.
 """
 
 from __future__ import annotations
@@ -27,95 +29,33 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Awaitable, Generator
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from twoway.errors import ConnectionClosed, ConnectionClosedLocally, ConnectionLost
 from twoway.net.address import format_address
+from twoway.net.coalesce import READY, coalescer
+from twoway.net.flow import FlowControl, Pause
 from twoway.net.idle import set_keepalive, sweeper_for
 from twoway.net.options import ConnectionOptions
 from twoway.net.registry import Registry
-from twoway.net.service import LineService, Service, deliver_line
+from twoway.net.service import Service
+from twoway.net.state import TRANSITIONS, CloseReason, Phase
 from twoway.net.tlspeer import PeerCertificate, peer_certificate
-from twoway.sansio.framing import Line, LineDecoder, LineTooLong, PartialLine
-from twoway.sansio.telnet import TelnetFilter
 
-__all__ = [
-    "AsciiLineConnection",
-    "ChunkConnection",
-    "Connection",
-    "LineConnection",
-    "RawConnection",
-    "TelnetLineConnection",
-    "connection_class",
-]
+__all__ = ["Connection"]
 
 log = logging.getLogger("twoway.connection")
 
-#: A read longer than this is decoded in slices of it (see LineConnection._feed_slices).
-_SLICE = 16 * 1024
-
-_PAUSE_USER = 1
-_PAUSE_WRITE = 2
-_PAUSE_INBOX = 4
-_PAUSE_HANDOFF = 8  # another reader owns the socket's input (see hand_off_reading)
-
-# Connections written to by service callbacks during this loop iteration, flushed by one
-# call_soon at its end (see the module docstring). One event loop per process is assumed:
-# the state is module-global because a thread-local would cost on every write.
-_dirty: list[Connection] = []
-_batching = False
-_flush_scheduled = False
-# The connection whose callback is running, until its first reply was written (see write()).
-_owner: Connection | None = None
+_co = coalescer
+_ENDED = Phase.ENDED.value
+_CLOSING = Phase.CLOSING.value
+_CLOSED = Phase.CLOSED.value
 
 
-class _Ready:
-    """An awaitable that is already done: what ``write()`` returns when no drain is needed."""
-
-    __slots__ = ()
-
-    def __await__(self) -> Generator[Any, None, None]:
-        return iter(())  # type: ignore[return-value]
-
-
-_READY = _Ready()
-
-
-def _end_callback(conn: Connection) -> None:
-    """The end of a service callback (the epilogue of every ``data_received`` path).
-
-    Replies to this peer go out now, so its write backpressure pauses its reading before
-    libuv reads more; writes to other peers wait for the end of the loop iteration.
-    """
-    global _batching, _owner
-    _batching = False
-    _owner = None
-    if conn._pending is not None:
-        conn._flush_pending()
-    if _dirty and not _flush_scheduled:
-        _schedule_flush()
-
-
-def _schedule_flush() -> None:
-    global _flush_scheduled
-    _flush_scheduled = True
-    # Runs after every other callback of this loop iteration: a peer written to by several
-    # reads handled in the same iteration (ten chat senders, say) gets one write for all.
-    asyncio.get_running_loop().call_soon(_flush_dirty)
-
-
-def _flush_dirty() -> None:
-    global _flush_scheduled
-    _flush_scheduled = False
-    for conn in _dirty:
-        if conn._pending is not None:
-            conn._flush_pending()
-    _dirty.clear()
-
-
-class Connection(asyncio.Protocol):
-    """A connection, server or client side. Use :class:`RawConnection` and friends.
+class Connection(FlowControl, asyncio.Protocol):
+    """A connection, server or client side. Use :class:`~twoway.net.framed.RawConnection`
+    and friends.
 
     Attributes a user reads: ``peer`` (``"host:port"``), ``remote_address``,
     ``local_address``, ``bytes_read``, ``bytes_written``, ``opened_at`` (epoch seconds),
@@ -124,10 +64,6 @@ class Connection(asyncio.Protocol):
 
     __slots__ = (
         "_close_timer",
-        "_closed",
-        "_closing",
-        "_drain_waiters",
-        "_ended",
         "_eof",
         "_here",
         "_idle_seen",
@@ -139,18 +75,14 @@ class Connection(asyncio.Protocol):
         "_lost",
         "_newline",
         "_opened_mono",
-        "_pause",
-        "_pending",
-        "_pending_size",
-        "_registry",
-        "_slow",
-        "_slow_timer",
-        "_started",
-        "_write_paused",
         "bytes_read",
         "bytes_written",
         "close_reason",
         "options",
+        "phase",
+        "queued",
+        "queued_size",
+        "registry",
         "remote_address",
         "service",
         "state",
@@ -160,40 +92,46 @@ class Connection(asyncio.Protocol):
     def __init__(
         self, service: Service, options: ConnectionOptions, registry: Registry | None = None
     ) -> None:
+        super().__init__()
         self.service = service
         self.options = options
         #: The server's registry this connection reports to; None on the client side.
-        self._registry = registry
+        self.registry = registry
         self.transport: asyncio.Transport | None = None
+        #: Where the connection is in its life: a :class:`~twoway.net.state.Phase` value,
+        #: kept as a plain ``int`` because the hot paths compare it on every read and write.
+        self.phase: int = Phase.NEW.value
         self.bytes_read = 0
         self.bytes_written = 0
         self.state: Any = None
         self.remote_address: Any = None
         self._local: Any = None
-        #: Why the connection was closed by this side ("quit", "idle", "too slow", ...).
+        #: Why this side closed the connection (a :class:`~twoway.net.state.CloseReason`
+        #: or a service's own words: "quota exceeded"...).
         self.close_reason: str | None = None
         self._opened_mono = 0.0
         self._newline = b"\n"
-        self._closing = False
-        self._closed = False
-        self._ended = False
-        self._here = False  # this side ended it (close/abort/end): see _closed_error
-        self._eof = False
-        self._pause = 0
-        self._write_paused = False
-        self._slow = False
-        self._pending: list[bytes] | None = None
-        self._pending_size = 0
-        self._drain_waiters: list[asyncio.Future[None]] | None = None
+        self._here = False  # this side ended it (close/abort/end): see closed_error
+        self._eof = False  # the peer half-closed
+        #: Writes coalesced until the end of the callback or loop iteration (see coalesce).
+        self.queued: list[bytes] | None = None
+        self.queued_size = 0
         self._inbox: collections.deque[Any] | None = None
         self._inbox_bytes = 0
         self._inbox_waiter: asyncio.Future[None] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
-        self._slow_timer: asyncio.TimerHandle | None = None
         self._lost: asyncio.Future[None] | None = None
         self._idle_seen = 0
         self._idle_since = 0.0
-        self._started = False  # on_connect ran, so on_close will (a rejected one gets neither)
+
+    def _move(self, phase: Phase) -> None:
+        """Advance to ``phase`` (never back: moving to where it is, or before, is a no-op)."""
+        now = Phase(self.phase)
+        if phase <= now:
+            return
+        if phase not in TRANSITIONS[now]:
+            raise RuntimeError(f"connection phase {now.name} cannot become {phase.name}")
+        self.phase = int(phase)
 
     # ------------------------------------------------------------------ properties
 
@@ -230,12 +168,12 @@ class Connection(asyncio.Protocol):
     @property
     def is_closing(self) -> bool:
         """True once :meth:`close` or :meth:`abort` was called or the peer is gone."""
-        return self._closing
+        return self.phase >= _CLOSING
 
     @property
     def is_closed(self) -> bool:
         """True once the transport is gone (``on_close`` has run)."""
-        return self._closed
+        return self.phase == _CLOSED
 
     @property
     def at_eof(self) -> bool:
@@ -245,14 +183,14 @@ class Connection(asyncio.Protocol):
     @property
     def is_ended(self) -> bool:
         """True once this side has half-closed with :meth:`end` (or closed)."""
-        return self._ended or self._closing
+        return self.phase >= _ENDED
 
     @property
     def write_buffer_size(self) -> int:
         """Bytes queued for the peer and not yet accepted by the kernel."""
         size = self.transport.get_write_buffer_size() if self.transport is not None else 0
-        if self._pending:
-            size += sum(map(len, self._pending))
+        if self.queued:
+            size += sum(map(len, self.queued))
         return size
 
     @property
@@ -272,7 +210,7 @@ class Connection(asyncio.Protocol):
         # Both loops already set TCP_NODELAY on TCP sockets. The socket object is fetched only
         # when an option needs it: uvloop builds a wrapper per call (~200 B per connection).
         # A server's connections inherit keep-alive from the listening socket (see Server).
-        keepalive = opts.keepalive if self._registry is None else None
+        keepalive = opts.keepalive if self.registry is None else None
         sock = None
         if not opts.nodelay or keepalive is not None:
             sock = transport.get_extra_info("socket")
@@ -285,66 +223,48 @@ class Connection(asyncio.Protocol):
             except OSError as exc:  # the socket may already be gone
                 log.debug("%s: socket options not set: %s", self.peer, exc)
         transport.set_write_buffer_limits(high=opts.write_high, low=opts.write_low)
-        if self._registry is not None and not self._registry.admit(self):
-            return
+        if self.registry is not None and not self.registry.admit(self):
+            return  # refused: stays NEW until connection_lost, the service never hears of it
         timeouts = [t for t in (opts.idle_timeout, opts.line_timeout) if t is not None]
         if timeouts:
             loop = asyncio.get_running_loop()
             self._idle_since = loop.time()
             sweeper_for(loop).watch(self, self._sweep, min(timeouts))
-        self._started = True
-        self._call(self.service.on_connect)
+        self._move(Phase.OPEN)
+        self.run_callback(self.service.on_connect)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._local is None and self.transport is not None:
             self._local = self.transport.get_extra_info("sockname")  # readable after the close
-        self._closed = True
-        self._closing = True
-        self._pending = None
-        for timer in (self._close_timer, self._slow_timer):
-            if timer is not None:
-                timer.cancel()
-        self._close_timer = self._slow_timer = None
-        self._wake_drainers()
+        # A refused connection went from NEW to CLOSING: its service never heard of it.
+        registry = self.registry
+        started = self.phase != Phase.NEW and (registry is None or registry.admitted(self))
+        self._move(Phase.CLOSED)
+        self.queued = None
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        self.stop_flow()
         self._wake_inbox()
         if self.options.idle_timeout is not None or self.options.line_timeout is not None:
             sweeper_for(asyncio.get_running_loop()).unwatch(self)
-        if self._started:
+        if started:
             try:
                 self.service.on_close(self, exc)
             except Exception as err:
-                self._report(err)
-        if self._registry is not None:
-            self._registry.forget(self, exc)
+                self.report_error(err)
+        if self.registry is not None:
+            self.registry.forget(self, exc)
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
         self.transport = None
 
     def eof_received(self) -> bool:
-        if self._closing:
+        if self.phase >= _CLOSING:
             return False  # we sent FIN and were draining the peer's input: done
         self._eof = True
-        self._call(self._at_eof)
+        self.run_callback(self._at_eof)
         return True
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-        # A server stops reading a peer that does not read its replies. A client must not:
-        # streaming to an echoing server, each side would wait for the other to read first
-        # and both would stop for good. The client's writers wait in drain() instead.
-        if self._registry is not None:
-            self._pause_reading(_PAUSE_WRITE)
-        grace = self.options.slow_grace
-        if grace is not None and self._slow_timer is None:
-            self._slow_timer = asyncio.get_running_loop().call_later(grace, self._too_slow)
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        if self._slow_timer is not None:
-            self._slow_timer.cancel()
-            self._slow_timer = None
-        self._resume_reading(_PAUSE_WRITE)
-        self._wake_drainers()
 
     # ------------------------------------------------------------------ writing
 
@@ -355,43 +275,43 @@ class Connection(asyncio.Protocol):
         mark, so ``await conn.write(b"...")`` applies backpressure while callback code can
         ignore the result.
         """
-        global _owner
-        if self._closing or self._ended:
-            return _READY
+        if self.phase >= _ENDED:
+            return READY
         self.bytes_written += len(data)
-        pending = self._pending
-        if pending is not None:  # keep the order: queued replies go out first
-            pending.append(data)
-            size = self._pending_size = self._pending_size + len(data)
+        queued = self.queued
+        if queued is not None:  # keep the order: queued replies go out first
+            queued.append(data)
+            size = self.queued_size = self.queued_size + len(data)
             if size > self.options.write_high:
                 # uvloop may run many reads before the end-of-iteration flush: hand a big
                 # batch to the transport now so its high-water mark and max_queued apply.
-                self._flush_pending()
-            return _READY
-        if _batching:
-            if self is _owner:
-                # A callback's first reply to its own peer goes straight out: no pending list,
-                # no flush. Later writes in the same callback queue behind it, coalesced.
-                _owner = None
+                self.flush_queued()
+            return READY
+        if _co.batching:
+            co = _co
+            if self is co.owner:
+                # A callback's first reply to its own peer goes straight out: no queue, no
+                # flush. Later writes in the same callback queue behind it, coalesced.
+                co.owner = None
                 assert self.transport is not None
                 self.transport.write(data)
-                if self._write_paused:
-                    self._check_queue()
-                return _READY
-            self._pending = [data]
-            self._pending_size = len(data)
-            _dirty.append(self)
-            return _READY
+                if self.write_paused:
+                    self.check_queue()
+                return READY
+            self.queued = [data]
+            self.queued_size = len(data)
+            co.dirty.append(self)
+            return READY
         transport = self.transport
         assert transport is not None
-        if transport.is_closing():  # lost, connection_lost still to come (see _flush_pending)
-            self._closing = True
-            return _READY
+        if transport.is_closing():  # lost, connection_lost still to come (see flush_queued)
+            self._move(Phase.CLOSING)
+            return READY
         transport.write(data)
-        if self._write_paused:
-            self._check_queue()
-            return self._drain_waiter()
-        return _READY
+        if self.write_paused:
+            self.check_queue()
+            return self.drain_waiter()
+        return READY
 
     def send_line(self, text: str) -> Awaitable[None]:
         """Write ``text`` (UTF-8) and the peer's line ending; see :meth:`write`."""
@@ -403,50 +323,42 @@ class Connection(asyncio.Protocol):
         Raises :class:`ConnectionClosedLocally` once this side has closed or ended it,
         :class:`ConnectionLost` once it broke (both are :class:`ConnectionClosed`).
         """
-        if self._closing or self._ended:
-            raise self._closed_error()
+        if self.phase >= _ENDED:
+            raise self.closed_error()
         await self.write(data.encode() if isinstance(data, str) else data)
-        if self._closed:
-            raise self._closed_error()
+        if self.phase == _CLOSED:
+            raise self.closed_error()
 
-    async def drain(self) -> None:
-        """Wait until the write buffer is below its low-water mark. Raises if lost."""
-        if self._closed:
-            raise self._closed_error()
-        if self._write_paused:
-            await self._drain_waiter()
-        if self._closed:
-            raise self._closed_error()
+    def flush_queued(self) -> None:
+        """Hand the coalesced writes to the transport as one write."""
+        queued = self.queued
+        self.queued = None
+        transport = self.transport
+        if queued is None or transport is None:
+            return
+        if transport.is_closing():
+            # The peer is gone and connection_lost has not run yet (a batch of resets): a
+            # write now would only make asyncio log "socket.send() raised exception.".
+            self._move(Phase.CLOSING)
+            return
+        transport.write(queued[0] if len(queued) == 1 else b"".join(queued))
+        if self.write_paused:
+            self.check_queue()
 
-    # ------------------------------------------------------------------ reading control
-
-    def pause_reading(self) -> None:
-        """Stop reading from the peer until :meth:`resume_reading` (the kernel buffers)."""
-        self._pause_reading(_PAUSE_USER)
-
-    def resume_reading(self) -> None:
-        """Undo :meth:`pause_reading`; reading may stay paused for flow control."""
-        self._resume_reading(_PAUSE_USER)
-
-    def hand_off_reading(self) -> None:
-        """Another reader (a thread splicing the socket into a file) takes over the input:
-        reading stays paused, whatever else resumes it, until :meth:`take_back_reading`.
-        Meanwhile :meth:`close` does not read to drain the peer (that would race the other
-        reader): it closes at once, and the service's ``on_close`` must stop that reader."""
-        self._pause_reading(_PAUSE_HANDOFF)
-
-    def take_back_reading(self) -> None:
-        """Undo :meth:`hand_off_reading`: this connection reads its socket again."""
-        self._resume_reading(_PAUSE_HANDOFF)
+    def _flush_own(self) -> None:
+        queued = self.queued
+        if queued and self.transport is not None and not self.transport.is_closing():
+            self.queued = None
+            self.transport.write(b"".join(queued))
 
     # ------------------------------------------------------------------ ending
 
     def end(self) -> None:
         """Half-close: flush what is queued, send FIN, keep reading. Idempotent."""
-        if self._ended or self._closing or self.transport is None:
+        if self.phase >= _ENDED or self.transport is None:
             return
         self._flush_own()
-        self._ended = True
+        self._move(Phase.ENDED)
         self._here = True
         if self.transport.can_write_eof():
             try:
@@ -458,20 +370,16 @@ class Connection(asyncio.Protocol):
         """Flush what is queued, send FIN, then close; abort after ``timeout`` seconds
         (default ``close_timeout``) if the peer does not read or does not close. Idempotent.
         """
-        if self._closing or self.transport is None:
+        if self.phase >= _CLOSING or self.transport is None:
             return
         if reason is not None and self.close_reason is None:
             self.close_reason = reason
+        ended = self.phase == _ENDED
         self._flush_own()
-        self._closing = True
+        self._move(Phase.CLOSING)
         self._here = True
         transport = self.transport
-        if (
-            self._eof
-            or self._ended
-            or self._pause & _PAUSE_HANDOFF
-            or not transport.can_write_eof()
-        ):
+        if self._eof or ended or self.reading_held(Pause.HANDOFF) or not transport.can_write_eof():
             transport.close()
         else:
             try:
@@ -481,20 +389,20 @@ class Connection(asyncio.Protocol):
                 return
             # Keep reading (and discarding) so unread input does not turn our close into an
             # RST that would destroy the last lines the peer has not read yet.
-            self._pause = 0
+            self.forget_pauses()
             transport.resume_reading()
         delay = self.options.close_timeout if timeout is None else timeout
         self._close_timer = asyncio.get_running_loop().call_later(delay, self.abort)
 
     def abort(self, reason: str | None = None) -> None:
         """Drop the connection at once with an RST; queued data is discarded. Idempotent."""
-        if self._closed or self.transport is None:
+        if self.phase == _CLOSED or self.transport is None:
             return
         if reason is not None and self.close_reason is None:
             self.close_reason = reason
-        self._closing = True
+        self._move(Phase.CLOSING)
         self._here = True
-        self._pending = None
+        self.queued = None
         sock = self.transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -505,7 +413,7 @@ class Connection(asyncio.Protocol):
 
     async def wait_closed(self) -> None:
         """Wait until the connection is gone (``on_close`` has run)."""
-        if self._closed:
+        if self.phase == _CLOSED:
             return
         if self._lost is None:
             self._lost = asyncio.get_running_loop().create_future()
@@ -520,13 +428,10 @@ class Connection(asyncio.Protocol):
             if inbox:
                 item = inbox.popleft()
                 self._inbox_bytes -= len(item)
-                if (
-                    self._pause & _PAUSE_INBOX
-                    and self._inbox_bytes <= self.options.inbox_limit // 2
-                ):
-                    self._resume_reading(_PAUSE_INBOX)
+                if self._inbox_bytes <= self.options.inbox_limit // 2:
+                    self.release_reading(Pause.INBOX)
                 return item
-            if self._eof or self._closing:
+            if self._eof or self.phase >= _CLOSING:
                 return None
             waiter = self._inbox_waiter = asyncio.get_running_loop().create_future()
             await waiter
@@ -564,41 +469,49 @@ class Connection(asyncio.Protocol):
         inbox.append(item)
         self._inbox_bytes += len(item)
         if self._inbox_bytes > self.options.inbox_limit:
-            self._pause_reading(_PAUSE_INBOX)
+            self.hold_reading(Pause.INBOX)
         self._wake_inbox()
 
-    # ------------------------------------------------------------------ internals
+    # ------------------------------------------------------------------ for the framed classes
 
     def notify_shutdown(self, reason: str) -> None:
         """The server is shutting down: run the service's ``on_shutdown`` (which tells the
         peer ``reason`` and closes, by default) as a callback of this connection."""
-        self._call(self.service.on_shutdown, reason)
+        self.run_callback(self.service.on_shutdown, reason)
 
-    def _call(self, callback: Any, *args: Any) -> None:
+    def run_callback(self, callback: Callable[..., Any], *args: Any) -> None:
         """Run a service callback with write coalescing and exception containment."""
-        global _batching, _owner
-        if _batching:
+        co = _co
+        if co.batching:
             try:
                 callback(self, *args)
             except Exception as exc:
-                self._report(exc)
+                self.report_error(exc)
                 self.abort()
             return
-        _batching = True
-        _owner = self
+        co.batching = True
+        co.owner = self
         try:
             callback(self, *args)
         except Exception as exc:
-            self._report(exc)
+            self.report_error(exc)
             self.abort()
         finally:
-            _end_callback(self)
+            co.end(self)
 
-    def _at_eof(self, _conn: Connection) -> None:
-        self._wake_inbox()
-        self.service.on_eof(self)
+    def give_reason(self, reason: str) -> None:
+        """Record why this side closes the connection, unless a reason was given first."""
+        if self.close_reason is None:
+            self.close_reason = reason
 
-    def _closed_error(self) -> ConnectionClosed:
+    def report_error(self, exc: Exception) -> None:
+        """Hand ``exc``, raised by a service callback, to the service's ``on_error``."""
+        try:
+            self.service.on_error(self, exc)
+        except Exception:
+            log.exception("%s: error while reporting an error", self.peer)
+
+    def closed_error(self) -> ConnectionClosed:
         """The error for an operation on a closed connection: :class:`ConnectionClosedLocally`
         when this side closed it (``close``, ``abort``, ``end``), :class:`ConnectionLost` when
         it broke (the peer reset it, or it went away without this side closing it)."""
@@ -606,60 +519,9 @@ class Connection(asyncio.Protocol):
             return ConnectionClosedLocally(f"connection to {self.peer} is closed")
         return ConnectionLost(f"connection to {self.peer} was lost")
 
-    def _report(self, exc: Exception) -> None:
-        try:
-            self.service.on_error(self, exc)
-        except Exception:
-            log.exception("%s: error while reporting an error", self.peer)
-
-    def _flush_pending(self) -> None:
-        pending = self._pending
-        self._pending = None
-        transport = self.transport
-        if pending is None or transport is None:
-            return
-        if transport.is_closing():
-            # The peer is gone and connection_lost has not run yet (a batch of resets): a
-            # write now would only make asyncio log "socket.send() raised exception.".
-            self._closing = True
-            return
-        transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-        if self._write_paused:
-            self._check_queue()
-
-    def _flush_own(self) -> None:
-        pending = self._pending
-        if pending and self.transport is not None and not self.transport.is_closing():
-            self._pending = None
-            self.transport.write(b"".join(pending))
-
-    def _pause_reading(self, why: int) -> None:
-        if not self._pause and self.transport is not None and not self._closing:
-            self.transport.pause_reading()
-        self._pause |= why
-
-    def _resume_reading(self, why: int) -> None:
-        if not self._pause & why:
-            return
-        self._pause &= ~why
-        if not self._pause and self.transport is not None and not self._closed:
-            self.transport.resume_reading()
-
-    def _drain_waiter(self) -> asyncio.Future[None]:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self._drain_waiters is None:
-            self._drain_waiters = [fut]
-        else:
-            self._drain_waiters.append(fut)
-        return fut
-
-    def _wake_drainers(self) -> None:
-        waiters = self._drain_waiters
-        if waiters:
-            self._drain_waiters = None
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
+    def _at_eof(self, _conn: Connection) -> None:
+        self._wake_inbox()
+        self.service.on_eof(self)
 
     def _wake_inbox(self) -> None:
         waiter = self._inbox_waiter
@@ -668,30 +530,9 @@ class Connection(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _check_queue(self) -> None:
-        limit = self.options.max_queued
-        if limit is not None and not self._slow and self.write_buffer_size > limit:
-            self._too_slow()
-
-    def _too_slow(self) -> None:
-        self._slow_timer = None
-        if self._slow or self._closed:
-            return
-        self._slow = True
-        if self.close_reason is None:
-            self.close_reason = "too slow"
-        log.info("%s: too slow (%d bytes queued), disconnecting", self.peer, self.write_buffer_size)
-        if self._registry is not None:
-            self._registry.note("too slow")
-        try:
-            self.service.on_slow(self)
-        except Exception as exc:
-            self._report(exc)
-            self.abort()
-
     def _sweep(self, now: float) -> None:
         """The sweeper's callback (see net.idle): the idle timeout and the line deadline."""
-        if self._closing:
+        if self.phase >= _CLOSING:
             return
         timeout = self.options.idle_timeout
         if timeout is not None:
@@ -701,10 +542,10 @@ class Connection(asyncio.Protocol):
                 self._idle_since = now
             elif now - self._idle_since >= timeout:
                 if self.close_reason is None:
-                    self.close_reason = "idle"
-                if self._registry is not None:
-                    self._registry.note("idle")
-                self._call(self.service.on_idle)
+                    self.close_reason = CloseReason.IDLE
+                if self.registry is not None:
+                    self.registry.note(CloseReason.IDLE)
+                self.run_callback(self.service.on_idle)
                 return
         timeout = self.options.line_timeout
         if timeout is not None:
@@ -712,328 +553,3 @@ class Connection(asyncio.Protocol):
 
     def _check_line_deadline(self, now: float, timeout: float) -> None:
         """Line connections end a line that takes longer than ``timeout``; others have none."""
-
-
-class RawConnection(Connection):
-    """A connection whose service gets every received chunk as bytes (``on_data``)."""
-
-    __slots__ = ()
-
-    def data_received(self, data: bytes) -> None:
-        self.bytes_read += len(data)
-        if self._closing:
-            return
-        global _batching, _owner
-        if _batching:
-            self._call(self.service.on_data, data)
-            return
-        # _call, inlined: this is the hot path of every raw service.
-        _batching = True
-        _owner = self
-        try:
-            self.service.on_data(self, data)
-        except Exception as exc:
-            self._report(exc)
-            self.abort()
-        finally:
-            _end_callback(self)
-
-
-class LineConnection(Connection):
-    """A connection whose service gets decoded lines (``on_line``).
-
-    Answering obeys the write queue: once a server connection's queue passes its high-water
-    mark, the rest of the read is kept as bytes (at most one read) and answered when the
-    peer has read enough (``resume_writing``); reading stays paused meanwhile. One read can
-    hold a quarter of a million empty lines, so answering them all first would let a peer
-    that never reads pin megabytes.
-    """
-
-    __slots__ = ("_backlog", "_decoder", "_line_since", "_line_start")
-
-    def __init__(
-        self, service: Service, options: ConnectionOptions, registry: Registry | None = None
-    ) -> None:
-        super().__init__(service, options, registry)
-        self._decoder = LineDecoder(options.max_line)
-        #: Received bytes not answered yet because the write queue is full (see the class).
-        self._backlog: bytes | None = None
-        #: Where the unfinished line the last sweep saw began (a stream offset; -1 while an
-        #: over-long line is skipped), and since when it has been unfinished.
-        self._line_start: int | None = None
-        self._line_since = 0.0
-
-    def data_received(self, data: bytes) -> None:
-        self.bytes_read += len(data)
-        if self._closing:
-            return
-        if self._backlog is not None:
-            self._backlog += data  # a read that was already under way when reading paused
-            return
-        if not _batching and self._decoder.is_single(data):
-            self._one_line(data[:-1])
-            return
-        self._feed(data)
-
-    def resume_writing(self) -> None:
-        backlog = self._backlog
-        if backlog is not None:
-            # The peer read enough: answer the rest of the last read before reading more.
-            self._backlog = None
-            self._write_paused = False
-            if self._slow_timer is not None:
-                self._slow_timer.cancel()
-                self._slow_timer = None
-            if not self._closing:
-                self._feed(backlog)
-            if self._write_paused or self._backlog is not None:
-                return  # over the high-water mark again: reading stays paused
-        super().resume_writing()
-
-    def _feed(self, data: bytes) -> None:
-        if self.bytes_read == len(data) and data[:2] == b"\x16\x03" and self._registry is not None:
-            # A TLS record as the very first bytes: a TLS client on a plain port. Checked here,
-            # off the one-line hot path (a ClientHello is never one line), for one log line
-            # instead of a binary "line" reaching the service.
-            self._registry.tls_on_plain_port(self)
-            return
-        decoder = self._decoder
-        if len(data) > _SLICE:
-            self._feed_slices(data)
-            return
-        # A feed that starts inside an over-long line ends it at the first newline without an
-        # event: _keep_rest must count that newline too.
-        skip = 1 if decoder.discarding else 0
-        events = decoder.feed(data)
-        if events:
-            self._deliver(events, data, skip)
-
-    def _feed_slices(self, data: bytes) -> None:
-        """A big read, decoded a slice at a time: a 256 KiB read of empty lines would be a
-        quarter of a million events alive at once (16 MiB); a slice holds at most 16 K."""
-        decoder = self._decoder
-        n = len(data)
-        pos = 0
-        while pos < n and not self._closing:
-            piece = data[pos : pos + _SLICE]
-            pos += _SLICE
-            skip = 1 if decoder.discarding else 0
-            events = decoder.feed(piece)
-            if events:
-                self._deliver(events, piece, skip)
-            if self._backlog is not None:  # answering stopped inside this slice
-                self._backlog += data[pos:]
-                return
-
-    def _one_line(self, raw: bytes) -> None:
-        """The hot path for a read holding exactly one LF line: no event objects at all."""
-        global _batching, _owner
-        _batching = True
-        _owner = self
-        service: LineService = self.service  # type: ignore[assignment]
-        try:
-            self._newline = b"\n"
-            text = raw.decode("utf-8", "replace")
-            if len(text) == 4 and service.quit_command and text.lower() == "quit":
-                service.on_quit(self)
-            else:
-                service.on_line(self, text)
-        except Exception as exc:
-            self._report(exc)
-            self.abort()
-        finally:
-            _end_callback(self)
-
-    def _deliver(self, events: list[Any], data: bytes, skip: int) -> None:
-        global _batching, _owner
-        if _batching:
-            self._call(self._dispatch, events, data, skip)
-            return
-        # _call, inlined: this is the hot path of every line service.
-        _batching = True
-        _owner = self
-        try:
-            self._dispatch(self, events, data, skip)
-        except Exception as exc:
-            self._report(exc)
-            self.abort()
-        finally:
-            _end_callback(self)
-
-    def _dispatch(self, _conn: Connection, events: list[Any], data: bytes, skip: int) -> None:
-        service: LineService = self.service  # type: ignore[assignment]
-        for done, event in enumerate(events, 1):
-            if type(event) is Line:
-                raw, crlf = event
-                self._newline = b"\r\n" if crlf else b"\n"
-                text = raw.decode("utf-8", "replace")
-                if len(text) == 4 and service.quit_command and text.lower() == "quit":
-                    service.on_quit(self)
-                else:
-                    service.on_line(self, text)
-            elif type(event) is LineTooLong:
-                service.on_line_too_long(self, event.limit)
-            if self._closing:
-                return
-            if self._write_paused and self._registry is not None and done < len(events):
-                self._keep_rest(data, done + skip)
-                return
-
-    def _check_line_deadline(self, now: float, timeout: float) -> None:
-        decoder = self._decoder
-        buffered = decoder.buffered
-        if buffered:
-            start = self.bytes_read - buffered
-        elif decoder.discarding:
-            start = -1
-        else:
-            self._line_start = None
-            return
-        if start != self._line_start:
-            self._line_start = start
-            self._line_since = now
-        elif now - self._line_since >= timeout:
-            if self.close_reason is None:
-                self.close_reason = "line timeout"
-            if self._registry is not None:
-                self._registry.note("line timeout")
-            service = cast(LineService, self.service)
-            self._call(service.on_line_timeout, timeout)
-
-    def _keep_rest(self, data: bytes, newlines: int) -> None:
-        """Keep what follows the ``newlines``-th newline of ``data`` unanswered (the events
-        after the ones handled); the decoder starts again at that line boundary later."""
-        pos = -1
-        for _ in range(newlines):
-            pos = data.index(b"\n", pos + 1)
-        self._decoder.reset()
-        self._backlog = data[pos + 1 :]
-
-    def _at_eof(self, _conn: Connection) -> None:
-        events = self._decoder.feed_eof()
-        service = cast(LineService, self.service)
-        for event in events:
-            if self._closing or not isinstance(event, PartialLine):
-                break
-            deliver_line(service, self, event.data.decode("utf-8", "replace"))
-        super()._at_eof(_conn)
-
-
-class AsciiLineConnection(LineConnection):
-    """A line connection for a service with ``ascii_lines``: a read that is exactly one
-    ASCII line goes to :meth:`LineService.on_ascii_line` as the received bytes, ending
-    included, with no decoding and no encoding (UTF-8 and ASCII agree on every such line).
-    Anything else takes the :class:`LineConnection` path."""
-
-    __slots__ = ()
-
-    def data_received(self, data: bytes) -> None:
-        self.bytes_read += len(data)
-        if self._closing:
-            return
-        if self._backlog is not None:
-            self._backlog += data
-            return
-        if not _batching and data.isascii() and self._decoder.is_single(data):
-            self._one_ascii_line(data)
-            return
-        self._feed(data)
-
-    def _one_ascii_line(self, data: bytes) -> None:
-        """:meth:`LineConnection._one_line`'s twin for bytes, written out on purpose like the
-        other hot-path callbacks here: a shared helper would cost a call per message."""
-        global _batching, _owner
-        _batching = True
-        _owner = self
-        service: LineService = self.service  # type: ignore[assignment]
-        try:
-            self._newline = b"\n"
-            if len(data) == 5 and service.quit_command and data.lower() == b"quit\n":
-                service.on_quit(self)
-            else:
-                service.on_ascii_line(self, data)
-        except Exception as exc:
-            self._report(exc)
-            self.abort()
-        finally:
-            _end_callback(self)
-
-
-class TelnetLineConnection(LineConnection):
-    """A line connection that also speaks just enough telnet for a real ``telnet`` client:
-    IAC sequences are consumed (never reach the service), options are refused, and
-    ``\\r\\0`` ends a line. Used when the service sets ``telnet = True``."""
-
-    __slots__ = ("_telnet",)
-
-    def __init__(
-        self, service: Service, options: ConnectionOptions, registry: Registry | None = None
-    ) -> None:
-        super().__init__(service, options, registry)
-        self._telnet = TelnetFilter()
-
-    def data_received(self, data: bytes) -> None:
-        self.bytes_read += len(data)
-        if self._closing:
-            return
-        data, reply = self._telnet.feed(data)
-        if reply:
-            self.write(reply)
-        if data:
-            if self._backlog is not None:
-                self._backlog += data
-            else:
-                self._feed(data)
-
-
-class ChunkConnection(Connection):
-    """A line-service connection that treats each received chunk as one message.
-
-    For clients that send without newlines (``client.write('I am Chuck Norris!')``). TCP
-    keeps no message boundaries: two quick writes may arrive as one chunk, or one as two.
-    A trailing CRLF or LF is removed; the reply uses it, else LF.
-    """
-
-    __slots__ = ()
-
-    def data_received(self, data: bytes) -> None:
-        self.bytes_read += len(data)
-        if self._closing:
-            return
-        self._call(self._dispatch, data)
-
-    def _dispatch(self, _conn: Connection, data: bytes) -> None:
-        service = cast(LineService, self.service)
-        limit = self.options.max_line
-        if data.endswith(b"\n"):
-            self._newline = b"\r\n" if data.endswith(b"\r\n") else b"\n"
-            data = data.rstrip(b"\r\n")
-        if limit is not None and len(data) > limit:
-            service.on_line_too_long(self, limit)
-            return
-        deliver_line(service, self, data.decode("utf-8", "replace"))
-
-
-def _ascii_fast_path(service: Service) -> bool:
-    """``ascii_lines``, unless ``on_line`` is overridden below the ``on_ascii_line`` that
-    would bypass it (a subclass of ``UpperService`` that changes ``on_line`` must get it)."""
-    if not getattr(service, "ascii_lines", False) or "on_line" in vars(service):
-        return False
-    mro = type(service).__mro__
-    line_owner = next(k for k in mro if "on_line" in vars(k))
-    ascii_owner = next(k for k in mro if "on_ascii_line" in vars(k))
-    return issubclass(ascii_owner, line_owner)
-
-
-def connection_class(service: Service) -> type[Connection]:
-    """The connection class matching ``service.framing``."""
-    framing = service.framing
-    if framing == "line":
-        if getattr(service, "telnet", False):
-            return TelnetLineConnection
-        return AsciiLineConnection if _ascii_fast_path(service) else LineConnection
-    if framing == "chunk":
-        return ChunkConnection
-    if framing == "raw":
-        return RawConnection
-    raise ValueError(f"unknown framing {framing!r} (raw, line or chunk)")

@@ -222,6 +222,10 @@ class Registry:
         field = _NOTED[event]
         setattr(self.stats, field, getattr(self.stats, field) + 1)
 
+    def admitted(self, conn: Conn) -> bool:
+        """Whether ``conn`` was admitted and is not forgotten yet."""
+        return conn in self.conns
+
     def forget(self, conn: Conn, exc: BaseException | None) -> None:
         """A connection is gone: count it, log it, release its per-address slot."""
         if conn not in self.conns:

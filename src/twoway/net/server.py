@@ -21,7 +21,8 @@ from typing import Any
 from twoway.errors import ListenError, describe_oserror
 from twoway.net.accept import Acceptor
 from twoway.net.asyncapi import AsyncService
-from twoway.net.connection import Connection, connection_class
+from twoway.net.connection import Connection
+from twoway.net.framed import connection_class
 from twoway.net.idle import set_keepalive
 from twoway.net.options import ConnectionOptions
 from twoway.net.registry import Registry, ServerStats
