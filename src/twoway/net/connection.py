@@ -334,6 +334,7 @@ class Connection(asyncio.Protocol):
         # and both would stop for good. The client's writers wait in drain() instead.
         if self._registry is not None:
             self._pause_reading(_PAUSE_WRITE)
+            self._registry.paused(self.write_buffer_size)
         grace = self.options.slow_grace
         if grace is not None and self._slow_timer is None:
             self._slow_timer = asyncio.get_running_loop().call_later(grace, self._too_slow)
@@ -872,6 +873,8 @@ class LineConnection(Connection):
                 else:
                     service.on_line(self, text)
             elif type(event) is LineTooLong:
+                if self._registry is not None:
+                    self._registry.note("line too long")
                 service.on_line_too_long(self, event.limit)
             if self._closing:
                 return
