@@ -196,7 +196,7 @@ def test_bad_requests_get_one_line_and_change_nothing(servers: list[Any]) -> Non
 
 
 def test_slow_request_head_times_out(servers: list[Any]) -> None:
-    server, mport = start_metrics(servers, "echo")
+    _server, mport = start_metrics(servers, "echo")
     with socket.create_connection(("127.0.0.1", mport), timeout=10 * UNIT) as s:
         s.sendall(b"GET /metrics HTTP/1.1\r\n")
         start = time.monotonic()
@@ -206,7 +206,7 @@ def test_slow_request_head_times_out(servers: list[Any]) -> None:
 
 
 def test_token_is_required_when_set(servers: list[Any]) -> None:
-    server, mport = start_metrics(servers, "echo", env={"TWOWAY_METRICS_TOKEN": "s3cret"})
+    _server, mport = start_metrics(servers, "echo", env={"TWOWAY_METRICS_TOKEN": "s3cret"})
     status, _, body = get(mport, "/metrics")
     assert (status, body) == (401, b"unauthorized: give the metrics token (Bearer)\n")
     assert get(mport, "/metrics", {"Authorization": "Bearer wrong"})[0] == 401
