@@ -1,4 +1,4 @@
-"""The ``twoway`` command: ``serve``, ``connect``, ``check-config``, ``--version``.
+"""The ``twoway`` command: ``serve``, ``connect``, ``check-config``, ``status``, ``--version``.
 
 Every expected failure (bad flag, bad config, unknown service, port in use, ...) becomes one
 line on stderr, ``twoway: ...``, and a non-zero exit code: 2 for usage and configuration
@@ -413,6 +413,57 @@ def connect(
         _fail(str(exc), EXIT_USAGE)
         return
     sys.exit(run_client(opts))
+
+
+@cli.command()
+@click.argument("where", metavar="[HOST:]PORT")
+@click.option("--watch", is_flag=True, help="Refresh every --interval seconds until Ctrl-C.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="Seconds between refreshes with --watch.",
+)
+@click.option(
+    "--token",
+    envvar=ENV_PREFIX + "METRICS_TOKEN",
+    show_envvar=True,
+    metavar="TOKEN",
+    help="The endpoint's bearer token (--metrics-token of the server).",
+)
+def status(where: str, watch: bool, interval: float, token: str | None) -> None:
+    """Show the key figures of a server started with --metrics [HOST:]PORT.
+
+    \b
+    twoway status 9100                 the endpoint on 127.0.0.1:9100
+    twoway status host:9100 --watch    refresh every 2 s until Ctrl-C
+    """
+    import time
+
+    from twoway.config import metrics_address
+
+    try:
+        host, port = metrics_address(where)
+    except ValueError as exc:
+        _fail(f"status: {where!r}: {exc}", EXIT_USAGE)
+        return
+    from twoway.metrics.status import summary
+
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        while True:
+            lines = summary(target, token, time.time())
+            if watch:
+                click.clear()
+            click.echo("\n".join(lines))
+            if not watch:
+                return
+            time.sleep(interval)
+    except TwowayError as exc:
+        _fail(str(exc), EXIT_FAILURE)
+    except KeyboardInterrupt:
+        sys.exit(0)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,15 +13,20 @@ import errno
 import logging
 import os
 import resource
+import shutil
 import signal
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from twoway._version import __version__
 from twoway.errors import describe_oserror
 from twoway.logs import PROCESS_LOGGER, log_context, setup_logging
 from twoway.loops import loop_factory, resolve_loop
+from twoway.metrics.figures import read_figures
+from twoway.metrics.summary import exit_summary
 from twoway.net.asyncapi import AsyncHandler
 from twoway.net.options import ConnectionOptions
 from twoway.net.registry import format_size
@@ -30,6 +35,7 @@ from twoway.net.service import Framing, Service
 
 if TYPE_CHECKING:  # `import twoway` must not load the CLI's option table
     from twoway.config import Settings
+    from twoway.metrics.workers import EndpointThread
 
 __all__ = [
     "FD_RESERVE",
@@ -230,6 +236,8 @@ async def run_server(
     handled = (*STOP_SIGNALS, *NOTED_SIGNALS)
     for sig in handled:
         loop.add_signal_handler(sig, on_signal, sig)
+    started = time.monotonic()
+    started_at = time.time()
     try:
         await server.start()
         for host, port in server.addresses:
@@ -249,16 +257,21 @@ async def run_server(
         for sig in handled:
             loop.remove_signal_handler(sig)
     s = server.stats
+    # The exit summary: the run's totals, the same figures as the metrics (issue 15).
+    figures = read_figures(server.registry, server.service, started=started_at, with_process=False)
+    summary, fields = exit_summary(figures, time.monotonic() - started)
     plog.info(
-        "stopped: %d connection(s) served, in %s, out %s",
+        "stopped: %d connection(s) served, in %s, out %s; %s",
         s.accepted,
         format_size(s.bytes_in),
         format_size(s.bytes_out),
+        summary,
         extra={
             "event": "stopped",
             "connections": s.accepted,
             "bytes_in": s.bytes_in,
             "bytes_out": s.bytes_out,
+            **fields,
         },
     )
     return 0
@@ -324,8 +337,27 @@ def serve_settings(
     from twoway.frontdoor import FrontDoor
 
     door = FrontDoor(settings)  # a bad certificate or network: ConfigError before any worker
+    metrics_sock = None
+    if settings.metrics is not None:
+        from twoway.config import metrics_address
+        from twoway.metrics.http import bind_metrics
+
+        metrics_sock = bind_metrics(*metrics_address(settings.metrics))
+    endpoint: EndpointThread | None = None
+    report_dir: str | None = None
+    if settings.workers > 1 and metrics_sock is not None:
+        # The supervisor serves the endpoint and adds up its workers (see metrics.workers).
+        from twoway.metrics.workers import EndpointThread, WorkersSource
+
+        report_dir = tempfile.mkdtemp(prefix="twoway-metrics-")
+        source = WorkersSource(report_dir, settings.workers, started=time.time())
+        endpoint = EndpointThread(
+            metrics_sock, source, token=settings.metrics_token, version=__version__
+        )
 
     def serve_one(index: int | None, port: int) -> int:
+        if endpoint is not None:
+            endpoint.after_fork()
         server = Server(
             service,
             settings.host,
@@ -341,16 +373,94 @@ def serve_settings(
         tag += door.describe()
         if index is not None:
             log_context(worker=index + 1)
+        report = None
+        if report_dir is not None and index is not None:
+            from twoway.metrics.workers import socket_path
+
+            report = socket_path(report_dir, index)
+        main = run_server(server, settings.grace, tag=tag, reload=lambda: door.reload(server))
         with asyncio.Runner(loop_factory=loop_factory(loop_name)) as runner:
             return runner.run(
-                run_server(server, settings.grace, tag=tag, reload=lambda: door.reload(server))
+                _observed(
+                    main,
+                    server,
+                    settings,
+                    metrics_sock=metrics_sock if index is None else None,
+                    report=report,
+                )
             )
 
     if settings.workers > 1:
         from twoway.workers import supervise
 
-        return supervise(settings.workers, settings.host, settings.port, settings.grace, serve_one)
+        if endpoint is not None:
+            endpoint.start()
+            _log_metrics(endpoint.sock, f" for {settings.workers} workers")
+        try:
+            return supervise(
+                settings.workers, settings.host, settings.port, settings.grace, serve_one
+            )
+        finally:
+            if endpoint is not None:
+                endpoint.stop()
+            if report_dir is not None:
+                shutil.rmtree(report_dir, ignore_errors=True)
     return serve_one(None, settings.port)
+
+
+def _log_metrics(sock: Any, more: str = "") -> None:
+    host, port = sock.getsockname()[:2]
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    plog.info(
+        "metrics on http://%s/ (/metrics, /healthz, /readyz, status page)%s",
+        where,
+        more,
+        extra={"event": "metrics", "host": host, "port": port},
+    )
+
+
+async def _observed(
+    main: Coroutine[Any, Any, int],
+    server: Server,
+    settings: Settings,
+    *,
+    metrics_sock: Any,
+    report: str | None,
+) -> int:
+    """Run ``main`` (:func:`run_server`) with what watches it: the metrics endpoint on
+    ``metrics_sock`` (one process), the worker's answers to its supervisor on ``report``
+    (``--workers`` with ``--metrics``), and chat's ``/stats`` with ``--stats-public``."""
+    from twoway.metrics.source import LocalSource
+    from twoway.metrics.summary import stats_lines
+
+    source = LocalSource(server)
+    if settings.stats_public and hasattr(server.service, "stats_lines"):
+        started = time.monotonic()
+        server.service.stats_lines = lambda: stats_lines(
+            source.read(with_process=False), time.monotonic() - started
+        )
+    if metrics_sock is None and report is None:
+        return await main
+    from twoway.metrics.http import MetricsServer
+    from twoway.metrics.workers import WorkerReporter
+
+    source.monitor.start()
+    http = reporter = None
+    try:
+        if metrics_sock is not None:
+            http = MetricsServer(source, token=settings.metrics_token, version=__version__)
+            await http.start(metrics_sock)
+            _log_metrics(metrics_sock)
+        if report is not None:
+            reporter = WorkerReporter(report, source)
+            await reporter.start()
+        return await main
+    finally:
+        if http is not None:
+            await http.close()
+        if reporter is not None:
+            await reporter.close()
+        source.monitor.stop()
 
 
 def run(

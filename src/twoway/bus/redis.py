@@ -119,6 +119,16 @@ class RedisBus:
             "reconnections": 0,
         }
 
+    @property
+    def up(self) -> bool:
+        """Whether Redis is connected now (for metrics and readiness)."""
+        return self._up
+
+    @property
+    def buffered(self) -> int:
+        """Items waiting to be sent to the other servers (while Redis is down, say)."""
+        return len(self._outbox)
+
     # ------------------------------------------------------------------ interface
 
     async def start(self, listener: BusListener) -> None:

@@ -14,7 +14,7 @@ Validation errors name the source, the key and the value::
 from __future__ import annotations
 
 from twoway.config.load import load_settings, read_config_file
-from twoway.config.parse import KeepaliveSetting, parse_duration, parse_size
+from twoway.config.parse import KeepaliveSetting, metrics_address, parse_duration, parse_size
 from twoway.config.spec import ENV_PREFIX, OptionSpec
 from twoway.config.table import BY_KEY, MAX_LINE, OPTIONS, Settings
 
@@ -27,6 +27,7 @@ __all__ = [
     "OptionSpec",
     "Settings",
     "load_settings",
+    "metrics_address",
     "parse_duration",
     "parse_size",
     "read_config_file",

@@ -14,6 +14,7 @@ from twoway.config.spec import OptionSpec
 __all__ = [
     "KeepaliveSetting",
     "convert",
+    "metrics_address",
     "parse_duration",
     "parse_keepalive",
     "parse_size",
@@ -113,6 +114,21 @@ def split_host_port(text: str) -> tuple[str, int | None]:
     if not port.isdigit() or int(port) > 65535:
         raise ValueError(f"port {port!r} is not a number from 0 to 65535")
     return host, int(port)
+
+
+def metrics_address(text: str) -> tuple[str, int]:
+    """``--metrics``: ``PORT``, ``:PORT``, ``HOST:PORT`` or ``[IPV6]:PORT``; the host is
+    127.0.0.1 unless given (metrics are not for the whole network by default). Raises
+    ``ValueError`` with a hint."""
+    text = text.strip()
+    if text.isdigit():
+        text = ":" + text
+    if text.startswith(":"):
+        text = "127.0.0.1" + text
+    host, port = split_host_port(text)
+    if port is None:
+        raise ValueError("give a port: PORT, HOST:PORT or [IPV6]:PORT")
+    return host, port
 
 
 def parse_keepalive(raw: Any) -> KeepaliveSetting | None:

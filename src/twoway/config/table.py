@@ -156,6 +156,28 @@ class Settings:
         minimum=0.001,
         metavar="SECONDS",
     )
+    # -- metrics and health (issue 15) --------------------------------------------------
+    metrics: str | None = option(
+        "str",
+        None,
+        "serve Prometheus /metrics, /healthz, /readyz and a live status page on "
+        "[HOST:]PORT (host 127.0.0.1 unless given)",
+        metavar="[HOST:]PORT",
+    )
+    metrics_token: str | None = option(
+        "str",
+        None,
+        "require this bearer token on the metrics endpoint (better in the environment)",
+        metavar="TOKEN",
+    )
+    stats_public: bool = option(
+        "bool",
+        False,
+        "let every member use /stats (the server's figures in a few lines)",
+        per_service=True,
+        flag="--stats-public/--no-stats-public",
+    )
+    # -- end of metrics and health ----------------------------------------------------
     max_line: int = option(
         "size",
         MAX_LINE,

@@ -93,6 +93,7 @@ class FlowControl:
         # and both would stop for good. The client's writers wait in drain() instead.
         if self.registry is not None:
             self.hold_reading(_WRITE)
+            self.registry.paused(self.write_buffer_size)
         grace = self.options.slow_grace
         if grace is not None and self._slow_timer is None:
             self._slow_timer = asyncio.get_running_loop().call_later(grace, self._too_slow)

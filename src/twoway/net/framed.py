@@ -191,6 +191,8 @@ class LineConnection(Connection):
                 else:
                     service.on_line(self, text)
             elif type(event) is LineTooLong:
+                if self.registry is not None:
+                    self.registry.note("line too long")
                 service.on_line_too_long(self, event.limit)
             if self.phase >= _CLOSING:
                 return
@@ -328,6 +330,8 @@ class ChunkConnection(Connection):
             self._newline = b"\r\n" if data.endswith(b"\r\n") else b"\n"
             data = data.rstrip(b"\r\n")
         if limit is not None and len(data) > limit:
+            if self.registry is not None:
+                self.registry.note("line too long")
             service.on_line_too_long(self, limit)
             return
         deliver_line(service, self, data.decode("utf-8", "replace"))

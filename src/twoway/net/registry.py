@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from bisect import bisect_left
+from dataclasses import dataclass, field
 from typing import Any
 
 from twoway.errors import describe_oserror
@@ -18,11 +19,19 @@ from twoway.net.address import format_address, limit_key
 from twoway.net.conn import Conn
 from twoway.sansio.access import AccessPolicy, LogLimiter, normalize_ip
 
-__all__ = ["Registry", "ServerStats"]
+__all__ = ["DURATION_BUCKETS", "Registry", "ServerStats"]
 
 log = logging.getLogger("twoway.server")
 #: One line per connection (opened, closed): the access log, which ``--no-access-log`` mutes.
 access_log = logging.getLogger("twoway.access")
+
+
+#: The upper bounds (seconds) of :attr:`ServerStats.durations`: from a probe that connects and
+#: leaves to a chat member who stays all day.
+DURATION_BUCKETS = (0.01, 0.1, 1.0, 10.0, 60.0, 600.0, 3600.0, 86400.0)
+#: Close reasons kept apart in :attr:`ServerStats.closed_by_reason`; later new ones are
+#: counted as ``other`` (a guard: today's reasons are a dozen of the code's own phrases).
+MAX_CLOSE_REASONS = 32
 
 
 @dataclass(slots=True)
@@ -42,6 +51,22 @@ class ServerStats:
     idle_timeouts: int = 0
     line_timeouts: int = 0
     errors: int = 0
+    # For metrics (issue 15), all updated off the per-message path: on accept, on close, when
+    # a protection fires or a write queue passes its high-water mark.
+    line_too_long: int = 0
+    #: The most connections open at once.
+    peak_connections: int = 0
+    #: Times a peer's write queue passed its high-water mark (its reading then paused).
+    write_paused: int = 0
+    #: The largest write queue seen when it passed the high-water mark, in bytes.
+    write_queue_high_water: int = 0
+    #: Closed connections by close reason (``""``: closed normally): a bounded set, since the
+    #: reasons are the code's own phrases (``idle``, ``too slow``, ``disk error``...).
+    closed_by_reason: dict[str, int] = field(default_factory=dict)
+    #: Closed connections by duration: ``durations[i]`` counts those that lasted at most
+    #: ``DURATION_BUCKETS[i]`` seconds and more than the bucket before; the last, longer ones.
+    durations: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
+    duration_sum: float = 0.0
 
 
 #: What :meth:`Registry.note` counts, by the event a connection reports.
@@ -49,6 +74,7 @@ _NOTED = {
     "too slow": "slow_disconnects",
     "idle": "idle_timeouts",
     "line timeout": "line_timeouts",
+    "line too long": "line_too_long",
 }
 
 
@@ -144,6 +170,8 @@ class Registry:
             self._per_key[key] = count + 1
             self._keys[conn] = key
         self.conns.add(conn)
+        if len(self.conns) > self.stats.peak_connections:
+            self.stats.peak_connections = len(self.conns)
         if self._empty is not None:
             self._empty.clear()
         if self._log_info:
@@ -218,9 +246,16 @@ class Registry:
 
     def note(self, event: str) -> None:
         """A protection fired on a connection: ``"too slow"``, ``"idle"``, ``"line
-        timeout"``."""
-        field = _NOTED[event]
-        setattr(self.stats, field, getattr(self.stats, field) + 1)
+        timeout"``, ``"line too long"``."""
+        name = _NOTED[event]
+        setattr(self.stats, name, getattr(self.stats, name) + 1)
+
+    def paused(self, queued: int) -> None:
+        """A connection's write queue passed its high-water mark, holding ``queued`` bytes."""
+        stats = self.stats
+        stats.write_paused += 1
+        if queued > stats.write_queue_high_water:
+            stats.write_queue_high_water = queued
 
     def admitted(self, conn: Conn) -> bool:
         """Whether ``conn`` was admitted and is not forgotten yet."""
@@ -244,11 +279,18 @@ class Registry:
         stats.bytes_out += conn.bytes_written
         if exc is not None:
             stats.errors += 1
+        duration = conn.duration
+        stats.durations[bisect_left(DURATION_BUCKETS, duration)] += 1
+        stats.duration_sum += duration
+        reasons = stats.closed_by_reason
+        reason = conn.close_reason or ""
+        if reason not in reasons and len(reasons) >= MAX_CLOSE_REASONS:
+            reason = "other"
+        reasons[reason] = reasons.get(reason, 0) + 1
         if self._log_info:
             error = describe_oserror(exc) if exc is not None else None
             why = f", {conn.close_reason}" if conn.close_reason else ""
             err = f", error: {error}" if error is not None else ""
-            duration = conn.duration
             access_log.info(
                 "closed %s (in %s, out %s, %.1f s%s%s)",
                 conn.peer,

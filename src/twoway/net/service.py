@@ -80,6 +80,13 @@ class Service:
         """The peer is not reading fast enough (see ``max_queued``/``slow_grace``): drop it."""
         conn.close(timeout=1.0)
 
+    def figures(self) -> dict[str, float]:
+        """The service's own counters and gauges, by metric name without the ``twoway_``
+        prefix (``chat_members``, ``dump_bytes_stored_total``...), for metrics and the exit
+        summary. Called at scrape time, never on the hot path: it only reads plain integers
+        the service keeps anyway. Default: none."""
+        return {}
+
 
 class LineService(Service):
     """Base class of a line service: :meth:`on_line` is called once per received line.

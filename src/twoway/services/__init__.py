@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from twoway.config import KeepaliveSetting, Settings
+from twoway.config import KeepaliveSetting, Settings, metrics_address
 from twoway.errors import ConfigError, ServiceError
 from twoway.net.options import ConnectionOptions, Keepalive
 from twoway.net.service import Framing, Service
@@ -122,6 +122,7 @@ _CHAT = (
     "flood-rate",
     "flood-burst",
     "slow-grace",
+    "stats-public",
 )
 _DUMP = ("dir", "file", "lines", "fsync", "splice", "max-bytes")
 _FILE = ("path", "keep-open", "rate", "write-timeout")
@@ -161,6 +162,11 @@ def service_options() -> Mapping[str, tuple[str, ...]]:
 
 def check_settings(settings: Settings) -> None:
     """Check how ``settings`` go together for their service; raises :class:`ConfigError`."""
+    if settings.metrics is not None:
+        try:
+            metrics_address(settings.metrics)
+        except ValueError as exc:
+            raise ConfigError(f"metrics = {settings.metrics!r}: {exc}") from None
     check = SERVICES[settings.service].check
     if check is not None:
         check(settings)

@@ -67,6 +67,8 @@ class ChatStats:
     lines_out: int = 0
     flood_drops: int = 0
     flood_kicks: int = 0
+    #: Notices sent to members that messages from other servers may have been missed.
+    gap_notices: int = 0
 
 
 class _Client:
@@ -120,6 +122,9 @@ class ChatService(LineService):
         self.flood_rate = flood_rate
         self.flood_burst = flood_burst
         self.stats = ChatStats()
+        #: ``/stats``: when set (by the process, with ``--stats-public``), the lines it
+        #: answers with; when None, ``/stats`` is an unknown command like any other.
+        self.stats_lines: Callable[[], list[str]] | None = None
         self.server: Listening | None = None
         self._conns: dict[int, Conn] = {}
         self._next_cid = 0
@@ -210,6 +215,12 @@ class ChatService(LineService):
                     self.stats.flood_kicks += 1
                     self._kick(conn, "error: flooding, disconnecting", "flooding")
                 return
+        if self.stats_lines is not None and line.strip().lower() == "/stats":
+            if self._batch:
+                self._catch_up(client.cid, conn)
+            for text in self.stats_lines():
+                conn.send_line(text)
+            return
         core = self.core
         if self._batch and is_command(line):
             # A command may take the client out of its room: it first gets what was queued
@@ -426,9 +437,11 @@ class ChatService(LineService):
         return self._item_handlers[type(event.item)](event.node, event.item)
 
     def _room_gap(self, event: RoomGap) -> list[Effect]:
+        self.stats.gap_notices += 1
         return self.core.notice(_missed_notice(event.missed), event.room)
 
     def _missed(self, event: Missed) -> list[Effect]:
+        self.stats.gap_notices += 1
         n = f"{event.count} " if event.count is not None else ""
         return self.core.notice(f"*** notice: {n}messages from other servers may have been missed")
 
@@ -468,6 +481,35 @@ class ChatService(LineService):
         out: list[Effect] = []
         for room, count in item.rooms:
             out += self.core.notice(_missed_notice(count), room)
+        return out
+
+    def figures(self) -> dict[str, float]:
+        """Members, rooms, history and traffic, and the bus's state (see
+        :meth:`Service.figures`)."""
+        core, stats = self.core, self.stats
+        counters = core.counters
+        out: dict[str, float] = {
+            "chat_members": core.connection_count,
+            "chat_rooms": len(core.rooms()),
+            "chat_history_bytes": core.history_bytes,
+            "chat_lines_received_total": counters.lines_in,
+            "chat_messages_total": counters.messages,
+            "chat_private_messages_total": counters.private_messages,
+            "chat_commands_total": counters.commands,
+            "chat_lines_sent_total": stats.lines_out,
+            "chat_flood_drops_total": stats.flood_drops,
+            "chat_flood_kicks_total": stats.flood_kicks,
+            "chat_remote_messages_total": counters.remote_messages,
+            "chat_gap_notices_total": stats.gap_notices,
+        }
+        bus_stats = getattr(self.bus, "stats", None)
+        if isinstance(bus_stats, dict):  # a bus to other servers (Redis)
+            out["bus_up"] = 1 if getattr(self.bus, "up", False) else 0
+            out["bus_published_total"] = bus_stats.get("published", 0)
+            out["bus_read_total"] = bus_stats.get("entries_read", 0)
+            out["bus_dropped_total"] = bus_stats.get("dropped", 0)
+            out["bus_reconnections_total"] = bus_stats.get("reconnections", 0)
+            out["bus_buffered"] = getattr(self.bus, "buffered", 0)
         return out
 
     def bus_snapshot(self) -> Hello:

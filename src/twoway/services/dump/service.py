@@ -82,6 +82,8 @@ class DumpService(Service):
         self._turn = LineTurn(line_hold) if lines and self.file is not None else None
         #: The uploads in progress.
         self.sinks: set[Sink] = set()
+        #: Bytes written to disk by the uploads that ended (the open ones count their own).
+        self.bytes_stored_done = 0
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, "twoway-dump")
         # One thread for the shared file keeps its chunks in the order they were submitted.
         self._shared_pool = concurrent.futures.ThreadPoolExecutor(1, "twoway-dump-shared")
@@ -123,9 +125,19 @@ class DumpService(Service):
             creator=self._pool,
             writer=self._shared_pool if shared else self._pool,
             slots=self.splice_slots if self.splice else None,
-            forget=self.sinks.discard,
+            forget=self._forget,
             turn=self._turn,
         )
+
+    def _forget(self, sink: Sink) -> None:
+        self.sinks.discard(sink)
+        self.bytes_stored_done += sink.written
+
+    def figures(self) -> dict[str, float]:
+        """Uploads in progress and bytes stored (see :meth:`Service.figures`); disk errors
+        are the connections closed for ``disk error``."""
+        stored = self.bytes_stored_done + sum(sink.written for sink in self.sinks)
+        return {"dump_uploads": len(self.sinks), "dump_bytes_stored_total": stored}
 
     @staticmethod
     def _base_name(conn: Conn) -> str:
