@@ -173,6 +173,22 @@ class RedisBus:
         self._flushed.clear()
         self._wake.set()
 
+    async def reserve(self, name: str, count: int) -> int | None:
+        """Reserve ``count`` numbers of the counter ``name`` in Redis (``INCRBY``, one round
+        trip): the first, or None while Redis is unreachable or the command fails (within
+        ``timeout``)."""
+        if not self._up or self._halt.is_set():
+            return None
+        client = self._clients.client
+        try:
+            last = await asyncio.wait_for(
+                client.incrby(self._keys.counter(name), count), self.options.timeout
+            )
+        except Exception as exc:  # the session's own tasks notice and handle an outage
+            log.debug("bus: could not reserve %s numbers (%s)", name, describe(exc))
+            return None
+        return int(last) - count + 1
+
     async def stop(self) -> None:
         """Publish a goodbye and flush the buffer (at most ``stop_timeout`` seconds), then
         stop reading and close the connections. Idempotent."""
