@@ -27,6 +27,7 @@ from twoway.net.options import ConnectionOptions
 from twoway.net.registry import format_size
 from twoway.net.server import Server, serve
 from twoway.net.service import Framing, Service
+from twoway.transfers import show_transfers, wanted
 
 if TYPE_CHECKING:  # `import twoway` must not load the CLI's option table
     from twoway.config import Settings
@@ -183,8 +184,11 @@ async def run_server(
     name: str = "twoway",
     tag: str = "",
     reload: Callable[[], None] | None = None,
+    progress: bool = False,
 ) -> int:
     """Start ``server``, log the ready line, serve until a stop signal, shut down gracefully.
+    With ``progress``, a service that reports it shows its transfers on a terminal (see
+    :mod:`twoway.transfers`).
 
     SIGINT, SIGTERM and SIGQUIT start a shutdown that lasts at most ``grace`` seconds; a
     second one aborts every connection at once. SIGHUP calls ``reload`` (it logs what it did
@@ -197,6 +201,7 @@ async def run_server(
     loop.set_exception_handler(ExceptionFilter())
     stop = asyncio.Event()
     signals = 0
+    bars: asyncio.Task[None] | None = None
 
     def on_signal(signum: int) -> None:
         nonlocal signals
@@ -243,9 +248,15 @@ async def run_server(
                 describe_limits(server),
                 extra=_ready_fields(server, host, port),
             )
+        watch = wanted(server.service) if progress else None
+        if watch is not None:
+            bars = loop.create_task(show_transfers(server, watch))
         await stop.wait()
         await server.shutdown(grace)
     finally:
+        if bars is not None:
+            bars.cancel()
+            await asyncio.wait([bars])
         for sig in handled:
             loop.remove_signal_handler(sig)
     s = server.stats
@@ -343,7 +354,13 @@ def serve_settings(
             log_context(worker=index + 1)
         with asyncio.Runner(loop_factory=loop_factory(loop_name)) as runner:
             return runner.run(
-                run_server(server, settings.grace, tag=tag, reload=lambda: door.reload(server))
+                run_server(
+                    server,
+                    settings.grace,
+                    tag=tag,
+                    reload=lambda: door.reload(server),
+                    progress=index is None,  # workers would draw over each other
+                )
             )
 
     if settings.workers > 1:

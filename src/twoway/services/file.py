@@ -258,6 +258,14 @@ class FileService(Service):
         conn.state = sender
         sender.start()
 
+    def progress(self, conn: Conn) -> tuple[int, int] | None:
+        """``(bytes sent, file size)`` while ``conn`` is being sent the file, else None (for
+        the bars of :mod:`twoway.transfers`)."""
+        sender = conn.state
+        if not isinstance(sender, _Sender) or not sender.active:
+            return None
+        return sender.offset, sender.size
+
     def on_data(self, conn: Conn, data: bytes) -> None:
         """What a reader sends is read and dropped (so its FIN is seen)."""
 
