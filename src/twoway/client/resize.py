@@ -57,9 +57,10 @@ def keep_resizes_clean(app: Any, reflows: bool | None = None) -> None:
     redraw = app._on_resize  # prompt_toolkit's: erase, ask for the cursor, draw
 
     def on_resize() -> None:
-        renderer = app.renderer
-        screen, size, cursor = renderer._last_screen, renderer._last_size, renderer._cursor_pos
-        if screen is not None and size is not None:
+        screen = app.renderer.last_rendered_screen
+        if screen is not None:
+            # Where the renderer left the cursor: the focused window's cursor.
+            cursor = screen.get_cursor_position(app.layout.current_window)
             columns = app.output.get_size().columns
             widths = row_widths(screen, cursor.y + 1)
             extra = rows_above(widths, cursor.x, cursor.y, columns) - cursor.y
