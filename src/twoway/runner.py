@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from twoway.errors import describe_oserror
@@ -27,6 +28,7 @@ from twoway.net.options import ConnectionOptions
 from twoway.net.registry import format_size
 from twoway.net.server import Server, serve
 from twoway.net.service import Framing, Service
+from twoway.traffic import HEXDUMP_LOGGER, hexdump_tap
 from twoway.transfers import show_transfers, wanted
 
 if TYPE_CHECKING:  # `import twoway` must not load the CLI's option table
@@ -324,6 +326,9 @@ def serve_settings(
         verbose=verbose,
     )
     log_context(service=settings.service)
+    if settings.hexdump:
+        options = replace(options, tap=hexdump_tap(settings.hexdump_max))
+        logging.getLogger(HEXDUMP_LOGGER).setLevel(logging.INFO)  # asked for: any --log-level
     for level, message in settings.notices:
         plog.log(level, message)
     tune_malloc()

@@ -21,7 +21,7 @@ from typing import Any
 from twoway.errors import ListenError, describe_oserror
 from twoway.net.accept import Acceptor
 from twoway.net.asyncapi import AsyncService
-from twoway.net.connection import Connection, connection_class
+from twoway.net.connection import Connection, connection_class, tapped
 from twoway.net.idle import set_keepalive
 from twoway.net.options import ConnectionOptions
 from twoway.net.registry import Registry, ServerStats
@@ -137,6 +137,8 @@ class Server:
         self._closing = False
         self._closed: asyncio.Event | None = None
         self._conn_class = connection_class(service)
+        if self.options.tap is not None:
+            self._conn_class = tapped(self._conn_class)
 
     # ------------------------------------------------------------------ starting
 
