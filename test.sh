@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite on a fresh machine: system tools the tests use
-# (nc, ncat, socat, telnet, redis-server, node, strace), a venv with the project and its dev extra,
+# (nc, ncat, socat, telnet, redis-server, node, strace, tmux), a venv with the project and its dev extra,
 # then ruff, mypy and pytest. Extra arguments go to pytest (e.g. ./test.sh -k chat).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -9,7 +9,7 @@ need=()
 for pair in nc:netcat-openbsd ncat:ncat socat:socat telnet:telnet redis-server:redis-server \
             strace:strace mkfs.ext4:e2fsprogs fsfreeze:util-linux \
             node:nodejs taskset:util-linux cc:gcc haproxy:haproxy openssl:openssl \
-            chromium:chromium promtool:prometheus; do
+            chromium:chromium promtool:prometheus tmux:tmux; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if ((${#need[@]})); then

@@ -41,7 +41,7 @@ EXIT_FAILURE = 1
 #: ``connect``'s environment variables: ``TWOWAY_CONNECT_EVERY`` for ``--every``.
 CONNECT_ENV = ENV_PREFIX + "CONNECT"
 #: Short flags of ``serve``'s options (nc's ``-p``).
-_SHORT = {"port": "-p"}
+_SHORT = {"port": "-p", "hexdump": "-x"}
 
 
 def _fail(message: str, code: int) -> None:
@@ -74,7 +74,10 @@ def _option(spec: OptionSpec) -> Callable[[Callable[..., Any]], Callable[..., An
     default = spec.default if spec.kind != "bool" and spec.default is not None else None
     helptext = _help(helptext, spec.env, default)
     if spec.kind == "bool":
-        return click.option(spec.flag or f"--{spec.key}", spec.attr, default=None, help=helptext)
+        short = [_SHORT[spec.key]] if spec.key in _SHORT else []
+        return click.option(
+            spec.flag or f"--{spec.key}", *short, spec.attr, default=None, help=helptext
+        )
     names = [f"--{spec.key}", *([_SHORT[spec.key]] if spec.key in _SHORT else [])]
     if spec.kind == "choice":
         return click.option(*names, spec.attr, type=_Choices(spec.choices), help=helptext)

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from twoway._version import __version__
@@ -32,6 +33,8 @@ from twoway.net.options import ConnectionOptions
 from twoway.net.registry import format_size
 from twoway.net.server import Server, serve
 from twoway.net.service import Framing, Service
+from twoway.traffic import HEXDUMP_LOGGER, hexdump_tap
+from twoway.transfers import show_transfers, wanted
 
 if TYPE_CHECKING:  # `import twoway` must not load the CLI's option table
     from twoway.config import Settings
@@ -189,8 +192,11 @@ async def run_server(
     name: str = "twoway",
     tag: str = "",
     reload: Callable[[], None] | None = None,
+    progress: bool = False,
 ) -> int:
     """Start ``server``, log the ready line, serve until a stop signal, shut down gracefully.
+    With ``progress``, a service that reports it shows its transfers on a terminal (see
+    :mod:`twoway.transfers`).
 
     SIGINT, SIGTERM and SIGQUIT start a shutdown that lasts at most ``grace`` seconds; a
     second one aborts every connection at once. SIGHUP calls ``reload`` (it logs what it did
@@ -203,6 +209,7 @@ async def run_server(
     loop.set_exception_handler(ExceptionFilter())
     stop = asyncio.Event()
     signals = 0
+    bars: asyncio.Task[None] | None = None
 
     def on_signal(signum: int) -> None:
         nonlocal signals
@@ -251,9 +258,15 @@ async def run_server(
                 describe_limits(server),
                 extra=_ready_fields(server, host, port),
             )
+        watch = wanted(server.service) if progress else None
+        if watch is not None:
+            bars = loop.create_task(show_transfers(server, watch))
         await stop.wait()
         await server.shutdown(grace)
     finally:
+        if bars is not None:
+            bars.cancel()
+            await asyncio.wait([bars])
         for sig in handled:
             loop.remove_signal_handler(sig)
     s = server.stats
@@ -326,6 +339,9 @@ def serve_settings(
         verbose=verbose,
     )
     log_context(service=settings.service)
+    if settings.hexdump:
+        options = replace(options, tap=hexdump_tap(settings.hexdump_max))
+        logging.getLogger(HEXDUMP_LOGGER).setLevel(logging.INFO)  # asked for: any --log-level
     for level, message in settings.notices:
         plog.log(level, message)
     tune_malloc()
@@ -378,7 +394,13 @@ def serve_settings(
             from twoway.metrics.workers import socket_path
 
             report = socket_path(report_dir, index)
-        main = run_server(server, settings.grace, tag=tag, reload=lambda: door.reload(server))
+        main = run_server(
+            server,
+            settings.grace,
+            tag=tag,
+            reload=lambda: door.reload(server),
+            progress=index is None,  # workers would draw over each other
+        )
         with asyncio.Runner(loop_factory=loop_factory(loop_name)) as runner:
             return runner.run(
                 _observed(

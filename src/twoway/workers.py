@@ -6,7 +6,8 @@ this kind of machine: 1000 connections went 251/246/248/255 over 4 workers, agai
 415/318/197/70 for one shared listening socket). The supervisor accepts nothing: it starts the
 workers, replaces one that dies or hangs (with a log line), and on SIGINT/SIGTERM passes the
 signal on and waits for every worker's graceful shutdown. A worker that keeps failing right
-after it starts stops the whole server rather than looping forever.
+after it starts stops the whole server rather than looping forever; one that fails with a
+configuration error (a refused Redis password, say) stops it at once: a restart cannot help.
 
 The liveness link: each worker holds one end of a socket pair, the supervisor the other.
 The supervisor pings every worker (one byte) several times per ``liveness_timeout`` and
@@ -32,7 +33,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from twoway.errors import ListenError, TwowayError, describe_oserror
+from twoway.errors import ConfigError, ListenError, TwowayError, describe_oserror
 
 __all__ = ["DEFAULT_LIVENESS_TIMEOUT", "Supervisor", "reserve_port", "supervise"]
 
@@ -52,6 +53,9 @@ _SIGNALS = {
 _FAST_FAILURE = 2.0
 #: This many start-up failures in a row of the same worker stop the server.
 _MAX_FAST_FAILURES = 3
+#: A worker's exit code for a configuration error (``EX_CONFIG`` of sysexits.h): the server
+#: stops without restarting it.
+_EXIT_CONFIG = 78
 #: Seconds a worker may leave a ping unanswered before it is replaced. A worker's answer
 #: comes from a thread of its own, so a busy event loop does not delay it; only a process
 #: that is stopped, deadlocked or starved of CPU for this long is replaced. Generous enough
@@ -267,7 +271,7 @@ class Supervisor:
                 code = self.run_worker(index, self.port)
             except TwowayError as exc:
                 print(f"twoway: worker {index + 1}: {exc}", file=sys.stderr)
-                code = 1
+                code = _EXIT_CONFIG if isinstance(exc, ConfigError) else 1
             except KeyboardInterrupt:
                 code = 130
             except BaseException:
@@ -283,7 +287,7 @@ class Supervisor:
 
     def reap(self) -> None:
         """Collect every worker that exited; schedule its restart (or stop the server if
-        it keeps failing at start-up)."""
+        it keeps failing at start-up, or failed with a configuration error)."""
         while self.children:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -296,7 +300,14 @@ class Supervisor:
             if worker is None:
                 continue
             worker.link.close()
-            if not self.stopping:
+            if self.stopping:
+                continue
+            if os.WIFEXITED(status) and os.WEXITSTATUS(status) == _EXIT_CONFIG:
+                # It printed the error itself; a restart would only print it again.
+                log.error("supervisor: worker %d: configuration error: stopping", worker.index + 1)
+                self.code = 1
+                self._stop()
+            else:
                 self._restart(worker, _describe_status(status))
 
     def _restart(self, worker: _Worker, what: str) -> None:

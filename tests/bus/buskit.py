@@ -63,14 +63,17 @@ class RedisServer:
         port: int | None = None,
         unix_socket: Path | None = None,
         tls: tuple[Path, Path, Path] | None = None,
+        password: str | None = None,
     ) -> None:
         """``tls``: (certificate, key, CA) for a TLS port beside the plain one (which the
-        readiness probe uses)."""
+        readiness probe uses). ``password``: started with ``--requirepass`` (the probe and
+        :meth:`command` authenticate with it)."""
         assert REDIS_SERVER is not None
         self.port = port if port is not None else free_port()
         self.unix_socket = unix_socket
         self.tls = tls
         self.tls_port = free_port() if tls is not None else 0
+        self.password = password
         self.proc: CliServer | None = None
 
     @property
@@ -97,6 +100,8 @@ class RedisServer:
             args += ["--tls-port", str(self.tls_port), "--tls-cert-file", str(cert)]
             args += ["--tls-key-file", str(key), "--tls-ca-cert-file", str(ca)]
             args += ["--tls-auth-clients", "no"]
+        if self.password is not None:
+            args += ["--requirepass", self.password]
         deadline = time.monotonic() + timeout
         while True:
             self.proc = CliServer(args, program=[REDIS_SERVER])
@@ -111,13 +116,16 @@ class RedisServer:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as s:
                 s.sendall(b"PING\r\n")
-                return s.recv(64).startswith(b"+PONG")
+                return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 
     def command(self, *args: str) -> bytes:
         """Send one command (inline syntax), return the raw first reply chunk."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=5 * UNIT) as s:
+            if self.password is not None:
+                s.sendall(f"AUTH {self.password}\r\n".encode())
+                assert s.recv(64).startswith(b"+OK")
             s.sendall(" ".join(args).encode() + b"\r\n")
             return s.recv(65536)
 

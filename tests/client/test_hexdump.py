@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 
 from helpers import TWOWAY, UNIT, cli_env, start_cli
-from twoway.client.hexdump import HexDump, hexdump_lines
+from twoway.sansio.hexdump import HexDump, hexdump_lines
 
 
 def test_lines_look_like_hexdump_c() -> None:

@@ -41,6 +41,11 @@ class Bus(Protocol):
     def publish(self, item: Item) -> None:
         """Queue ``item`` for the other nodes. Never blocks, never raises; order is kept."""
 
+    async def reserve(self, name: str, count: int) -> int | None:
+        """Reserve ``count`` numbers of the counter ``name`` shared by every node; the first
+        of them (the others follow it), or None if the bus cannot now (unreachable, stopped,
+        or no other node to share with). Bounded in time; never raises."""
+
     async def stop(self) -> None:
         """Flush what is queued (bounded in time), say goodbye and detach. Idempotent."""
 
@@ -56,6 +61,10 @@ class LocalBus:
 
     def publish(self, item: Item) -> None:
         """Nothing to publish to."""
+
+    async def reserve(self, name: str, count: int) -> int | None:
+        """Nobody to share a counter with: None."""
+        return None
 
     async def stop(self) -> None:
         """Nothing to stop."""

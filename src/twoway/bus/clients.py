@@ -11,7 +11,21 @@ from twoway.bus.options import RedisBusOptions
 from twoway.bus.scripts import PUBLISH
 from twoway.errors import BusProtocolError, ConfigError, describe_oserror
 
-__all__ = ["Clients", "describe", "expected_errors", "import_redis", "safe_url"]
+__all__ = [
+    "NEEDED_ACL",
+    "Clients",
+    "describe",
+    "expected_errors",
+    "import_redis",
+    "refusal",
+    "safe_url",
+]
+
+#: What a Redis ACL user needs for the bus (besides ``~PREFIX*`` on the keys): the commands
+#: sent, and those the Lua scripts run. Said in the error for a user that lacks one.
+NEEDED_ACL = (
+    "+ping +get +set +incrby +expire +xadd +xread +xrange +xrevrange +eval +evalsha +script|load"
+)
 
 
 def import_redis() -> Any:
@@ -113,5 +127,44 @@ def describe(exc: BaseException | None) -> str:
         if isinstance(seen, OSError):
             return describe_oserror(seen)
         seen = seen.__cause__ or seen.__context__
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
+    return _house_style(exc)
+
+
+def _house_style(exc: BaseException) -> str:
+    """redis-py's message as a phrase of ours: its first line, no capital, no full stop
+    (``Connection closed by server.`` becomes ``connection closed by the server``)."""
+    lines = str(exc).strip().splitlines()
+    text = (lines[0] if lines else type(exc).__name__)[:200].rstrip(".")
+    if text == "Connection closed by server":
+        return "connection closed by the server"
+    return text[:1].lower() + text[1:] if text[1:2].islower() else text
+
+
+def refusal(exc: BaseException, url: str, prefix: str) -> str | None:
+    """If ``exc`` says Redis refused the credentials of ``url`` or refused its user a
+    command or a key (an ACL), that configuration error in one phrase for the operator;
+    None for anything else (an outage, which is retried). ``prefix``: the bus's keys."""
+    from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
+
+    if not isinstance(exc, (ResponseError, AuthenticationError)):  # the latter is neither
+        return None
+    text = _house_style(exc)
+    upper = str(exc).upper()
+    user = urlsplit(url).username or "default"
+    if "AUTHENTICATION REQUIRED" in upper or upper.startswith("NOAUTH"):
+        return "redis requires a password (NOAUTH): put it in the URL, redis://:PASSWORD@HOST"
+    if "INVALID USERNAME-PASSWORD" in upper or upper.startswith("WRONGPASS"):
+        return f"redis refused user {user!r} and its password (WRONGPASS: {text})"
+    if isinstance(exc, AuthenticationError) or ("AUTH" in upper and "ARGUMENTS" in upper):
+        return f"redis refused the credentials in the URL ({text})"
+    if (
+        isinstance(exc, NoPermissionError)
+        or upper.startswith("NOPERM")
+        or "USER EXECUTING THE SCRIPT CAN'T" in upper
+    ):
+        text = text.split(" script: ", 1)[0]  # the script's sha and line say nothing more
+        return (
+            f"redis user {user!r} lacks a permission the bus needs (NOPERM: {text}); "
+            f"it needs ~{prefix}* {NEEDED_ACL}"
+        )
+    return None

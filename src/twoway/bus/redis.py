@@ -26,7 +26,11 @@ What happens when Redis is not there — the point of this module:
   have been missed`` and every node is asked for its Hello: never a silent gap
   (:mod:`twoway.bus.handshake`).
 * Nothing here raises into the server: an unexpected error is logged with its traceback and
-  handled like a lost connection.
+  handled like a lost connection. The exception is a configuration error found at start-up:
+  Redis refusing the password in the URL (NOAUTH, WRONGPASS) or refusing its ACL user a
+  command or key the bus needs (NOPERM). :meth:`RedisBus.start` raises it as a
+  :class:`~twoway.errors.ConfigError` naming the cause, instead of retrying forever; later
+  (a password changed under a running server), it is one error line and the retries go on.
 
 Liveness: a node with nothing to say publishes a heartbeat every ``heartbeat`` seconds, in the
 same stream (so "silent" means exactly "not publishing into the log everybody reads", and an
@@ -44,13 +48,15 @@ import random
 from collections.abc import Sequence
 
 from twoway.bus.base import BusListener
-from twoway.bus.clients import Clients, describe, expected_errors, safe_url
+from twoway.bus.clients import Clients, describe, expected_errors, refusal, safe_url
 from twoway.bus.handshake import RANDOM_NODES, join, take_node
 from twoway.bus.options import RedisBusOptions
 from twoway.bus.scripts import Keys
+from twoway.errors import ConfigError
 from twoway.sansio.backoff import backoff_delays
 from twoway.sansio.bus import (
     Ask,
+    Batch,
     BusEvent,
     Bye,
     Heartbeat,
@@ -111,6 +117,7 @@ class RedisBus:
         self._main: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._stopped = False
+        self._refusal: str | None = None  # the refusal last logged (one line per cause)
         #: Counters, for logs and tests.
         self.stats: dict[str, int] = {
             "published": 0,
@@ -135,22 +142,28 @@ class RedisBus:
         """Connect, take a node number and start reading (every step is bounded by
         ``connect_timeout`` or ``timeout``). If Redis is unreachable, log one line, take a
         random node number and keep retrying in the background: the server starts anyway.
-        Call once."""
+        Raises :class:`~twoway.errors.ConfigError` if Redis refuses the credentials or the
+        ACL user lacks a permission the bus needs (every command is tried once). Call
+        once."""
         if self._main is not None:
             raise RuntimeError("RedisBus.start() called twice")
         self._loop = asyncio.get_running_loop()
         self._listener = listener
         try:
             await self._handshake()
+            await self._check_access()
         except Exception as exc:
+            problem = refusal(exc, self.url, self.options.prefix)
+            if problem is not None:
+                await self._clients.close()
+                raise ConfigError(f"bus: {problem}") from exc
             if self.node == 0:
                 self.node = RANDOM_NODES + random.randrange(RANDOM_NODES)
                 log.info("bus: node %d (a random number: redis is unreachable)", self.node)
             if self._inbox is None:
                 self._inbox = Inbox(self.node, silence=self.options.silence)
             await self._clients.close()
-            reason = describe(exc)
-            self._main = self._loop.create_task(self._run(reason))
+            self._main = self._loop.create_task(self._run(exc))
         else:
             self._main = self._loop.create_task(self._run(None))
         self._ticker = self._loop.create_task(self._tick_loop())
@@ -169,6 +182,22 @@ class RedisBus:
             return
         self._flushed.clear()
         self._wake.set()
+
+    async def reserve(self, name: str, count: int) -> int | None:
+        """Reserve ``count`` numbers of the counter ``name`` in Redis (``INCRBY``, one round
+        trip): the first, or None while Redis is unreachable or the command fails (within
+        ``timeout``)."""
+        if not self._up or self._halt.is_set():
+            return None
+        client = self._clients.client
+        try:
+            last = await asyncio.wait_for(
+                client.incrby(self._keys.counter(name), count), self.options.timeout
+            )
+        except Exception as exc:  # the session's own tasks notice and handle an outage
+            log.debug("bus: could not reserve %s numbers (%s)", name, describe(exc))
+            return None
+        return int(last) - count + 1
 
     async def stop(self) -> None:
         """Publish a goodbye and flush the buffer (at most ``stop_timeout`` seconds), then
@@ -239,6 +268,15 @@ class RedisBus:
             if history.lines:
                 self._deliver([history])
 
+    async def _check_access(self) -> None:
+        """Run once each command the handshake did not: a read that does not block, and the
+        publication of the Hello the handshake queued. An ACL without one of them is then
+        found at start-up, not later as an endless reconnection."""
+        await self._clients.reader.xread({self._keys.log: self._last_id}, count=1)
+        batch = self._outbox.batch()
+        if batch is not None:
+            await self._send(batch)
+
     def _came_up(self, *, missed: bool, ask: bool) -> None:
         assert self._loop is not None and self._inbox is not None
         now = self._loop.time()
@@ -269,15 +307,28 @@ class RedisBus:
 
     # ------------------------------------------------------------------ tasks
 
-    async def _run(self, reason: str | None) -> None:
+    async def _run(self, down: BaseException | None) -> None:
         """Keep the bus connected until :meth:`stop`: serve while up, reconnect with backoff
-        when down."""
+        when down (``down``: why the connection is down, None while it is up)."""
+        up = down is None
         while not self._halt.is_set():
-            if reason is not None and not await self._reconnect(reason):
+            if not up and not await self._reconnect(down):
                 return
-            reason = await self._serve()
+            down = await self._serve()
+            up = False  # whatever ended the session, the connection is gone
 
-    async def _reconnect(self, reason: str) -> bool:
+    def _refused(self, exc: BaseException | None) -> bool:
+        """Log a refusal of the credentials or of a permission (one error line per distinct
+        cause): the operator must change something, retrying alone will not do."""
+        problem = None if exc is None else refusal(exc, self.url, self.options.prefix)
+        if problem is None:
+            return False
+        if problem != self._refusal:
+            self._refusal = problem
+            log.error("bus: %s; retrying until it is fixed", problem)
+        return True
+
+    async def _reconnect(self, down: BaseException | None) -> bool:
         """Retry until connected (True) or stopped (False)."""
         assert self._loop is not None
         o = self.options
@@ -286,7 +337,10 @@ class RedisBus:
         delay = next(delays)
         if self._down_since is None:  # not yet reported (a failed reconnection is not news)
             self._down_since = self._loop.time()
-            log.warning("bus: redis unreachable (%s), retrying in %.1f s", reason, delay)
+            if not self._refused(down):
+                log.warning(
+                    "bus: redis unreachable (%s), retrying in %.1f s", describe(down), delay
+                )
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._halt.wait(), delay)
@@ -296,13 +350,16 @@ class RedisBus:
                 await self._handshake()
             except Exception as exc:
                 await self._clients.close()
-                log.debug("bus: redis still unreachable (%s)", describe(exc))
+                if not self._refused(exc):
+                    log.debug("bus: redis still unreachable (%s)", describe(exc))
                 delay = next(delays)
             else:
+                self._refusal = None
                 return True
 
-    async def _serve(self) -> str:
-        """Read and write until one of them fails (or :meth:`stop`); return why."""
+    async def _serve(self) -> BaseException | None:
+        """Read and write until one of them fails (or :meth:`stop`); return why (None: the
+        connection was closed, by :meth:`stop` or by Redis)."""
         assert self._loop is not None
         o = self.options
         self._session_over = False
@@ -332,15 +389,14 @@ class RedisBus:
         elif exc is not None and not isinstance(exc, expected_errors()):
             log.error("bus: unexpected error (handled as a lost connection)", exc_info=exc)
         await self._clients.close()
-        return describe(exc)
+        return exc
 
     def _over(self) -> bool:
         return self._session_over or self._halt.is_set()
 
     async def _write_loop(self) -> None:
         assert self._loop is not None
-        o, keys, outbox, clients = self.options, self._keys, self._outbox, self._clients
-        stream, counter = keys.log, keys.pub(self.node)
+        outbox = self._outbox
         while not self._over():
             batch = outbox.batch()
             if batch is None:
@@ -348,27 +404,25 @@ class RedisBus:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            await clients.publish(
-                keys=[stream, counter],
-                args=[
-                    batch.nseq,
-                    o.maxlen,
-                    batch.data,
-                    keys.seq,
-                    o.key_ttl,
-                    self.node,
-                    *batch.runs,
-                ],
-                client=clients.client,
-            )
-            count = outbox.sent()
-            self._last_publish = self._loop.time()
-            self.stats["published"] += count
-            if self._backlog is not None:
-                self._backlog_sent(count)
-            overflow = outbox.overflow()
-            if overflow is not None:
-                self._announce_overflow(*overflow)
+            await self._send(batch)
+
+    async def _send(self, batch: Batch) -> None:
+        """Publish ``batch`` (the outbox's next one) and account for it."""
+        assert self._loop is not None
+        o, keys, outbox, clients = self.options, self._keys, self._outbox, self._clients
+        await clients.publish(
+            keys=[keys.log, keys.pub(self.node)],
+            args=[batch.nseq, o.maxlen, batch.data, keys.seq, o.key_ttl, self.node, *batch.runs],
+            client=clients.client,
+        )
+        count = outbox.sent()
+        self._last_publish = self._loop.time()
+        self.stats["published"] += count
+        if self._backlog is not None:
+            self._backlog_sent(count)
+        overflow = outbox.overflow()
+        if overflow is not None:
+            self._announce_overflow(*overflow)
 
     def _backlog_sent(self, count: int) -> None:
         assert self._backlog is not None

@@ -10,8 +10,9 @@ Keys, under a prefix (``twoway:chat:``):
   refreshed on each use, so the keys of nodes and rooms that are gone expire instead of
   piling up in Redis. A room idle past the TTL restarts its numbering at 1, which readers
   take as a restart, never as a gap.
-* ``nodes`` — the counter node numbers come from; ``epoch`` — a random token set once
-  (``SET NX``): if it changes, Redis lost its data.
+* ``nodes`` — the counter node numbers come from; ``count:guests`` — the one guest numbers
+  come from, reserved by blocks (:meth:`~twoway.bus.redis.RedisBus.reserve`); ``epoch`` — a
+  random token set once (``SET NX``): if it changes, Redis lost its data.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ class Keys:
     def seq(self) -> str:
         """The prefix of the room counters (``seq:ROOM``)."""
         return self.prefix + "seq:"
+
+    def counter(self, name: str) -> str:
+        """A counter every node draws numbers from (``count:NAME``)."""
+        return f"{self.prefix}count:{name}"
 
     def pub(self, node: int) -> str:
         """The counter of ``node``'s entries."""

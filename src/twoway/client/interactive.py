@@ -2,7 +2,8 @@
 
 prompt_toolkit keeps the input line intact while messages arrive: ``patch_stdout`` makes
 every print (received lines, our state lines on stderr) erase the prompt, print above it and
-redraw it with what was half typed. Up and down recall earlier lines, kept in a history file
+redraw it with what was half typed; narrowing the window leaves no ghost of the input line
+(:mod:`twoway.client.resize`). Up and down recall earlier lines, kept in a history file
 between runs; Tab completes chat ``/commands`` and the nicks seen so far; Ctrl-Z suspends the
 client like any terminal program (``fg`` brings it back).
 
@@ -72,6 +73,7 @@ async def run_interactive(
     from prompt_toolkit.patch_stdout import patch_stdout
 
     from twoway.client.completion import make_completer
+    from twoway.client.resize import keep_resizes_clean
 
     # erase_when_done: the prompt never stays on the screen after the client exits; an
     # accepted line is printed back above the prompt instead, as it looked when typed.
@@ -82,6 +84,7 @@ async def run_interactive(
         enable_suspend=True,
         erase_when_done=True,
     )
+    keep_resizes_clean(session.app)  # no ghost of the input line when the window narrows
 
     async def prompt_loop() -> int | None:
         while True:

@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
-from twoway.client.hexdump import HexDump
 from twoway.errors import (
     ConnectError,
     FatalConnectError,
@@ -32,6 +31,7 @@ from twoway.errors import (
 from twoway.net.client import connect, is_ip_address
 from twoway.net.options import ConnectionOptions
 from twoway.net.service import Service
+from twoway.sansio.hexdump import HexDump
 
 if TYPE_CHECKING:
     from twoway.client.options import ClientOptions

@@ -418,6 +418,22 @@ class Settings:
         "log each connection and its close, whatever --log-level",
         flag="--access-log/--no-access-log",
     )
+    # serve -x: the traffic in the log (issue 13), bounded like connect -x's.
+    hexdump: bool = option(
+        "bool",
+        False,
+        "log a hex dump of each connection's traffic, both ways, led by the peer's address "
+        "(turns sendfile and splice off)",
+        flag="--hexdump/--no-hexdump",
+    )
+    hexdump_max: int | None = option(
+        "size",
+        16 * 1024,
+        "bytes of each direction dumped per connection with --hexdump (0: all)",
+        minimum=0,
+        zero_disables=True,
+        metavar="BYTES",
+    )
     #: Where each value came from (``default``, ``config file X``, ``environment``, ``flag``).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     #: What loading noticed but did not refuse, as ``(logging level, message)``: a variable

@@ -10,6 +10,7 @@ message.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, cast
 
 from twoway.net.coalesce import coalescer
@@ -28,6 +29,7 @@ __all__ = [
     "RawConnection",
     "TelnetLineConnection",
     "connection_class",
+    "tapped",
 ]
 
 #: A read longer than this is decoded in slices of it (see LineConnection._feed_slices).
@@ -360,3 +362,28 @@ def connection_class(service: Service) -> type[Connection]:
     if framing == "raw":
         return RawConnection
     raise ValueError(f"unknown framing {framing!r} (raw, line or chunk)")
+
+
+def tapped(cls: type[Connection]) -> type[Connection]:
+    """``cls`` with ``options.tap`` called on every chunk read and written and at the end
+    (``serve -x``). A subclass, chosen by the server only when a tap is set: connections
+    without one run the untouched methods and pay nothing, not even a test."""
+
+    class Tapped(cls):  # type: ignore[valid-type, misc]  # a class chosen at run time
+        __slots__ = ()
+
+        def data_received(self, data: bytes) -> None:
+            self.options.tap(self, "in", data)
+            super().data_received(data)
+
+        def write(self, data: bytes) -> Awaitable[None]:
+            if self.phase < Phase.ENDED:  # what write() drops is not shown
+                self.options.tap(self, "out", data)
+            return super().write(data)  # type: ignore[no-any-return]
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.options.tap(self, "close", b"")  # before the close is logged
+            super().connection_lost(exc)
+
+    Tapped.__name__ = Tapped.__qualname__ = f"Tapped{cls.__name__}"
+    return Tapped

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from twoway.sansio.framing import DEFAULT_MAX_LINE
 
@@ -53,6 +55,11 @@ class ConnectionOptions:
     close_timeout: float = 5.0
     #: Async handlers: stop reading once this many received bytes wait to be consumed.
     inbox_limit: int = 256 * 1024
+    #: ``tap(conn, way, data)`` sees every chunk read (``"in"``) and written (``"out"``) and
+    #: the end (``"close"``, ``b""``) of each connection (a :class:`~twoway.net.conn.Conn`):
+    #: ``serve -x``. None: no tap and no cost (see ``net.framed.tapped``). Zero-copy paths
+    #: (sendfile, splice) bypass it: whoever sets it turns them off.
+    tap: Callable[[Any, str, bytes], None] | None = None
 
     def __post_init__(self) -> None:
         if self.write_low > self.write_high:

@@ -22,7 +22,7 @@ from twoway.errors import ListenError, describe_oserror
 from twoway.net.accept import Acceptor
 from twoway.net.asyncapi import AsyncService
 from twoway.net.connection import Connection
-from twoway.net.framed import connection_class
+from twoway.net.framed import connection_class, tapped
 from twoway.net.idle import set_keepalive
 from twoway.net.options import ConnectionOptions
 from twoway.net.registry import Registry, ServerStats
@@ -138,6 +138,8 @@ class Server:
         self._closing = False
         self._closed: asyncio.Event | None = None
         self._conn_class = connection_class(service)
+        if self.options.tap is not None:
+            self._conn_class = tapped(self._conn_class)
 
     # ------------------------------------------------------------------ starting
 

@@ -91,7 +91,7 @@ def _dump(settings: Settings) -> Service:
         lines=settings.lines,
         fsync=settings.fsync,  # type: ignore[arg-type]  # validated by config
         max_bytes=settings.max_bytes,
-        splice=settings.splice,
+        splice=settings.splice and not settings.hexdump,  # -x must see the bytes
     )
 
 

@@ -84,6 +84,9 @@ _LOCAL_IDS = (1 << 32) - 1
 # Characters of room lines gathered before they are flushed early: a bound on the memory one
 # loop iteration can queue (uvloop may read many times per iteration).
 _BATCH_LIMIT = 64 * 1024
+# Guest numbers reserved across servers at a time (with a bus): the next block is asked for
+# when fewer than half are left, so a burst of connections rarely waits for one.
+_GUEST_BLOCK = 128
 # Joins and departures alone are delivered after a short delay rather than at the end of the
 # loop iteration: uvloop admits one connection per iteration, so a burst of N joins flushed
 # per iteration would write N times to every member. The delay is three times what the last
@@ -137,6 +140,10 @@ class ChatService(LineService):
         self._presence_timer: asyncio.TimerHandle | None = None
         self._presence_delay = _PRESENCE_DELAY_MIN
         self._presence = False  # True while the effects of a join or a departure are applied
+        # Guest numbers across servers: the reservation in flight, the connections waiting.
+        self._reserving: asyncio.Task[None] | None = None
+        self._awaiting_guest: list[Conn] = []
+        self._unreserved = False  # welcoming them although no block could be reserved
         # What to do with each kind of effect, and with each kind of bus event and item.
         publish = self._publish
         self._effect_handlers: dict[type[Any], Callable[[Any], None]] = {
@@ -172,12 +179,16 @@ class ChatService(LineService):
         self._loop = asyncio.get_running_loop()
         await self.bus.start(self)
         self._node_bits = self.bus.node << 32
+        if self.bus.cluster:
+            await self._reserve_guests()  # the first clients need not wait for a block
 
     def on_listening(self, server: Listening) -> None:
         self.server = server
 
     async def on_stopped(self) -> None:
         """Every client is gone (their departures are queued for the bus): flush and stop it."""
+        if self._reserving is not None:
+            self._reserving.cancel()
         self.flush_rooms()
         await self.bus.stop()
 
@@ -189,6 +200,8 @@ class ChatService(LineService):
     # ------------------------------------------------------------------ callbacks
 
     def on_connect(self, conn: Conn) -> None:
+        if self.bus.cluster and not self._guest_at_hand(conn):
+            return  # welcomed once a block of guest numbers is reserved
         self._next_cid += 1
         cid = self._node_bits | (self._next_cid & _LOCAL_IDS)
         flood = FloodControl(self.flood_rate, self.flood_burst) if self.flood_rate > 0 else None
@@ -198,6 +211,50 @@ class ChatService(LineService):
         if self._batch:
             self._moved(cid, None, None, self.core.lobby)
         self._apply_presence(effects)
+
+    # ------------------------------------------------------------------ guest numbers
+
+    def _guest_at_hand(self, conn: Conn) -> bool:
+        """With a bus: whether a guest number reserved for this server is at hand for
+        ``conn`` (asking early for the next block). If not, ``conn`` waits, unread and not
+        yet welcomed, for the block being reserved: its first lines must be true."""
+        if self._unreserved:
+            return True
+        left = self.core.guests_at_hand
+        if left < _GUEST_BLOCK // 2 and self._reserving is None:
+            loop = self._loop or asyncio.get_running_loop()
+            self._reserving = loop.create_task(self._reserve_then_welcome())
+        if left > 0:
+            return True
+        conn.pause_reading()
+        self._awaiting_guest.append(conn)
+        return False
+
+    async def _reserve_guests(self) -> bool:
+        """Reserve a block of guest numbers across servers; False if the bus could not."""
+        first = await self.bus.reserve("guests", _GUEST_BLOCK)
+        if first is None:
+            return False
+        self.core.lease_guests(first, _GUEST_BLOCK)
+        return True
+
+    async def _reserve_then_welcome(self) -> None:
+        """Reserve a block, then welcome the connections that waited for it. If the bus could
+        not reserve (it is down), they are welcomed with numbers of this server's count."""
+        try:
+            reserved = await self._reserve_guests()
+        finally:
+            self._reserving = None
+        waiting, self._awaiting_guest = self._awaiting_guest, []
+        for conn in waiting:
+            if _gone(conn):
+                continue
+            conn.resume_reading()
+            self._unreserved = not reserved
+            try:
+                self.on_connect(conn)  # may wait again, for the next block
+            finally:
+                self._unreserved = False
 
     def on_line(self, conn: Conn, line: str) -> None:
         client: _Client = conn.state

@@ -74,8 +74,10 @@ class _Sender:
         return self.file_fd >= 0
 
     def start(self) -> None:
-        # Nothing else is written to the connection while the file is being sent.
-        self.sender = SocketSender.open(self.conn.transport)
+        # Nothing else is written to the connection while the file is being sent. A tap
+        # (serve -x) must see the bytes: no sendfile then.
+        tapped = self.conn.options.tap is not None
+        self.sender = None if tapped else SocketSender.open(self.conn.transport)
         if self.sender is None:
             self.service.no_sendfile(self.conn)
             self.loop.create_task(self._copy())
@@ -236,6 +238,8 @@ class FileService(Service):
             self.said_no_sendfile = True
             tls = conn.transport is not None and conn.transport.get_extra_info("sslcontext")
             why = "TLS" if tls else "no plain socket"
+            if conn.options.tap is not None:
+                why = "--hexdump shows the bytes"
             log.info("file: sendfile(2) cannot be used (%s): copying through the event loop", why)
 
     def on_connect(self, conn: Conn) -> None:
@@ -257,6 +261,14 @@ class FileService(Service):
         sender = _Sender(self, conn, fd, size)
         conn.state = sender
         sender.start()
+
+    def progress(self, conn: Conn) -> tuple[int, int] | None:
+        """``(bytes sent, file size)`` while ``conn`` is being sent the file, else None (for
+        the bars of :mod:`twoway.transfers`)."""
+        sender = conn.state
+        if not isinstance(sender, _Sender) or not sender.active:
+            return None
+        return sender.offset, sender.size
 
     def on_data(self, conn: Conn, data: bytes) -> None:
         """What a reader sends is read and dropped (so its FIN is seen)."""

@@ -195,6 +195,20 @@ class ChatCore:
             out.append(Presence(cid, member.nick, state.lobby.name))
         return out
 
+    def lease_guests(self, first: int, count: int) -> None:
+        """Guest numbers ``first`` to ``first + count - 1`` are this server's to hand out: a
+        block reserved across servers (in one shared counter), so that two servers never
+        welcome two clients as the same ``guestN``. Without a block at hand, a cluster core
+        counts numbers itself (as a single server does); the nick-collision rule of
+        :meth:`remote_presence` then settles a clash."""
+        self._state.lease_guests(first, count)
+
+    @property
+    def guests_at_hand(self) -> int:
+        """How many more clients can be welcomed with a guest number of this server's own:
+        freed numbers and what is left of its blocks (see :meth:`lease_guests`)."""
+        return self._state.guests_at_hand
+
     def disconnect(self, cid: int, reason: str) -> list[Effect]:
         """The client is gone (``reason``: "closed", "idle", "too slow", "flooding"...).
 

@@ -13,6 +13,7 @@ what a client typed.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 
 from twoway.sansio.chat.directory import Directory
 from twoway.sansio.chat.effects import ChatCounters, Effect, Gone, Log, Presence, Send, ToRoom
@@ -33,8 +34,10 @@ class ChatState:
 
     __slots__ = (
         "_free_guests",
+        "_leases",
         "_next_guest",
         "_parked_guests",
+        "_unowned",
         "backfill",
         "clients",
         "cluster",
@@ -75,6 +78,11 @@ class ChatState:
         self._next_guest = 1
         self._free_guests: list[int] = []
         self._parked_guests: set[int] = set()
+        # In a cluster, fresh numbers come from blocks reserved across servers (lease_guests):
+        # no two servers hand out the same guestN. A number counted here while no block is at
+        # hand (the bus down) may be another server's: it is never parked nor reused.
+        self._leases: deque[range] = deque()
+        self._unowned: set[int] = set()
 
     # -- rooms -----------------------------------------------------------------------------
 
@@ -246,23 +254,52 @@ class ChatState:
     # -- guest numbers ---------------------------------------------------------------------
 
     def take_guest_number(self) -> int:
-        """The smallest guest number whose ``guestN`` nick nobody holds."""
+        """The smallest guest number whose ``guestN`` nick nobody holds (in a cluster: of
+        those reserved for this server, see :meth:`lease_guests`)."""
         nicks = self.nicks
         while True:
-            if self._free_guests:
-                n = heapq.heappop(self._free_guests)
-            else:
-                n = self._next_guest
-                self._next_guest += 1
+            n = heapq.heappop(self._free_guests) if self._free_guests else self._fresh_guest()
             nick = f"guest{n}"
             if nick not in nicks and nick not in self.remote.nicks:
                 return n
+            if n in self._unowned:
+                self._unowned.discard(n)
+                continue
             # Someone (here or on another server) is called guestN: skip N until that nick
             # is released.
             self._parked_guests.add(n)
 
+    def _fresh_guest(self) -> int:
+        leases = self._leases
+        if leases:
+            block = leases[0]
+            if len(block) > 1:
+                leases[0] = block[1:]
+            else:
+                leases.popleft()
+            return block[0]
+        n = self._next_guest
+        self._next_guest += 1
+        if self.cluster:
+            self._unowned.add(n)
+        return n
+
+    def lease_guests(self, first: int, count: int) -> None:
+        """Guest numbers ``first`` to ``first + count - 1`` are this server's to hand out
+        (a block reserved across servers)."""
+        self._leases.append(range(first, first + count))
+
+    @property
+    def guests_at_hand(self) -> int:
+        """Guest numbers this server may hand out without another block: freed ones and
+        what is left of its blocks."""
+        return len(self._free_guests) + sum(len(block) for block in self._leases)
+
     def release_guest_number(self, n: int) -> None:
         """The client holding guest number ``n`` left."""
+        if n in self._unowned:
+            self._unowned.discard(n)  # perhaps another server's: never handed out again
+            return
         heapq.heappush(self._free_guests, n)
 
     def release_guest_nick(self, key: str) -> None:

@@ -162,6 +162,14 @@ class DumpService(Service):
         if self.fsync == "interval" and self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(1.0, self._sync_tick)
 
+    def progress(self, conn: Conn) -> tuple[int, None] | None:
+        """``(bytes received, None)`` while ``conn`` is sending (the size is not known), else
+        None (for the bars of :mod:`twoway.transfers`)."""
+        sink: Sink | None = conn.state
+        if sink is None or sink.finishing or sink.failed:
+            return None
+        return conn.bytes_read, None
+
     def on_data(self, conn: Conn, data: bytes) -> None:
         sink: Sink | None = conn.state
         if sink is not None:

@@ -1,7 +1,9 @@
-"""``twoway connect -x``: a bounded hex dump of what goes each way, like ``ncat -x`` and
-``socat -x``, on standard error (standard output keeps the data itself).
+"""``twoway connect -x`` and ``twoway serve -x``: a bounded hex dump of what goes each way,
+like ``ncat -x`` and ``socat -x`` (the client shows it on standard error, the server in its
+log, each line led by the peer's address).
 
-Each line is ``hexdump -C``'s, led by the direction (``>`` sent, ``<`` received) and with an
+Each line is ``hexdump -C``'s, led by the direction (``>`` sent, ``<`` received, from this
+side) and with an
 offset per direction since the connection started::
 
     > 00000000  68 65 6c 6c 6f 0a                                 |hello.|
