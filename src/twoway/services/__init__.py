@@ -122,6 +122,10 @@ _CHAT = (
     "flood-rate",
     "flood-burst",
     "slow-grace",
+    "paste-lines",
+    "join-rate",
+    "identify-grace",
+    "password",
 )
 _DUMP = ("dir", "file", "lines", "fsync", "splice", "max-bytes")
 _FILE = ("path", "keep-open", "rate", "write-timeout")
