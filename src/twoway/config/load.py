@@ -137,7 +137,7 @@ def load_settings(
 def _operators(source: str, raw: Any) -> dict[str, str]:
     """The ``[operators]`` table: name -> password hash or certificate fingerprint."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: operators must be a table of NAME = \"HASH\"")
+        raise ConfigError(f'{source}: operators must be a table of NAME = "HASH"')
     out: dict[str, str] = {}
     for name, value in raw.items():
         if not isinstance(value, str) or not value:

@@ -112,6 +112,7 @@ class FloodControl:
         "_tokens",
         "burst",
         "delay",
+        "fresh",
         "lag",
         "paste_lines",
         "rate",
@@ -138,6 +139,9 @@ class FloodControl:
         self.lag = lag
         #: After :attr:`Verdict.SLOW`: how long to stop reading from the client, in seconds.
         self.delay = 0.0
+        #: Whether the last line checked began a message (else it joined a paste): a dropped
+        #: message is announced once, on its first line.
+        self.fresh = True
         # The message bucket, allowed to go ``lag`` tokens into debt (the slowed messages).
         self._tokens = float(burst)
         self._last: float | None = None
@@ -170,10 +174,12 @@ class FloodControl:
         if self.rate <= 0:
             return Verdict.OK
         if same_read and self._block < self.paste_lines:
+            self.fresh = False
             self._block += 1
             verdict = self._block_verdict
             return Verdict.OK if verdict is Verdict.SLOW else verdict
         self._block = 1
+        self.fresh = True
         verdict = self._take(now)
         self._block_verdict = verdict
         return verdict

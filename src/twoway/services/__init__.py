@@ -66,8 +66,11 @@ def _peers(settings: Settings) -> Service:
 
 def _chat(settings: Settings) -> Service:
     from twoway.services.chat import build_chat
+    from twoway.services.chatmod import attach_moderation
 
-    return build_chat(settings)
+    service = build_chat(settings)
+    attach_moderation(service, settings)
+    return service
 
 
 def _check_chat(settings: Settings) -> None:

@@ -264,17 +264,21 @@ class ChatService(LineService):
             elif verdict is not Verdict.OK:
                 if verdict is Verdict.DROP:
                     self.stats.flood_drops += 1
-                    if self._batch:
-                        self._catch_up(client.cid, conn)
-                    conn.send_line("error: slow down (lines dropped)")
+                    if flood.fresh:  # once per message (a paste is dropped whole)
+                        if self._batch:
+                            self._catch_up(client.cid, conn)
+                        conn.send_line("error: slow down (lines dropped)")
                 else:
                     self.stats.flood_kicks += 1
                     self._kick(conn, "error: flooding, disconnecting", "flooding")
                 return
         mod = self.mod
-        if mod is not None and (line[:1] == "/" or client.cid in mod.watched):
-            if mod.line(conn, client.cid, line, now):
-                return
+        if (
+            mod is not None
+            and (line[:1] == "/" or client.cid in mod.watched)
+            and mod.line(conn, client.cid, line, now)
+        ):
+            return
         self.core_line(conn, line, now)
 
     def core_line(self, conn: Conn, line: str, now: float) -> None:
