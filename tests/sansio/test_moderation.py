@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import os
 
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from twoway.sansio.flood import FloodControl, Verdict
@@ -67,6 +67,7 @@ ADDRESSES = st.ip_addresses(v=4) | st.ip_addresses(v=6)
 @given(ADDRESSES, st.integers(0, 32))
 def test_a_cidr_mask_covers_exactly_its_network(addr: ipaddress.IPv4Address, bits: int) -> None:
     if addr.version == 6:
+        assume(addr.ipv4_mapped is None)  # written as IPv6, such a host is IPv4 (see below)
         bits *= 4
     net = ipaddress.ip_network(f"{addr}/{bits}", strict=False)
     mask = parse_mask(f"{addr}/{bits}")
