@@ -30,7 +30,7 @@ def _cert(d: Path, name: str) -> None:
             f"{name}.key",
             "-out",
             f"{name}.pem",
-        ],  # fmt: skip
+        ],
         cwd=d,
         check=True,
         capture_output=True,
