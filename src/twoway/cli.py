@@ -228,6 +228,35 @@ def check_config(file: str, service: str | None) -> None:
             click.echo(f"twoway: warning: {message}", err=True)
 
 
+@cli.command("hash-password")
+def hash_password_cmd() -> None:
+    """Print a password hash for the [operators] table of a config file (or --password).
+
+    The password is read from the terminal without echo (twice), or from the first line of
+    stdin when it is piped. It is never printed, only its scrypt hash.
+    """
+    import getpass
+
+    from twoway.sansio.moderation import hash_password
+
+    if sys.stdin.isatty():
+        try:
+            password = getpass.getpass("password: ")
+            again = getpass.getpass("again: ")
+        except (EOFError, KeyboardInterrupt):
+            _fail("no password given", EXIT_USAGE)
+            return
+        if password != again:
+            _fail("the passwords differ", EXIT_USAGE)
+            return
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        _fail("empty password", EXIT_USAGE)
+        return
+    click.echo(hash_password(password, os.urandom(16)))
+
+
 def _copt(*names: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """A ``connect`` option: its variable (``TWOWAY_CONNECT_<NAME>``) shown in ``--help``."""
     return click.option(*names, show_envvar=True, **kwargs)

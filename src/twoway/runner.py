@@ -455,10 +455,14 @@ async def _observed(
     from twoway.metrics.source import LocalSource
     from twoway.metrics.summary import stats_lines
 
+    from twoway.services.chat import ChatService
+
     source = LocalSource(server)
-    if settings.stats_public and hasattr(server.service, "stats_lines"):
+    chat = server.service
+    if isinstance(chat, ChatService):
         started = time.monotonic()
-        server.service.stats_lines = lambda: stats_lines(
+        chat.stats_public = settings.stats_public
+        chat.stats_lines = lambda: stats_lines(
             source.read(with_process=False), time.monotonic() - started
         )
     if metrics_sock is None and report is None:

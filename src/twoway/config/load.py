@@ -81,9 +81,13 @@ def load_settings(
         given.append((spec, source))
 
     file_service: str | None = None
+    operators: dict[str, str] = {}
     if config_file is not None:
         source = f"config file {config_file}"
         for key, raw in read_config_file(config_file).items():
+            if key == "operators":
+                operators = _operators(source, raw)
+                continue
             if key == "service":
                 if not isinstance(raw, str):
                     raise ConfigError(f"{source}: service = {raw!r}: not a string")
@@ -122,10 +126,27 @@ def load_settings(
                 continue  # overridden by a flag, which is refused below
             raise ConfigError(f"{source}: option {spec.key!r} does not apply to service {chosen!r}")
     _split_host(values, sources)
-    settings = Settings(service=chosen, sources=sources, notices=tuple(notices), **values)
+    settings = Settings(
+        service=chosen, sources=sources, notices=tuple(notices), operators=operators, **values
+    )
     if validate is not None:
         validate(settings)
     return settings
+
+
+def _operators(source: str, raw: Any) -> dict[str, str]:
+    """The ``[operators]`` table: name -> password hash or certificate fingerprint."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f'{source}: operators must be a table of NAME = "HASH"')
+    out: dict[str, str] = {}
+    for name, value in raw.items():
+        if not isinstance(value, str) or not value:
+            raise ConfigError(
+                f"{source}: operators.{name} = {value!r}: not a password hash "
+                "(twoway hash-password) or a certificate fingerprint"
+            )
+        out[name] = value
+    return out
 
 
 def _choose_service(

@@ -297,6 +297,39 @@ class Settings:
         minimum=1,
         metavar="LINES",
     )
+    # -- governance (chat): identity, server password, paste-aware flood control ------------
+    paste_lines: int = option(
+        "int",
+        20,
+        "lines of one read (a paste) that count as one chat message for flood control",
+        per_service=True,
+        minimum=1,
+        metavar="LINES",
+    )
+    join_rate: float = option(
+        "float",
+        0.0,
+        "chat connections per second from one address, after a burst of 10 (0: no limit)",
+        per_service=True,
+        minimum=0,
+        metavar="N",
+    )
+    identify_grace: float = option(
+        "duration",
+        30.0,
+        "seconds to /identify after taking a registered chat nick, before being renamed",
+        per_service=True,
+        minimum=0,
+        metavar="SECONDS",
+    )
+    password: str | None = option(
+        "str",
+        None,
+        "server password: a chat client's first line must be /pass PASSWORD "
+        "(plain text or a twoway hash-password hash)",
+        per_service=True,
+        metavar="PASSWORD",
+    )
     max_queued: int | None = option(
         "size",
         256 * 1024,
@@ -440,6 +473,10 @@ class Settings:
     #: ignored because its option does not apply, an unknown ``TWOWAY_*`` name. Config logs
     #: nothing itself (logging is not set up yet when it runs): the runner logs these.
     notices: tuple[tuple[int, str], ...] = field(default=(), compare=False)
+    #: The config file's ``[operators]`` table: operator name -> password hash (made by
+    #: ``twoway hash-password``) or TLS client certificate fingerprint (SHA-256 hex). Only a
+    #: file can declare operators (not a flag or a variable: they would show in ``ps``).
+    operators: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def describe(self, service_options: Collection[str] = ()) -> list[str]:
         """``key = value  # source`` lines, for ``twoway check-config``: every option that
@@ -450,6 +487,8 @@ class Settings:
             if spec.per_service and spec.key not in service_options:
                 continue
             value = getattr(self, spec.attr)
+            if spec.key == "password" and value:
+                value = "(hidden)"  # check-config output is shown and pasted: no secrets
             lines.append(
                 f"{spec.key} = {_toml_value(spec, value)}  "
                 f"# {self.sources.get(spec.key, 'default')}"

@@ -66,8 +66,11 @@ def _peers(settings: Settings) -> Service:
 
 def _chat(settings: Settings) -> Service:
     from twoway.services.chat import build_chat
+    from twoway.services.chatmod import attach_moderation
 
-    return build_chat(settings)
+    service = build_chat(settings)
+    attach_moderation(service, settings)
+    return service
 
 
 def _check_chat(settings: Settings) -> None:
@@ -123,6 +126,10 @@ _CHAT = (
     "flood-burst",
     "slow-grace",
     "stats-public",
+    "paste-lines",
+    "join-rate",
+    "identify-grace",
+    "password",
 )
 _DUMP = ("dir", "file", "lines", "fsync", "splice", "max-bytes")
 _FILE = ("path", "keep-open", "rate", "write-timeout")

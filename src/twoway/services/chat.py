@@ -28,13 +28,13 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twoway.bus import Backfill, Bus, BusEvent, LocalBus, Missed, NodeLost, Overflow, make_bus
 from twoway.config import Settings
 from twoway.errors import ConfigError, describe_oserror
 from twoway.net.service import LineService
-from twoway.sansio.bus import Hello, Lost, Received, RoomGap
+from twoway.sansio.bus import Hello, Lost, Moderated, Received, RecordSet, RoomGap
 from twoway.sansio.chat import (
     ChatCore,
     Close,
@@ -49,13 +49,13 @@ from twoway.sansio.chat import (
     is_command,
 )
 from twoway.sansio.chat.batch import RoomBatch
-from twoway.sansio.flood import FloodControl, Verdict
+from twoway.sansio.flood import DEFAULT_PASTE_LINES, FloodControl, Verdict
 from twoway.sansio.text import escape_controls
 
 if TYPE_CHECKING:
     from twoway.net.conn import Conn, Listening
 
-__all__ = ["ChatService", "ChatStats", "build_chat"]
+__all__ = ["ChatService", "ChatStats", "Moderator", "build_chat"]
 
 log = logging.getLogger("twoway.chat")
 
@@ -69,14 +69,45 @@ class ChatStats:
     flood_kicks: int = 0
     #: Notices sent to members that messages from other servers may have been missed.
     gap_notices: int = 0
+    flood_slowed: int = 0
+
+
+class Moderator(Protocol):
+    """What the chat asks its moderation (:mod:`twoway.services.chatmod`), if it has one."""
+
+    #: Client ids whose plain lines moderation must see (muted, or not past /pass yet).
+    watched: set[int]
+
+    def admit(self, conn: Conn, cid: int) -> bool:
+        """A client connected: False if moderation took it (refused, or waiting for
+        ``/pass``); True to let it into the chat now."""
+
+    def joined(self, conn: Conn, cid: int) -> None:
+        """The client is in the chat (after :meth:`ChatCore.connect`)."""
+
+    def line(self, conn: Conn, cid: int, line: str, now: float) -> bool:
+        """A command, or a line of a watched client: True if moderation handled it."""
+
+    def left(self, cid: int) -> None:
+        """The client is gone."""
+
+    def bus_item(self, item: Moderated | RecordSet) -> None:
+        """A moderation item another server published."""
+
+    def is_operator(self, cid: int) -> bool:
+        """Whether ``cid`` is an operator."""
 
 
 class _Client:
-    __slots__ = ("cid", "flood")
+    __slots__ = ("cid", "flood", "paused", "read_mark")
 
     def __init__(self, cid: int, flood: FloodControl | None) -> None:
         self.cid = cid
         self.flood = flood
+        # bytes_read when the last line was seen: lines that see the same value arrived in
+        # one read (a paste, for flood control).
+        self.read_mark = -1
+        self.paused = False  # reading paused by flood control (fakelag)
 
 
 # Client ids: the low 32 bits count this server's connections, the bits above are its node.
@@ -115,6 +146,8 @@ class ChatService(LineService):
         flood_rate: float = 5.0,
         flood_burst: int = 10,
         bus: Bus | None = None,
+        paste_lines: int = DEFAULT_PASTE_LINES,
+        mod: Moderator | None = None,
     ) -> None:
         self.bus: Bus = bus if bus is not None else LocalBus()
         if core is None:
@@ -124,10 +157,15 @@ class ChatService(LineService):
         self.core = core
         self.flood_rate = flood_rate
         self.flood_burst = flood_burst
+        self.paste_lines = paste_lines
+        #: Moderation (identity, operators, bans, mutes), if any: see Moderator.
+        self.mod = mod
         self.stats = ChatStats()
-        #: ``/stats``: when set (by the process, with ``--stats-public``), the lines it
-        #: answers with; when None, ``/stats`` is an unknown command like any other.
+        #: ``/stats``: when set (by the process), the lines it answers with, for operators
+        #: and, with ``stats_public`` (``--stats-public``), for everyone; when None,
+        #: ``/stats`` is an unknown command like any other.
         self.stats_lines: Callable[[], list[str]] | None = None
+        self.stats_public = False
         self.server: Listening | None = None
         self._conns: dict[int, Conn] = {}
         self._next_cid = 0
@@ -172,6 +210,8 @@ class ChatService(LineService):
             TopicSet: self._topic_set,
             Hello: self._hello,
             Lost: self._lost,
+            Moderated: self._moderated,
+            RecordSet: self._moderated,
         }
 
     async def on_start(self, server: Listening) -> None:
@@ -204,13 +244,31 @@ class ChatService(LineService):
             return  # welcomed once a block of guest numbers is reserved
         self._next_cid += 1
         cid = self._node_bits | (self._next_cid & _LOCAL_IDS)
-        flood = FloodControl(self.flood_rate, self.flood_burst) if self.flood_rate > 0 else None
+        flood = None
+        if self.flood_rate > 0:
+            # Slowing (fakelag) for up to a burst's worth of messages before dropping any.
+            flood = FloodControl(
+                self.flood_rate,
+                self.flood_burst,
+                paste_lines=self.paste_lines,
+                lag=self.flood_burst,
+            )
         conn.state = _Client(cid, flood)
         self._conns[cid] = conn
+        mod = self.mod
+        if mod is not None and not mod.admit(conn, cid):
+            return  # refused (closed), or waiting for /pass: not in the chat (yet)
+        self.enter_chat(conn, cid)
+
+    def enter_chat(self, conn: Conn, cid: int) -> None:
+        """Put the connected client ``cid`` into the chat (the lobby): at once, or after
+        moderation admitted it (``/pass``)."""
         effects = self.core.connect(cid, self._now(), conn.peer)
         if self._batch:
             self._moved(cid, None, None, self.core.lobby)
         self._apply_presence(effects)
+        if self.mod is not None:
+            self.mod.joined(conn, cid)
 
     # ------------------------------------------------------------------ guest numbers
 
@@ -261,13 +319,19 @@ class ChatService(LineService):
         flood = client.flood
         now = self._now()
         if flood is not None:
-            verdict = flood.check(now)
-            if verdict is not Verdict.OK:
+            mark = conn.bytes_read
+            same_read = mark == client.read_mark
+            client.read_mark = mark
+            verdict = flood.check(now, same_read)
+            if verdict is Verdict.SLOW:
+                self._slow_down(conn, client, flood.delay)
+            elif verdict is not Verdict.OK:
                 if verdict is Verdict.DROP:
                     self.stats.flood_drops += 1
-                    if self._batch:
-                        self._catch_up(client.cid, conn)
-                    conn.send_line("error: slow down")
+                    if flood.fresh:  # once per message (a paste is dropped whole)
+                        if self._batch:
+                            self._catch_up(client.cid, conn)
+                        conn.send_line("error: slow down (lines dropped)")
                 else:
                     self.stats.flood_kicks += 1
                     self._kick(conn, "error: flooding, disconnecting", "flooding")
@@ -275,9 +339,25 @@ class ChatService(LineService):
         if self.stats_lines is not None and line.strip().lower() == "/stats":
             if self._batch:
                 self._catch_up(client.cid, conn)
-            for text in self.stats_lines():
-                conn.send_line(text)
+            mod = self.mod
+            if self.stats_public or (mod is not None and mod.is_operator(client.cid)):
+                for text in self.stats_lines():
+                    conn.send_line(text)
+            else:
+                conn.send_line("error: not permitted")
             return
+        mod = self.mod
+        if (
+            mod is not None
+            and (line[:1] == "/" or client.cid in mod.watched)
+            and mod.line(conn, client.cid, line, now)
+        ):
+            return
+        self.core_line(conn, line, now)
+
+    def core_line(self, conn: Conn, line: str, now: float) -> None:
+        """Hand ``line`` of ``conn``'s client to the chat core and carry out the effects."""
+        client: _Client = conn.state
         core = self.core
         if self._batch and is_command(line):
             # A command may take the client out of its room: it first gets what was queued
@@ -291,6 +371,43 @@ class ChatService(LineService):
             self.apply(effects)
             return
         self.apply(core.line(client.cid, line, now))
+
+    def _slow_down(self, conn: Conn, client: _Client, delay: float) -> None:
+        """Fakelag: stop reading from ``conn`` for ``delay`` seconds (its kernel buffer, then
+        its sender, wait meanwhile); the line itself is delivered."""
+        self.stats.flood_slowed += 1
+        if client.paused:
+            return
+        client.paused = True
+        conn.pause_reading()
+        loop = self._loop or asyncio.get_running_loop()
+        loop.call_later(delay, self._resume, conn, client)
+
+    def _resume(self, conn: Conn, client: _Client) -> None:
+        client.paused = False
+        if not conn.is_closing:
+            conn.resume_reading()
+
+    def is_operator(self, cid: int) -> bool:
+        """Whether the client ``cid`` is an operator (``/oper``): for ``/stats`` and such."""
+        return self.mod is not None and self.mod.is_operator(cid)
+
+    def conn_of(self, cid: int) -> Conn | None:
+        """The connection of the local client ``cid``, or None."""
+        return self._conns.get(cid)
+
+    def kick(self, cid: int, notice: str, reason: str) -> bool:
+        """Disconnect the local client ``cid`` after one last ``notice`` line; its room reads
+        ``*** nick left #room (reason)``. False if there is no such client."""
+        conn = self._conns.get(cid)
+        if conn is None:
+            return False
+        self._kick(conn, notice, reason)
+        return True
+
+    def local_cids(self) -> list[int]:
+        """The ids of the clients connected to this server (in the chat or not yet)."""
+        return list(self._conns)
 
     def on_idle(self, conn: Conn) -> None:
         notice = f"error: idle for {conn.options.idle_timeout:g} s, disconnecting"
@@ -313,6 +430,8 @@ class ChatService(LineService):
         else:
             reason = "closed"
         # The connection is gone: nothing queued for it can be delivered, so no catch-up.
+        if self.mod is not None:
+            self.mod.left(client.cid)
         self._apply_presence(self.core.disconnect(client.cid, reason))
 
     def _kick(
@@ -346,6 +465,8 @@ class ChatService(LineService):
 
     def _depart(self, cid: int, reason: str) -> None:
         # The client had its lines before its last notice (see _kick): none since.
+        if self.mod is not None:
+            self.mod.left(cid)
         self._apply_presence(self.core.disconnect(cid, reason))
 
     # ------------------------------------------------------------------ effects
@@ -369,6 +490,8 @@ class ChatService(LineService):
     def _close(self, effect: Close) -> None:
         conn = self._conns.pop(effect.cid, None)
         if conn is not None:
+            if self.mod is not None:
+                self.mod.left(effect.cid)
             conn.close(reason=effect.reason)
 
     def _log(self, effect: Log) -> None:
@@ -531,6 +654,11 @@ class ChatService(LineService):
     def _topic_set(self, node: int, item: TopicSet) -> list[Effect]:
         return self.core.remote_topic(item.room, item.topic, item.nick)
 
+    def _moderated(self, node: int, item: Moderated | RecordSet) -> list[Effect]:
+        if self.mod is not None:
+            self.mod.bus_item(item)
+        return []
+
     def _hello(self, node: int, item: Hello) -> list[Effect]:
         return self.core.remote_snapshot(node, item.members, item.topics)
 
@@ -602,5 +730,9 @@ def build_chat(settings: Settings) -> ChatService:
         cluster=bus.cluster,
     )
     return ChatService(
-        core, flood_rate=settings.flood_rate, flood_burst=settings.flood_burst, bus=bus
+        core,
+        flood_rate=settings.flood_rate,
+        flood_burst=settings.flood_burst,
+        bus=bus,
+        paste_lines=settings.paste_lines,
     )

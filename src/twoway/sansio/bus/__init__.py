@@ -37,7 +37,17 @@ from twoway.sansio.bus.events import (
     Unknown,
 )
 from twoway.sansio.bus.inbox import Inbox, RawEntry, Reading, backfill
-from twoway.sansio.bus.items import USER_KINDS, Ask, Bye, Heartbeat, Hello, Item, Lost
+from twoway.sansio.bus.items import (
+    USER_KINDS,
+    Ask,
+    Bye,
+    Heartbeat,
+    Hello,
+    Item,
+    Lost,
+    Moderated,
+    RecordSet,
+)
 from twoway.sansio.bus.outbox import Batch, Outbox
 
 __all__ = [
@@ -55,6 +65,7 @@ __all__ = [
     "Item",
     "Lost",
     "Missed",
+    "Moderated",
     "NodeGap",
     "NodeLost",
     "Outbox",
@@ -62,6 +73,7 @@ __all__ = [
     "RawEntry",
     "Reading",
     "Received",
+    "RecordSet",
     "RoomGap",
     "Unknown",
     "backfill",

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twoway.errors import BusProtocolError
-from twoway.sansio.bus.items import Ask, Bye, Heartbeat, Hello, Item, Lost
+from twoway.sansio.bus.items import Ask, Bye, Heartbeat, Hello, Item, Lost, Moderated, RecordSet
 from twoway.sansio.chat import Gone, Presence, Said, Send, TopicSet
 
 __all__ = [
@@ -79,6 +79,14 @@ def _lost(i: Lost) -> list[Any]:
     return ["lost", [list(r) for r in i.rooms]]
 
 
+def _moderated(i: Moderated) -> list[Any]:
+    return ["mod", i.action, i.mask, i.until, i.reason, i.by]
+
+
+def _record(i: RecordSet) -> list[Any]:
+    return ["record", i.kind, i.key, i.value]
+
+
 # Each kind's encoder, by type (every value takes exactly its key's type).
 _ENCODERS: dict[type, Callable[[Any], list[Any]]] = {
     Said: _said,
@@ -89,6 +97,8 @@ _ENCODERS: dict[type, Callable[[Any], list[Any]]] = {
     Hello: _hello_out,
     Ask: _ask,
     Lost: _lost,
+    Moderated: _moderated,
+    RecordSet: _record,
     Heartbeat: lambda _: ["heartbeat"],
     Bye: lambda _: ["bye"],
 }
@@ -154,6 +164,8 @@ _SIZES: dict[type, Callable[[Any], int]] = {
     Send: _send_size,
     TopicSet: _topic_size,
     Hello: _hello_size,
+    Moderated: lambda i: len(i.mask) + len(i.reason) + len(i.by) + 48,
+    RecordSet: lambda i: len(i.kind) + len(i.key) + len(i.value) + 32,
 }
 
 
@@ -178,6 +190,14 @@ def _int(v: Any) -> int:
     return v
 
 
+def _until(v: Any) -> float | None:
+    if v is None:
+        return None
+    if type(v) not in (int, float):
+        raise BusProtocolError(f"expected a number or null, got {v!r:.40}")
+    return float(v)
+
+
 def _list(v: Any) -> list[Any]:
     if type(v) is not list:
         raise BusProtocolError(f"expected an array, got {v!r:.40}")
@@ -199,6 +219,8 @@ _DECODERS: dict[str, Callable[[list[Any]], Item]] = {
     "hello": _hello_in,
     "ask": lambda a: Ask(_int(a[1])),
     "lost": lambda a: Lost(tuple((_str(r[0]), _int(r[1])) for r in map(_list, _list(a[1])))),
+    "mod": lambda a: Moderated(_str(a[1]), _str(a[2]), _until(a[3]), _str(a[4]), _str(a[5])),
+    "record": lambda a: RecordSet(_str(a[1]), _str(a[2]), _str(a[3])),
     "heartbeat": lambda a: _HEARTBEAT,
     "bye": lambda a: _BYE,
 }

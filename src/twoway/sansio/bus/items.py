@@ -6,7 +6,9 @@ the chat effects :class:`~twoway.sansio.chat.Presence`, :class:`~twoway.sansio.c
 :class:`~twoway.sansio.chat.Send` (a private message to a client of another node), plus the
 bus's own :class:`Hello` (the complete state of a node), :class:`Ask` (please publish your
 Hello), :class:`Lost` (lines that could not be published), :class:`Heartbeat` and
-:class:`Bye`.
+:class:`Bye`; and for moderation, :class:`Moderated` (a ban, mute or kick every node applies
+to its own clients) and :class:`RecordSet` (a durable record changed: an account, a room's
+owner). A node that does not know a kind skips it (see the codec).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ __all__ = [
     "Hello",
     "Item",
     "Lost",
+    "Moderated",
+    "RecordSet",
 ]
 
 
@@ -61,8 +65,47 @@ class Bye:
     """The node is stopping: forget it now rather than after its silence."""
 
 
-Item = Presence | Gone | Said | TopicSet | Send | Hello | Ask | Lost | Heartbeat | Bye
+@dataclass(frozen=True, slots=True)
+class Moderated:
+    """A moderation action for every node to apply to its own clients: ``action`` is
+    ``ban``, ``unban``, ``mute``, ``unmute`` or ``kick``; ``mask`` says whom (see
+    :mod:`twoway.sansio.moderation.masks`); ``until`` is a wall-clock expiry (None: none);
+    ``reason`` and ``by`` are what the people concerned read."""
+
+    action: str
+    mask: str
+    until: float | None
+    reason: str
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordSet:
+    """A durable record changed: ``kind`` (``account``, ``owner``...), ``key`` and ``value``
+    as JSON text (``""``: deleted). Every node keeps its own copy."""
+
+    kind: str
+    key: str
+    value: str
+
+
+Item = (
+    Presence
+    | Gone
+    | Said
+    | TopicSet
+    | Send
+    | Hello
+    | Ask
+    | Lost
+    | Heartbeat
+    | Bye
+    | Moderated
+    | RecordSet
+)
 
 #: The chat's items: what counts as a "message" in logs and for the buffer limit. The bus's
 #: own (Hello, Ask, Lost, Heartbeat, Bye) are never dropped nor counted.
-USER_KINDS: frozenset[type] = frozenset({Said, Send, TopicSet, Presence, Gone})
+USER_KINDS: frozenset[type] = frozenset(
+    {Said, Send, TopicSet, Presence, Gone, Moderated, RecordSet}
+)

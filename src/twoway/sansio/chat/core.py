@@ -172,6 +172,43 @@ class ChatCore:
         included."""
         return self._state.histories.used
 
+    # -- for moderation (twoway.services.chatmod) -------------------------------------------
+
+    def known_nicks(self) -> list[tuple[int, str]]:
+        """``(cid, nick)`` of every client known, here and on other servers (one holder per
+        remote nick): what a new nick must not look like."""
+        out = [(c.cid, c.nick) for c in self._state.clients.values()]
+        out += [(h[0].cid, h[0].nick) for h in self._state.remote.nicks.values()]
+        return out
+
+    def cid_of(self, nick: str) -> int | None:
+        """The id of the client called ``nick`` (any case), here or on another server."""
+        key = nick.lower() if nick.isascii() else ""
+        member = self._state.nicks.get(key)
+        if member is not None:
+            return member.cid
+        holders = self._state.remote.nicks.get(key)
+        return None if holders is None else holders[0].cid
+
+    def has_room(self, name: str) -> bool:
+        """Whether the room ``name`` (exact, as in effects) exists."""
+        return name in self._state.rooms
+
+    def address_of(self, cid: int) -> str | None:
+        """The address ``cid`` connected from (as given to :meth:`connect`), or None."""
+        c = self._state.clients.get(cid)
+        return None if c is None else c.address
+
+    def force_guest(self, cid: int, why: str) -> list[Effect]:
+        """Rename ``cid`` to its guest nick, telling it ``*** why: you are now guestN`` (a
+        registered nick taken without identifying, a nick whose owner claimed it)."""
+        member = self._state.clients.get(cid)
+        if member is None:
+            return []
+        out: list[Effect] = []
+        self._state.lose_nick(member, out, why)
+        return out
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def connect(self, cid: int, now: float, address: str = "") -> list[Effect]:

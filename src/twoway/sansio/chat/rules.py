@@ -54,6 +54,19 @@ HELP = (
     "*** /quit [reason]    leave (typing quit does the same)",
     "*** //text            send a message that starts with /",
     "*** /help             this list",
+    "*** /register PASSWORD [--cert]  reserve your nick (--cert: your TLS certificate too)",
+    "*** /identify PASSWORD           prove a registered nick is yours (or /nick NAME PASSWORD)",
+    "*** /password OLD NEW            change your password",
+    "*** /unregister                  free your registered nick",
+    "*** /pass PASSWORD               the server password (first line, when the server has one)",
+    "*** /oper NAME [PASSWORD]        become an operator",
+    "*** /kick NICK [reason]          disconnect someone (operators; room owners: to the lobby)",
+    "*** /ban MASK [DURATION] [reason]  ban a nick, account, IP or CIDR (10m, 2h, 7d...)",
+    "*** /unban MASK                  lift a ban",
+    "*** /banned                      list the bans",
+    "*** /mute NICK [DURATION] [reason]  silence someone (operators, room owners)",
+    "*** /unmute NICK                 let them speak again",
+    "*** /topic lock|unlock           only the owner and operators may set the topic",
 )
 
 

@@ -189,9 +189,10 @@ class ChatState:
         self.nicks[member.key] = member
         self.counters.nick_changes += 1
 
-    def lose_nick(self, member: Member, out: list[Effect]) -> None:
-        """``member``'s nick went to a client of another server with a lower id: it takes
-        its guest nick back (or a new guest number if that one is taken meanwhile)."""
+    def lose_nick(self, member: Member, out: list[Effect], why: str = "nick collision") -> None:
+        """``member``'s nick went to a client of another server with a lower id (or ``why``
+        else): it takes its guest nick back (or a new guest number if that one is taken
+        meanwhile)."""
         old = member.nick
         nick = f"guest{member.guest}"
         if nick in self.nicks or nick in self.remote.nicks:
@@ -201,9 +202,9 @@ class ChatState:
             nick = f"guest{n}"
         self.rename(member, nick)
         room = member.room.name
-        out.append(Send(member.cid, f"{NOTICE}nick collision: you are now {nick}"))
+        out.append(Send(member.cid, f"{NOTICE}{why}: you are now {nick}"))
         out.append(ToRoom(room, f"{NOTICE}{old} is now known as {nick}", member.cid))
-        out.append(Log(f"nick collision: {old} is now known as {nick}"))
+        out.append(Log(f"{why}: {old} is now known as {nick}"))
         if self.cluster:
             out.append(Presence(member.cid, nick, room))
 
