@@ -16,7 +16,7 @@ import resource
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from twoway.errors import describe_oserror
@@ -30,6 +30,7 @@ from twoway.net.service import Framing, Service
 
 if TYPE_CHECKING:  # `import twoway` must not load the CLI's option table
     from twoway.config import Settings
+    from twoway.net.ws import WsGateway
 
 __all__ = [
     "FD_RESERVE",
@@ -183,8 +184,12 @@ async def run_server(
     name: str = "twoway",
     tag: str = "",
     reload: Callable[[], None] | None = None,
+    gateways: Sequence[WsGateway] = (),
 ) -> int:
     """Start ``server``, log the ready line, serve until a stop signal, shut down gracefully.
+
+    ``gateways`` (``--ws``) start after the server, each with its own ready line, and stop
+    accepting before it shuts down (their connections are the server's: it ends them).
 
     SIGINT, SIGTERM and SIGQUIT start a shutdown that lasts at most ``grace`` seconds; a
     second one aborts every connection at once. SIGHUP calls ``reload`` (it logs what it did
@@ -243,8 +248,28 @@ async def run_server(
                 describe_limits(server),
                 extra=_ready_fields(server, host, port),
             )
+        for gateway in gateways:
+            try:
+                await gateway.start()
+            except BaseException:
+                await server.shutdown(0)
+                raise
+            for host, port in gateway.addresses:
+                where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                plog.info(
+                    "%s %s WebSocket gateway on %s://%s/ (the web chat page at /)",
+                    name,
+                    server.service.name,
+                    gateway.scheme,
+                    where,
+                    extra={"event": "listening_ws", "host": host, "port": port},
+                )
         await stop.wait()
+        for gateway in gateways:
+            gateway.close()
         await server.shutdown(grace)
+        for gateway in gateways:
+            await gateway.wait_closed()
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)
@@ -322,7 +347,9 @@ def serve_settings(
     max_conns = _fit_logged(settings.max_conns, limit)
 
     from twoway.frontdoor import FrontDoor
+    from twoway.wsgate import check_ws
 
+    check_ws(settings)
     door = FrontDoor(settings)  # a bad certificate or network: ConfigError before any worker
 
     def serve_one(index: int | None, port: int) -> int:
@@ -341,9 +368,20 @@ def serve_settings(
         tag += door.describe()
         if index is not None:
             log_context(worker=index + 1)
+        gateways = []
+        if settings.ws is not None:
+            from twoway.wsgate import build_gateway
+
+            gateways.append(build_gateway(settings, server, door))
         with asyncio.Runner(loop_factory=loop_factory(loop_name)) as runner:
             return runner.run(
-                run_server(server, settings.grace, tag=tag, reload=lambda: door.reload(server))
+                run_server(
+                    server,
+                    settings.grace,
+                    tag=tag,
+                    reload=lambda: door.reload(server),
+                    gateways=gateways,
+                )
             )
 
     if settings.workers > 1:
