@@ -157,6 +157,7 @@ class WsConnection(asyncio.Protocol):
         "_closing",
         "_drainers",
         "_fragments",
+        "_going_away",
         "_hs_timer",
         "_lost",
         "_message",
@@ -214,6 +215,7 @@ class WsConnection(asyncio.Protocol):
         self._lost: asyncio.Future[None] | None = None
         self._message: bytearray | None = None  # the fragments of a message so far
         self._fragments = 0
+        self._going_away = False  # the server is shutting down: close with 1001
         self._traffic = 0  # messages in and out: what the idle timeout watches
         self._seen = 0
         self._seen_at = 0.0
@@ -283,8 +285,10 @@ class WsConnection(asyncio.Protocol):
         if self.remote_address is None:  # preset by the TLS acceptor
             self.remote_address = transport.get_extra_info("peername")
         registry = cfg.registry
+        # The access rules first: a refused address costs no handshake. A full server is
+        # told after the handshake (admit), so the page can show "error: server full".
         if not self._screened and not (
-            registry.has_room(self.remote_address) and registry.permits(self.remote_address)
+            registry.accepting and registry.permits(self.remote_address)
         ):
             self._closing = True
             transport.abort()
@@ -309,6 +313,9 @@ class WsConnection(asyncio.Protocol):
         events = proto.events_received()
         if events:
             self._call(self._handle, events)
+        if proto.parser_exc is not None:
+            if self.close_reason is None:
+                self._protocol_failed(proto.parser_exc)
         elif proto.handshake_exc is not None and not self._closing:
             self._closing = True
             self._cfg.log_refusal(self.remote_address, "not an HTTP request")
@@ -372,9 +379,6 @@ class WsConnection(asyncio.Protocol):
                 self._frame(event)
             elif isinstance(event, Request):
                 self._request(event)
-        proto = self._proto
-        if proto is not None and proto.parser_exc is not None and not self._closing:
-            self._protocol_failed(proto.parser_exc)
 
     def _request(self, request: Request) -> None:
         proto = self._proto
@@ -640,6 +644,8 @@ class WsConnection(asyncio.Protocol):
         proto = self._proto
         if proto is not None and proto.state is State.OPEN:
             code = _CLOSE_CODES.get(self.close_reason or "", CloseCode.NORMAL_CLOSURE)
+            if self._going_away:
+                code = CloseCode.GOING_AWAY
             proto.send_close(code, (self.close_reason or "")[:120])
             self._send_pending()
         elif self.transport is not None:
@@ -676,6 +682,7 @@ class WsConnection(asyncio.Protocol):
     def notify_shutdown(self, reason: str) -> None:
         """The server is shutting down: the service's ``on_shutdown`` (the reason, then
         close with 1001), as for a TCP connection."""
+        self._going_away = True
         if self._started:
             self._call(lambda conn: self.service.on_shutdown(conn, reason))
         else:
