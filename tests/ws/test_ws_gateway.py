@@ -246,6 +246,7 @@ def test_idle_timeout_and_pings(servers: list[CliServer]) -> None:
     with RawWs(port) as ws:
         ws.expect("error: idle for 0.6 s, disconnecting", timeout=5 * UNIT)
         assert ws.expect_close()[0] == 1008
+    assert server.count("no pong") == 0
     # A client that never answers a ping is closed at the next one.
     server2, port2 = start_ws(servers, "chat", "--ws-ping", "0.3")
     with RawWs(port2) as ws:
