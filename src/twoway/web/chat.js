@@ -328,6 +328,12 @@
       return;
     }
     if (/^(\/quit\b|quit$)/i.test(text)) quitting = true;
+    // The server sends a message to everyone else in the room: show ours here.
+    if (!text.startsWith('/') || text.startsWith('//')) {
+      if (!/^quit$/i.test(text)) addLine(`${me}: ${text.replace(/^\/\//, '/')}`);
+    } else if (/^\/me \S/i.test(text)) {
+      addLine(`* ${me} ${text.slice(4)}`);
+    }
     sent.push(text);
     if (sent.length > 100) sent.shift();
     sentIndex = sent.length;
