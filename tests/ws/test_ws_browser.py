@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from helpers import UNIT, CliServer
 
 from .wskit import RawWs, free_port, start_ws
@@ -52,9 +53,7 @@ class Tab:
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.dialogs: list[str] = []
-        self.page.on(
-            "console", lambda m: self.errors.append(m.text) if m.type == "error" else None
-        )
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
         self.page.on("dialog", self._dialog)
         self.page.goto(f"http://127.0.0.1:{port}/")
@@ -173,7 +172,7 @@ def test_html_from_nc_is_shown_as_text(
     tabs.append(tab)
     attacks = [
         "<script>window.__pwned = 1; alert('script')</script>",
-        '<img src=x onerror="window.__pwned = 2; alert(\'img\')">',
+        "<img src=x onerror=\"window.__pwned = 2; alert('img')\">",
         "<b onmouseover=alert(3)>bold</b> &amp; &lt;",
     ]
     with nc_client(server.port) as nc:
