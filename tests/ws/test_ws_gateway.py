@@ -305,3 +305,41 @@ def test_wss_with_the_servers_certificate(servers: list[CliServer], tmp_path: Pa
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         s.recv(100)
     server.wait_for("TLS handshake failed")
+
+
+def test_ws_from_the_environment_and_toml(servers: list[CliServer], tmp_path: Path) -> None:
+    from helpers import serve_args
+
+    from .wskit import WS_READY
+
+    server = CliServer(serve_args("upper", port=0), env={"TWOWAY_WS": "127.0.0.1:0"})
+    servers.append(server)
+    server.wait_ready()
+    with RawWs(int(server.wait_for(WS_READY).group(3))) as ws:
+        ws.send_text("env")
+        ws.expect('You said "ENV"')
+    conf = tmp_path / "twoway.toml"
+    conf.write_text('ws = ":0"\nws-origin = ["https://a.example"]\n')
+    server = CliServer(serve_args("chat", "--config", str(conf), port=0))
+    servers.append(server)
+    server.wait_ready()
+    port = int(server.wait_for(WS_READY).group(3))
+    with RawWs(port, origin="https://a.example") as ws:
+        ws.expect("type /help")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ws", "nonsense"], "--ws 'nonsense': expected HOST:PORT"),
+        (["--ws-origin", "https://a.example"], "--ws-origin needs --ws HOST:PORT"),
+        (["--ws", ":0", "--ws-origin", "a.example/x"], "is not an origin"),
+        (["--ws", ":0", "--workers", "2", "--bus", "redis://127.0.0.1:1/0"], "--workers"),
+    ],
+)
+def test_ws_mistakes_are_one_line(args: list[str], message: str) -> None:
+    from helpers import run_cli
+
+    out = run_cli("serve", "chat", "--port", "0", *args)
+    assert out.returncode != 0 and message in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
