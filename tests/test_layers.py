@@ -21,6 +21,7 @@ ALLOWED: list[tuple[str, set[str]]] = [
     ("twoway.net", {"twoway.errors", "twoway.sansio"}),
     ("twoway.bus", {"twoway.errors", "twoway.sansio"}),
     ("twoway.tls", {"twoway.errors"}),
+    ("twoway.web", set()),
     ("twoway.store", {"twoway.errors", "twoway.sansio"}),
     ("twoway.logs", {"twoway.errors"}),
     ("twoway.loops", {"twoway.errors"}),

@@ -18,7 +18,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ from twoway.transfers import show_transfers, wanted
 if TYPE_CHECKING:  # `import twoway` must not load the CLI's option table
     from twoway.config import Settings
     from twoway.metrics.workers import EndpointThread
+    from twoway.net.ws import WsGateway
 
 __all__ = [
     "FD_RESERVE",
@@ -193,10 +194,14 @@ async def run_server(
     tag: str = "",
     reload: Callable[[], None] | None = None,
     progress: bool = False,
+    gateways: Sequence[WsGateway] = (),
 ) -> int:
     """Start ``server``, log the ready line, serve until a stop signal, shut down gracefully.
     With ``progress``, a service that reports it shows its transfers on a terminal (see
     :mod:`twoway.transfers`).
+
+    ``gateways`` (``--ws``) start after the server, each with its own ready line, and stop
+    accepting before it shuts down (their connections are the server's: it ends them).
 
     SIGINT, SIGTERM and SIGQUIT start a shutdown that lasts at most ``grace`` seconds; a
     second one aborts every connection at once. SIGHUP calls ``reload`` (it logs what it did
@@ -261,8 +266,28 @@ async def run_server(
         watch = wanted(server.service) if progress else None
         if watch is not None:
             bars = loop.create_task(show_transfers(server, watch))
+        for gateway in gateways:
+            try:
+                await gateway.start()
+            except BaseException:
+                await server.shutdown(0)
+                raise
+            for host, port in gateway.addresses:
+                where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                plog.info(
+                    "%s %s WebSocket gateway on %s://%s/ (the web chat page at /)",
+                    name,
+                    server.service.name,
+                    gateway.scheme,
+                    where,
+                    extra={"event": "listening_ws", "host": host, "port": port},
+                )
         await stop.wait()
+        for gateway in gateways:
+            gateway.close()
         await server.shutdown(grace)
+        for gateway in gateways:
+            await gateway.wait_closed()
     finally:
         if bars is not None:
             bars.cancel()
@@ -351,7 +376,9 @@ def serve_settings(
     max_conns = _fit_logged(settings.max_conns, limit)
 
     from twoway.frontdoor import FrontDoor
+    from twoway.wsgate import check_ws
 
+    check_ws(settings)
     door = FrontDoor(settings)  # a bad certificate or network: ConfigError before any worker
     metrics_sock = None
     if settings.metrics is not None:
@@ -394,12 +421,18 @@ def serve_settings(
             from twoway.metrics.workers import socket_path
 
             report = socket_path(report_dir, index)
+        gateways = []
+        if settings.ws is not None:
+            from twoway.wsgate import build_gateway
+
+            gateways.append(build_gateway(settings, server, door))
         main = run_server(
             server,
             settings.grace,
             tag=tag,
             reload=lambda: door.reload(server),
             progress=index is None,  # workers would draw over each other
+            gateways=gateways,
         )
         with asyncio.Runner(loop_factory=loop_factory(loop_name)) as runner:
             return runner.run(
@@ -454,7 +487,6 @@ async def _observed(
     (``--workers`` with ``--metrics``), and chat's ``/stats`` with ``--stats-public``."""
     from twoway.metrics.source import LocalSource
     from twoway.metrics.summary import stats_lines
-
     from twoway.services.chat import ChatService
 
     source = LocalSource(server)

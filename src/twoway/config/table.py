@@ -467,6 +467,33 @@ class Settings:
         zero_disables=True,
         metavar="BYTES",
     )
+    # -- the WebSocket gateway (issue 18) -------------------------------------------------
+    ws: str | None = option(
+        "str",
+        None,
+        "also serve WebSocket clients, and the web chat page at /, on HOST:PORT (a text "
+        "message is a line; wss:// with --tls-cert)",
+        per_service=True,
+        metavar="HOST:PORT",
+    )
+    ws_origin: tuple[str, ...] = option(
+        "list",
+        (),
+        "web pages of other sites allowed to open a WebSocket, scheme://host[:port] "
+        "(repeatable; * for any); the gateway's own page always may",
+        per_service=True,
+        metavar="ORIGIN",
+    )
+    ws_ping: float | None = option(
+        "duration",
+        20.0,
+        "ping WebSocket clients this often; one that has not answered by the next ping is "
+        "closed (0: never)",
+        per_service=True,
+        minimum=0,
+        zero_disables=True,
+        metavar="SECONDS",
+    )
     #: Where each value came from (``default``, ``config file X``, ``environment``, ``flag``).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     #: What loading noticed but did not refuse, as ``(logging level, message)``: a variable

@@ -114,7 +114,8 @@ def _file(settings: Settings) -> Service:
 # slow-grace is for the services whose replies can pile up for a peer that does not read:
 # not echo (it stops reading such a peer, holding one read), dump (it sends nothing) or file
 # (a slow reader of a large file is a normal client).
-_FRAMED = ("framing", "slow-grace", "line-timeout")
+_WS = ("ws", "ws-origin", "ws-ping")
+_FRAMED = ("framing", "slow-grace", "line-timeout", *_WS)
 _CHAT = (
     "line-timeout",
     "bus",
@@ -130,6 +131,7 @@ _CHAT = (
     "join-rate",
     "identify-grace",
     "password",
+    *_WS,
 )
 _DUMP = ("dir", "file", "lines", "fsync", "splice", "max-bytes")
 _FILE = ("path", "keep-open", "rate", "write-timeout")
