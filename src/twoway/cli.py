@@ -234,7 +234,7 @@ def _copt(*names: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
     "connect",
     context_settings={"show_default": True, "auto_envvar_prefix": CONNECT_ENV},
 )
-@click.argument("host")
+@click.argument("host", required=False)
 @click.argument("port", required=False)
 @_copt(
     "--send",
@@ -316,6 +316,25 @@ def _copt(*names: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
 )
 @click.option("-4", "ipv4", is_flag=True, help="IPv4 only.")
 @click.option("-6", "ipv6", is_flag=True, help="IPv6 only.")
+@_copt("--unix", metavar="PATH", help="Connect to the Unix socket PATH instead of HOST PORT.")
+@_copt(
+    "--tls",
+    is_flag=True,
+    help="Speak TLS, verifying the server against the system's CAs (implied by --tls-*).",
+)
+@_copt("--tls-ca", metavar="FILE", help="Trust only the CA certificates in FILE (PEM).")
+@_copt(
+    "--tls-servername",
+    metavar="NAME",
+    help="The name sent in SNI and checked against the certificate [default: HOST].",
+)
+@_copt("--tls-cert", metavar="FILE", help="Present this client certificate (PEM, key inside).")
+@_copt("--tls-key", metavar="FILE", help="The --tls-cert's private key, if not in its file.")
+@_copt(
+    "--insecure",
+    is_flag=True,
+    help="With TLS: do not verify the server's certificate (said once on stderr).",
+)
 @_copt("-o", "--output", metavar="FILE", help="Write what arrives to FILE, not stdout.")
 @_copt("--crlf", is_flag=True, help="End the lines typed or sent with CRLF.")
 @_copt("-v", "--verbose", is_flag=True, help="Log lookup, connect, end, close (bytes).")
@@ -345,7 +364,7 @@ def _copt(*names: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
     help="Event loop.",
 )
 def connect(
-    host: str,
+    host: str | None,
     port: str | None,
     connections: int | None,
     names: str | None,
@@ -353,10 +372,17 @@ def connect(
     hexdump_max: str,
     ipv4: bool,
     ipv6: bool,
+    unix: str | None,
+    tls: bool,
+    tls_ca: str | None,
+    tls_servername: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    insecure: bool,
     **kwargs: Any,
 ) -> None:
-    """Connect to HOST PORT (or HOST:PORT, [IPV6]:PORT): a chat client on a terminal,
-    nc -N in a pipe.
+    """Connect to HOST PORT (or HOST:PORT, [IPV6]:PORT, or --unix PATH): a chat client on
+    a terminal, nc -N in a pipe.
 
     \b
     Interactive (stdin and stdout are a terminal): received lines print above the
@@ -366,6 +392,7 @@ def connect(
       half-close when stdin ends; exit 0 when the server closes.
     --send TEXT: send TEXT every --every seconds ({random} {seq} {time} {name}).
     --reconnect: reconnect with backoff; lines wait in a --buffer meanwhile.
+    --tls: TLS, the server verified against the system's CAs or --tls-ca FILE.
 
     Every option can be set as TWOWAY_CONNECT_<OPTION> (TWOWAY_CONNECT_KEEPALIVE=60).
     Exit 0 when the server closes; 1 when a connection fails (one line on stderr).
@@ -381,9 +408,24 @@ def connect(
     ]
     for warning in unknown_env(CONNECT_ENV + "_", known):
         click.echo(f"twoway: warning: {warning}", err=True)
-    target, number = connect_target(host, port)
+    if unix is not None:
+        if host is not None:
+            raise click.UsageError(f"--unix {unix} and HOST {host}: give one of them")
+        if ipv4 or ipv6:
+            raise click.UsageError("-4/-6 and --unix: a Unix socket has no address family")
+        target, number = "localhost", 0
+    elif host is None:
+        raise click.UsageError("no host: twoway connect HOST PORT (or --unix PATH)")
+    else:
+        target, number = connect_target(host, port)
     family = choose_family(ipv4, ipv6)
-    check_family(target, family)
+    if unix is None:
+        check_family(target, family)
+    tls_options = None
+    if tls or tls_ca or tls_servername or tls_cert or tls_key or insecure:
+        from twoway.client.tls import ClientTls
+
+        tls_options = ClientTls(tls_ca, tls_servername, tls_cert, tls_key, insecure)
     if kwargs.get("max_attempts") is not None and not kwargs.get("reconnect"):
         raise click.UsageError("--max-attempts counts reconnection attempts: add --reconnect")
     try:
@@ -407,6 +449,8 @@ def connect(
             hexdump_max=dump_max or None,
             names=link_names(connections, names),
             keepalive=keepalive_options(setting),
+            tls=tls_options,
+            unix=unix,
             **kwargs,
         )
     except ValueError as exc:
