@@ -78,7 +78,7 @@ def _option(spec: OptionSpec) -> Callable[[Callable[..., Any]], Callable[..., An
     names = [f"--{spec.key}", *([_SHORT[spec.key]] if spec.key in _SHORT else [])]
     if spec.kind == "choice":
         return click.option(*names, spec.attr, type=_Choices(spec.choices), help=helptext)
-    if spec.kind == "list":  # repeatable: each use adds to the list
+    if spec.kind == "list" or spec.key == "host":  # repeatable: each use adds to the list
         return click.option(*names, spec.attr, multiple=True, metavar=spec.metavar, help=helptext)
     return click.option(
         *names, spec.attr, default=None, metavar=spec.metavar or spec.kind.upper(), help=helptext
@@ -181,6 +181,7 @@ def serve(
     # A repeatable flag not given arrives as (): "not given", like None for the others.
     raw = {spec.key: flags[spec.attr] or None if spec.kind == "list" else flags[spec.attr]
            for spec in OPTIONS}  # fmt: skip
+    raw["host"] = ",".join(raw["host"]) if raw["host"] else None  # --host given N times
     _given_once(raw, "path", path, "file")
     _given_once(raw, "port", port, "port")
     try:

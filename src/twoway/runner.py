@@ -27,6 +27,7 @@ from twoway.net.options import ConnectionOptions
 from twoway.net.registry import format_size
 from twoway.net.server import Server, serve
 from twoway.net.service import Framing, Service
+from twoway.systemd import Notifier, listen_sockets
 
 if TYPE_CHECKING:  # `import twoway` must not load the CLI's option table
     from twoway.config import Settings
@@ -183,6 +184,7 @@ async def run_server(
     name: str = "twoway",
     tag: str = "",
     reload: Callable[[], None] | None = None,
+    notify: Notifier | None = None,
 ) -> int:
     """Start ``server``, log the ready line, serve until a stop signal, shut down gracefully.
 
@@ -191,7 +193,9 @@ async def run_server(
     and never raises; see :meth:`twoway.frontdoor.FrontDoor.reload`), or without one is logged
     and changes nothing; SIGUSR1 and SIGUSR2 are logged and change nothing. Returns the exit
     code (0). Installs signal handlers: for a process's main thread only (:func:`run`,
-    ``twoway serve``, or an ``asyncio.run(main())`` of yours).
+    ``twoway serve``, or an ``asyncio.run(main())`` of yours). ``notify`` tells systemd
+    ``READY=1`` once listening, ``RELOADING=1`` then ``READY=1`` around a reload and
+    ``STOPPING=1`` at shutdown.
     """
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(ExceptionFilter())
@@ -204,7 +208,11 @@ async def run_server(
         fields = {"event": "signal", "signal": sig}
         if signum == signal.SIGHUP and reload is not None:
             plog.info("SIGHUP received: reloading", extra=fields)
+            if notify is not None:
+                notify.reloading()
             reload()
+            if notify is not None:
+                notify.ready(_status(server))
             return
         note = NOTED_SIGNALS.get(signal.Signals(signum))
         if note is not None:
@@ -212,6 +220,8 @@ async def run_server(
             return
         signals += 1
         if signals == 1:
+            if notify is not None:
+                notify.stopping()
             plog.info(
                 "%s received: shutting down (grace %g s, %d connection(s))",
                 sig,
@@ -243,6 +253,18 @@ async def run_server(
                 describe_limits(server),
                 extra=_ready_fields(server, host, port),
             )
+        for path in server.unix_paths:
+            plog.info(
+                "%s %s listening on unix:%s%s; %s",
+                name,
+                server.service.name,
+                path,
+                tag,
+                describe_limits(server),
+                extra={"event": "listening", "unix": path, "max_conns": server.max_connections},
+            )
+        if notify is not None:
+            notify.ready(_status(server))
         await stop.wait()
         await server.shutdown(grace)
     finally:
@@ -262,6 +284,13 @@ async def run_server(
         },
     )
     return 0
+
+
+def _status(server: Server) -> str:
+    """systemd's ``STATUS=``: where the server listens and how busy it is."""
+    where = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in server.addresses]
+    where += [f"unix:{path}" for path in server.unix_paths]
+    return f"serving {server.service.name} on {', '.join(where)}"
 
 
 def _ready_fields(server: Server, host: str, port: int) -> dict[str, Any]:
@@ -324,33 +353,107 @@ def serve_settings(
     from twoway.frontdoor import FrontDoor
 
     door = FrontDoor(settings)  # a bad certificate or network: ConfigError before any worker
+    on = settings.systemd == "auto"
+    notifier = Notifier() if on else Notifier({})
+    where = _Listen(settings, listen_sockets() if on else [])
+    where.prepare()
 
     def serve_one(index: int | None, port: int) -> int:
         server = Server(
             service,
-            settings.host,
+            where.hosts,
             port,
             options=options,
             max_connections=max_conns,
             max_connections_per_ip=settings.max_conns_per_ip,
             ipv6_prefix=settings.ipv6_prefix,
             reuse_port=index is not None,
+            sock=where.socks,
+            ipv6_only=settings.ipv6_only,
+            unix=where.unix,
+            unix_mode=settings.unix_mode_bits,
             **door.server_options(),
         )
         tag = f" (worker {index + 1}, pid {os.getpid()})" if index is not None else ""
-        tag += door.describe()
+        tag += where.describe() + door.describe()
         if index is not None:
             log_context(worker=index + 1)
         with asyncio.Runner(loop_factory=loop_factory(loop_name)) as runner:
             return runner.run(
-                run_server(server, settings.grace, tag=tag, reload=lambda: door.reload(server))
+                run_server(
+                    server,
+                    settings.grace,
+                    tag=tag,
+                    reload=lambda: door.reload(server),
+                    notify=notifier if index is None else None,
+                )
             )
 
-    if settings.workers > 1:
-        from twoway.workers import supervise
+    try:
+        if settings.workers > 1:
+            from twoway.workers import supervise
 
-        return supervise(settings.workers, settings.host, settings.port, settings.grace, serve_one)
-    return serve_one(None, settings.port)
+            return supervise(
+                settings.workers,
+                where.hosts[0] if where.hosts else None,
+                settings.port,
+                settings.grace,
+                serve_one,
+                notify=notifier,
+            )
+        return serve_one(None, settings.port)
+    finally:
+        where.cleanup()
+
+
+class _Listen:
+    """Where ``twoway serve`` listens: the sockets systemd passed (then nothing else), or
+    the ``--host`` addresses and/or the ``--unix`` socket. With ``--workers``, a Unix socket
+    is bound here, before the fork, and every worker accepts on it (``SO_REUSEPORT`` has no
+    Unix-socket equivalent)."""
+
+    def __init__(self, settings: Settings, activated: list[Any]) -> None:
+        self.settings = settings
+        self.activated = activated
+        self.socks = [a.sock for a in activated]
+        given = settings.sources.get("host") is not None or settings.sources.get("port")
+        tcp = settings.unix is None or bool(given)
+        self.hosts: tuple[str, ...] = settings.hosts if tcp and not activated else ()
+        self.unix = settings.unix if not activated else None
+        self._bound: tuple[str, int] | None = None
+
+    def prepare(self) -> None:
+        """Log what is ignored under activation; bind the Unix socket for workers."""
+        s = self.settings
+        if self.activated:
+            ignored = [f"--{k}" for k in ("host", "port", "unix") if s.sources.get(k)]
+            if ignored:
+                plog.warning(
+                    "systemd socket activation: %s ignored (the sockets come from systemd)",
+                    "/".join(ignored),
+                )
+            return
+        if self.unix is not None and s.workers > 1:
+            from twoway.net.unixsock import bind_unix
+
+            sock, inode = bind_unix(self.unix, s.unix_mode_bits)
+            self._bound = (self.unix, inode)
+            self.socks.append(sock)
+            self.unix = None
+
+    def describe(self) -> str:
+        """For the ready line: `` (socket from systemd: chat)``; empty otherwise."""
+        if not self.activated:
+            return ""
+        names = ", ".join(a.name for a in self.activated)
+        return f" (socket{'s' if len(self.activated) > 1 else ''} from systemd: {names})"
+
+    def cleanup(self) -> None:
+        """Remove the Unix socket file bound for the workers."""
+        if self._bound is not None:
+            from twoway.net.unixsock import remove_unix
+
+            remove_unix(*self._bound)
 
 
 def run(

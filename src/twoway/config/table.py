@@ -33,7 +33,8 @@ class Settings:
     host: str = option(
         "str",
         "127.0.0.1",
-        "address to listen on (0.0.0.0 or :: to expose to a network)",
+        "address to listen on (0.0.0.0 or :: to expose to a network; :: is IPv4 too unless "
+        "-6); repeatable, or HOST,HOST in the environment and the file",
         metavar="HOST",
     )
     port: int = option(
@@ -110,6 +111,33 @@ class Settings:
         "close a TLS connection whose handshake is unfinished after this many seconds",
         minimum=0.001,
         metavar="SECONDS",
+    )
+    # -- where and how a server is started (issue 14): Unix sockets, IPv6-only, systemd.
+    ipv6_only: bool = option(
+        "bool",
+        False,
+        "with --host ::, IPv6 only (default: IPv4 clients too, one dual-stack socket; -6 sets it)",
+        flag="--ipv6-only/--dual-stack",
+    )
+    unix: str | None = option(
+        "path",
+        None,
+        "listen on this Unix socket (a stale socket file is replaced; removed at exit); "
+        "TCP too only if --host or --port is given",
+        metavar="PATH",
+    )
+    unix_mode: str | None = option(
+        "str",
+        None,
+        "permission bits of the --unix socket, octal (660: owner and group only)",
+        metavar="MODE",
+    )
+    systemd: str = option(
+        "choice",
+        "auto",
+        "auto: serve on the sockets systemd passes (LISTEN_FDS) and notify it "
+        "(NOTIFY_SOCKET) when it does; off: ignore both",
+        choices=("auto", "off"),
     )
     allow: tuple[str, ...] = option(
         "list",
@@ -402,6 +430,16 @@ class Settings:
     #: ignored because its option does not apply, an unknown ``TWOWAY_*`` name. Config logs
     #: nothing itself (logging is not set up yet when it runs): the runner logs these.
     notices: tuple[tuple[int, str], ...] = field(default=(), compare=False)
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """The TCP addresses to listen on: ``host`` split at commas (``--host`` repeated)."""
+        return tuple(h.strip() for h in self.host.split(",") if h.strip())
+
+    @property
+    def unix_mode_bits(self) -> int | None:
+        """``unix_mode`` as permission bits (checked when the settings are loaded)."""
+        return None if self.unix_mode is None else int(self.unix_mode, 8)
 
     def describe(self, service_options: Collection[str] = ()) -> list[str]:
         """``key = value  # source`` lines, for ``twoway check-config``: every option that
