@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 
 from helpers import TWOWAY, UNIT, CliServer, recv_line, serve_args
+from test_serve_listen import ask_unix
 from twoway.errors import ConfigError
 from twoway.systemd import Notifier, listen_sockets
-
-from test_serve_listen import ask_unix
 
 ACTIVATE = shutil.which("systemd-socket-activate")
 needs_activate = pytest.mark.skipif(ACTIVATE is None, reason="needs systemd-socket-activate")
