@@ -30,7 +30,7 @@ from twoway.cliargs import (
     serve_positionals,
     unknown_env,
 )
-from twoway.config import ENV_PREFIX, OPTIONS, OptionSpec, Settings, load_settings
+from twoway.config import ENV_PREFIX, LIVE_KEYS, OPTIONS, OptionSpec, Settings, load_settings
 from twoway.errors import ConfigError, ServiceError, TwowayError
 from twoway.services import SERVICES, check_settings, service_options
 
@@ -184,17 +184,22 @@ def serve(
     raw["host"] = ",".join(raw["host"]) if raw["host"] else None  # --host given N times
     _given_once(raw, "path", path, "file")
     _given_once(raw, "port", port, "port")
+
+    def load() -> Settings:
+        loaded = _load(service=service, flags=raw, config_file=config_file)
+        return family_host(loaded, family) if family is not None else loaded
+
     try:
-        settings = _load(service=service, flags=raw, config_file=config_file)
-        if family is not None:
-            settings = family_host(settings, family)
+        settings = load()
         svc = build_service(settings)
         options = connection_options(settings)
     except (ConfigError, ServiceError) as exc:
         _fail(str(exc), EXIT_USAGE)
         return
     try:
-        code = serve_settings(settings, svc, options, verbose=verbose)
+        code = serve_settings(
+            settings, svc, options, verbose=verbose, reload_settings=load if config_file else None
+        )
     except TwowayError as exc:
         _fail(str(exc), EXIT_FAILURE)
         return
@@ -219,8 +224,14 @@ def check_config(file: str, service: str | None) -> None:
         _fail(str(exc), EXIT_USAGE)
         return
     click.echo(f"# {file}: ok")
-    for line in settings.describe(SERVICES[settings.service].options):
+    takes = SERVICES[settings.service].options
+    for line in settings.describe(takes):
         click.echo(line)
+    keys = [spec.key for spec in OPTIONS if not spec.per_service or spec.key in takes]
+    # Comments, so the output stays a valid config file.
+    live = [key for key in keys if key in LIVE_KEYS]
+    click.echo("# live on SIGHUP (systemctl reload): " + ", ".join(live))
+    click.echo("# need a restart: " + ", ".join(key for key in keys if key not in LIVE_KEYS))
     for level, message in settings.notices:
         if level >= 30:  # warnings: the debug ones are for serve -v
             click.echo(f"twoway: warning: {message}", err=True)

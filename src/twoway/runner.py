@@ -327,10 +327,16 @@ def _fit_logged(requested: int | None, nofile: int) -> int | None:
 
 
 def serve_settings(
-    settings: Settings, service: Service, options: ConnectionOptions, *, verbose: int = 0
+    settings: Settings,
+    service: Service,
+    options: ConnectionOptions,
+    *,
+    verbose: int = 0,
+    reload_settings: Callable[[], Settings] | None = None,
 ) -> int:
     """Run ``service`` with per-connection ``options`` as configured by ``settings`` until a
     signal; return the exit code. Each ``verbose`` step (``-v``) logs one level more.
+    ``reload_settings`` loads the settings again on SIGHUP (see :mod:`twoway.reload`).
 
     Raises :class:`~twoway.errors.TwowayError` for expected failures (the CLI prints them).
     """
@@ -351,6 +357,7 @@ def serve_settings(
     max_conns = _fit_logged(settings.max_conns, limit)
 
     from twoway.frontdoor import FrontDoor
+    from twoway.reload import Reloader
 
     door = FrontDoor(settings)  # a bad certificate or network: ConfigError before any worker
     on = settings.systemd == "auto"
@@ -374,6 +381,14 @@ def serve_settings(
             unix_mode=settings.unix_mode_bits,
             **door.server_options(),
         )
+        reloader = Reloader(
+            settings,
+            reload_settings,
+            door,
+            service,
+            fit=lambda n: fit_max_conns(n, limit),
+            verbose=verbose,
+        )
         tag = f" (worker {index + 1}, pid {os.getpid()})" if index is not None else ""
         tag += where.describe() + door.describe()
         if index is not None:
@@ -384,7 +399,7 @@ def serve_settings(
                     server,
                     settings.grace,
                     tag=tag,
-                    reload=lambda: door.reload(server),
+                    reload=lambda: reloader(server),
                     notify=notifier if index is None else None,
                 )
             )

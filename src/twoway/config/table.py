@@ -16,7 +16,7 @@ from typing import Any
 from twoway.config.parse import KeepaliveSetting
 from twoway.config.spec import OptionSpec, option, spec_of
 
-__all__ = ["BY_KEY", "MAX_LINE", "OPTIONS", "Settings"]
+__all__ = ["BY_KEY", "LIVE_KEYS", "MAX_LINE", "OPTIONS", "Settings"]
 
 #: ``--max-line``'s default. It is the library's own default (``ConnectionOptions.max_line``,
 #: from the line decoder), which config may not import; a test checks that the two agree.
@@ -456,6 +456,38 @@ class Settings:
             )
         return lines
 
+
+#: The options a SIGHUP applies without a restart (issue 14): each takes effect for what
+#: comes next (new connections, the next line, the next join) and nothing open is dropped.
+#: Every other key changed in the config file is logged as needing a restart and keeps
+#: its value. ``twoway check-config`` lists both sets.
+LIVE_KEYS: frozenset[str] = frozenset(
+    {
+        # limits and per-connection options (new connections get them)
+        "max-conns",
+        "max-conns-per-ip",
+        "ipv6-prefix",
+        "max-line",
+        "idle-timeout",
+        "line-timeout",
+        "no-delay",
+        "max-queued",
+        "slow-grace",
+        # the front door (certificate files are reread on every SIGHUP anyway)
+        "tls-cert",
+        "tls-key",
+        "allow",
+        "deny",
+        "allow-file",
+        "deny-file",
+        # chat
+        "motd",
+        "flood-rate",
+        "flood-burst",
+        # logging
+        "log-level",
+    }
+)
 
 #: Every option, in the order ``--help`` lists them.
 OPTIONS: tuple[OptionSpec, ...] = tuple(

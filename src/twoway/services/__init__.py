@@ -18,6 +18,7 @@ __all__ = [
     "build_service",
     "check_settings",
     "connection_options",
+    "reconfigure_service",
     "service_options",
 ]
 
@@ -34,6 +35,9 @@ class ServiceSpec:
     options: tuple[str, ...] = ()
     #: Checks how the settings go together; raises :class:`ConfigError`.
     check: Callable[[Settings], None] | None = None
+    #: Applies the live settings (``config.LIVE_KEYS``) it owns to a running instance, on
+    #: SIGHUP; raises :class:`ConfigError` before changing anything.
+    reconfigure: Callable[[Service, Settings], None] | None = None
 
 
 def _framing(settings: Settings) -> Framing:
@@ -68,6 +72,12 @@ def _chat(settings: Settings) -> Service:
     from twoway.services.chat import build_chat
 
     return build_chat(settings)
+
+
+def _reconfigure_chat(service: Service, settings: Settings) -> None:
+    from twoway.services.chat import reconfigure_chat
+
+    reconfigure_chat(service, settings)
 
 
 def _check_chat(settings: Settings) -> None:
@@ -136,6 +146,7 @@ SERVICES: dict[str, ServiceSpec] = {
             _chat,
             _CHAT,
             check=_check_chat,
+            reconfigure=_reconfigure_chat,
         ),
         ServiceSpec("echo", "sends back every byte, unchanged", _echo),
         ServiceSpec(
@@ -174,6 +185,14 @@ def build_service(settings: Settings) -> Service:
             f"unknown service {settings.service!r} (choose from {', '.join(SERVICES)})"
         )
     return spec.factory(settings)
+
+
+def reconfigure_service(service: Service, settings: Settings) -> None:
+    """Apply the live settings of ``settings.service`` to a running ``service`` (SIGHUP);
+    nothing for a service without live settings of its own. Raises ConfigError."""
+    reconfigure = SERVICES[settings.service].reconfigure
+    if reconfigure is not None:
+        reconfigure(service, settings)
 
 
 def connection_options(settings: Settings) -> ConnectionOptions:
