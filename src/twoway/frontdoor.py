@@ -93,6 +93,7 @@ class FrontDoor:
             "access": self.access if self.access.active else None,
             "proxy_from": self.proxy_from,
             "proxy_timeout": self.settings.proxy_timeout,
+            "max_handshakes_per_ip": self.settings.max_handshakes_per_ip,
         }
 
     def describe(self) -> str:

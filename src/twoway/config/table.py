@@ -112,7 +112,19 @@ class Settings:
         minimum=0.001,
         metavar="SECONDS",
     )
-    # -- where and how a server is started (issue 14): Unix sockets, IPv6-only, systemd.
+    # -- issue 14, second part: handshakes per address; Unix sockets, IPv6-only, systemd.
+    max_handshakes_per_ip: int | None = option(
+        "int",
+        # A real client needs one handshake at a time, and a busy NAT rarely has dozens in
+        # flight at the same instant (each lasts a round trip or two); 10,000 stalled ones
+        # from one address could otherwise hold every slot for the handshake timeout.
+        32,
+        "most TLS handshakes in progress from one IP address, never more than "
+        "--max-conns-per-ip (0: no limit of its own)",
+        minimum=0,
+        zero_disables=True,
+        metavar="N",
+    )
     ipv6_only: bool = option(
         "bool",
         False,

@@ -90,8 +90,9 @@ class Server:
     :attr:`access`). ``ssl``: an ``ssl.SSLContext`` to serve TLS; its listeners then accept
     through :class:`~twoway.net.accept.Acceptor`, where every handshake is bounded by
     ``ssl_handshake_timeout`` seconds, counts against ``max_connections`` while it runs and
-    is logged (one rate-limited line) when it fails. ``proxy_from``: accept a PROXY protocol
-    header (v1 or v2) from these proxies only, within ``proxy_timeout`` seconds; its client
+    is logged (one rate-limited line) when it fails; at most ``max_handshakes_per_ip`` (and
+    ``max_connections_per_ip``) run at once from one address. ``proxy_from``: accept a PROXY
+    protocol header (v1 or v2) from these proxies only, within ``proxy_timeout`` seconds; its client
     is the connection's address. Plain TCP without PROXY uses the loop's own
     ``create_server``.
 
@@ -124,6 +125,7 @@ class Server:
         ipv6_only: bool = False,
         unix: str | None = None,
         unix_mode: int | None = None,
+        max_handshakes_per_ip: int | None = None,
     ) -> None:
         self.service = service
         self.host = host
@@ -148,6 +150,7 @@ class Server:
         self.ipv6_only = ipv6_only
         self.unix = unix
         self.unix_mode = unix_mode
+        self.max_handshakes_per_ip = max_handshakes_per_ip
         self._unix_inode: int | None = None
         self.started_at = 0.0
         self._listeners: list[asyncio.Server | Acceptor] = []
@@ -253,6 +256,7 @@ class Server:
             handshake_timeout=self.ssl_handshake_timeout,
             proxy_from=self.proxy_from,
             proxy_timeout=self.proxy_timeout,
+            max_handshakes_per_ip=self.max_handshakes_per_ip,
         )
         listener.start()
         return listener
