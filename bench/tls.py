@@ -102,7 +102,7 @@ class Server:
                 return
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"tls.py: server did not start: {shlex.join(argv)}")
+                    raise SystemExit(f"tls.py: server did not start: {shlex.join(argv)}") from None
                 time.sleep(0.05)
 
     def stop(self) -> None:
