@@ -30,7 +30,7 @@ from twoway.cliargs import (
     serve_positionals,
     unknown_env,
 )
-from twoway.config import ENV_PREFIX, OPTIONS, OptionSpec, Settings, load_settings
+from twoway.config import ENV_PREFIX, LIVE_KEYS, OPTIONS, OptionSpec, Settings, load_settings
 from twoway.errors import ConfigError, ServiceError, TwowayError
 from twoway.services import SERVICES, check_settings, service_options
 
@@ -81,7 +81,7 @@ def _option(spec: OptionSpec) -> Callable[[Callable[..., Any]], Callable[..., An
     names = [f"--{spec.key}", *([_SHORT[spec.key]] if spec.key in _SHORT else [])]
     if spec.kind == "choice":
         return click.option(*names, spec.attr, type=_Choices(spec.choices), help=helptext)
-    if spec.kind == "list":  # repeatable: each use adds to the list
+    if spec.kind == "list" or spec.key == "host":  # repeatable: each use adds to the list
         return click.option(*names, spec.attr, multiple=True, metavar=spec.metavar, help=helptext)
     return click.option(
         *names, spec.attr, default=None, metavar=spec.metavar or spec.kind.upper(), help=helptext
@@ -184,19 +184,25 @@ def serve(
     # A repeatable flag not given arrives as (): "not given", like None for the others.
     raw = {spec.key: flags[spec.attr] or None if spec.kind == "list" else flags[spec.attr]
            for spec in OPTIONS}  # fmt: skip
+    raw["host"] = ",".join(raw["host"]) if raw["host"] else None  # --host given N times
     _given_once(raw, "path", path, "file")
     _given_once(raw, "port", port, "port")
+
+    def load() -> Settings:
+        loaded = _load(service=service, flags=raw, config_file=config_file)
+        return family_host(loaded, family) if family is not None else loaded
+
     try:
-        settings = _load(service=service, flags=raw, config_file=config_file)
-        if family is not None:
-            settings = family_host(settings, family)
+        settings = load()
         svc = build_service(settings)
         options = connection_options(settings)
     except (ConfigError, ServiceError) as exc:
         _fail(str(exc), EXIT_USAGE)
         return
     try:
-        code = serve_settings(settings, svc, options, verbose=verbose)
+        code = serve_settings(
+            settings, svc, options, verbose=verbose, reload_settings=load if config_file else None
+        )
     except TwowayError as exc:
         _fail(str(exc), EXIT_FAILURE)
         return
@@ -221,8 +227,14 @@ def check_config(file: str, service: str | None) -> None:
         _fail(str(exc), EXIT_USAGE)
         return
     click.echo(f"# {file}: ok")
-    for line in settings.describe(SERVICES[settings.service].options):
+    takes = SERVICES[settings.service].options
+    for line in settings.describe(takes):
         click.echo(line)
+    keys = [spec.key for spec in OPTIONS if not spec.per_service or spec.key in takes]
+    # Comments, so the output stays a valid config file.
+    live = [key for key in keys if key in LIVE_KEYS]
+    click.echo("# live on SIGHUP (systemctl reload): " + ", ".join(live))
+    click.echo("# need a restart: " + ", ".join(key for key in keys if key not in LIVE_KEYS))
     for level, message in settings.notices:
         if level >= 30:  # warnings: the debug ones are for serve -v
             click.echo(f"twoway: warning: {message}", err=True)
@@ -266,7 +278,7 @@ def _copt(*names: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
     "connect",
     context_settings={"show_default": True, "auto_envvar_prefix": CONNECT_ENV},
 )
-@click.argument("host")
+@click.argument("host", required=False)
 @click.argument("port", required=False)
 @_copt(
     "--send",
@@ -348,6 +360,25 @@ def _copt(*names: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
 )
 @click.option("-4", "ipv4", is_flag=True, help="IPv4 only.")
 @click.option("-6", "ipv6", is_flag=True, help="IPv6 only.")
+@_copt("--unix", metavar="PATH", help="Connect to the Unix socket PATH instead of HOST PORT.")
+@_copt(
+    "--tls",
+    is_flag=True,
+    help="Speak TLS, verifying the server against the system's CAs (implied by --tls-*).",
+)
+@_copt("--tls-ca", metavar="FILE", help="Trust only the CA certificates in FILE (PEM).")
+@_copt(
+    "--tls-servername",
+    metavar="NAME",
+    help="The name sent in SNI and checked against the certificate [default: HOST].",
+)
+@_copt("--tls-cert", metavar="FILE", help="Present this client certificate (PEM, key inside).")
+@_copt("--tls-key", metavar="FILE", help="The --tls-cert's private key, if not in its file.")
+@_copt(
+    "--insecure",
+    is_flag=True,
+    help="With TLS: do not verify the server's certificate (said once on stderr).",
+)
 @_copt("-o", "--output", metavar="FILE", help="Write what arrives to FILE, not stdout.")
 @_copt("--crlf", is_flag=True, help="End the lines typed or sent with CRLF.")
 @_copt("-v", "--verbose", is_flag=True, help="Log lookup, connect, end, close (bytes).")
@@ -377,7 +408,7 @@ def _copt(*names: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable
     help="Event loop.",
 )
 def connect(
-    host: str,
+    host: str | None,
     port: str | None,
     connections: int | None,
     names: str | None,
@@ -385,10 +416,17 @@ def connect(
     hexdump_max: str,
     ipv4: bool,
     ipv6: bool,
+    unix: str | None,
+    tls: bool,
+    tls_ca: str | None,
+    tls_servername: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    insecure: bool,
     **kwargs: Any,
 ) -> None:
-    """Connect to HOST PORT (or HOST:PORT, [IPV6]:PORT): a chat client on a terminal,
-    nc -N in a pipe.
+    """Connect to HOST PORT (or HOST:PORT, [IPV6]:PORT, or --unix PATH): a chat client on
+    a terminal, nc -N in a pipe.
 
     \b
     Interactive (stdin and stdout are a terminal): received lines print above the
@@ -398,6 +436,7 @@ def connect(
       half-close when stdin ends; exit 0 when the server closes.
     --send TEXT: send TEXT every --every seconds ({random} {seq} {time} {name}).
     --reconnect: reconnect with backoff; lines wait in a --buffer meanwhile.
+    --tls: TLS, the server verified against the system's CAs or --tls-ca FILE.
 
     Every option can be set as TWOWAY_CONNECT_<OPTION> (TWOWAY_CONNECT_KEEPALIVE=60).
     Exit 0 when the server closes; 1 when a connection fails (one line on stderr).
@@ -413,9 +452,24 @@ def connect(
     ]
     for warning in unknown_env(CONNECT_ENV + "_", known):
         click.echo(f"twoway: warning: {warning}", err=True)
-    target, number = connect_target(host, port)
+    if unix is not None:
+        if host is not None:
+            raise click.UsageError(f"--unix {unix} and HOST {host}: give one of them")
+        if ipv4 or ipv6:
+            raise click.UsageError("-4/-6 and --unix: a Unix socket has no address family")
+        target, number = "localhost", 0
+    elif host is None:
+        raise click.UsageError("no host: twoway connect HOST PORT (or --unix PATH)")
+    else:
+        target, number = connect_target(host, port)
     family = choose_family(ipv4, ipv6)
-    check_family(target, family)
+    if unix is None:
+        check_family(target, family)
+    tls_options = None
+    if tls or tls_ca or tls_servername or tls_cert or tls_key or insecure:
+        from twoway.client.tls import ClientTls
+
+        tls_options = ClientTls(tls_ca, tls_servername, tls_cert, tls_key, insecure)
     if kwargs.get("max_attempts") is not None and not kwargs.get("reconnect"):
         raise click.UsageError("--max-attempts counts reconnection attempts: add --reconnect")
     try:
@@ -439,6 +493,8 @@ def connect(
             hexdump_max=dump_max or None,
             names=link_names(connections, names),
             keepalive=keepalive_options(setting),
+            tls=tls_options,
+            unix=unix,
             **kwargs,
         )
     except ValueError as exc:

@@ -64,19 +64,25 @@ def family_host(settings: Settings, family: socket.AddressFamily) -> Settings:
     v6 = family == socket.AF_INET6
     label = "-6" if v6 else "-4"
     if settings.sources.get("host") is None:
-        return replace(settings, host="::1" if v6 else "127.0.0.1")
-    host = settings.host
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
+        return replace(settings, host="::1" if v6 else "127.0.0.1", ipv6_only=v6)
+    hosts = []
+    for host in settings.hosts:
         try:
-            infos = socket.getaddrinfo(host, None, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
-        except socket.gaierror:
-            raise ConfigError(f"{label}: {host!r} has no IPv{6 if v6 else 4} address") from None
-        return replace(settings, host=str(infos[0][4][0]))
-    if (ip.version == 6) != v6:
-        raise ConfigError(f"{label} and --host {host}: not an IPv{6 if v6 else 4} address")
-    return settings
+            ip = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            try:
+                infos = socket.getaddrinfo(
+                    host, None, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+                )
+            except socket.gaierror:
+                raise ConfigError(f"{label}: {host!r} has no IPv{6 if v6 else 4} address") from None
+            hosts.append(str(infos[0][4][0]))
+            continue
+        if (ip.version == 6) != v6:
+            raise ConfigError(f"{label} and --host {host}: not an IPv{6 if v6 else 4} address")
+        hosts.append(host)
+    # -6 with --host ::: IPv6 only, no dual stack.
+    return replace(settings, host=",".join(hosts), ipv6_only=v6 or settings.ipv6_only)
 
 
 def choose_family(four: bool, six: bool) -> socket.AddressFamily | None:

@@ -93,6 +93,7 @@ class FrontDoor:
             "access": self.access if self.access.active else None,
             "proxy_from": self.proxy_from,
             "proxy_timeout": self.settings.proxy_timeout,
+            "max_handshakes_per_ip": self.settings.max_handshakes_per_ip,
         }
 
     def describe(self) -> str:
@@ -111,9 +112,10 @@ class FrontDoor:
             parts.append(self.access.describe())
         return " with " + ", ".join(parts) if parts else ""
 
-    def reload(self, server: Server) -> None:
+    def reload(self, server: Server, *, config: bool = False) -> None:
         """Reread the certificate and the access files, apply what loads, log each outcome
-        in one line. Never raises for a bad file: the old certificate or rules stay."""
+        in one line. Never raises for a bad file: the old certificate or rules stay.
+        ``config``: a config file was reread just before (which logged its own lines)."""
         if self.tls is not None:
             try:
                 info = self.tls.reload()
@@ -122,7 +124,10 @@ class FrontDoor:
             else:
                 log.info("reload: TLS certificate %s for new handshakes", info.describe())
         s = self.settings
-        if s.allow_file is not None or s.deny_file is not None:
+        # The lists themselves may have changed too (a config reload sets new settings).
+        rules = bool(s.allow or s.deny) or s.allow_file is not None or s.deny_file is not None
+        had = self.access.active
+        if rules or had:
             try:
                 policy = self._policy()
             except ConfigError as exc:
@@ -131,5 +136,5 @@ class FrontDoor:
                 self.access = policy
                 server.access = policy if policy.active else None
                 log.info("reload: access rules: %s", policy.describe())
-        if self.tls is None and s.allow_file is None and s.deny_file is None:
+        if self.tls is None and not rules and not had and not config:
             log.info("reload: nothing to reload (no --tls-cert, --allow-file or --deny-file)")

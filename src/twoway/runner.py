@@ -33,6 +33,7 @@ from twoway.net.options import ConnectionOptions
 from twoway.net.registry import format_size
 from twoway.net.server import Server, serve
 from twoway.net.service import Framing, Service
+from twoway.systemd import Notifier, listen_sockets
 from twoway.traffic import HEXDUMP_LOGGER, hexdump_tap
 from twoway.transfers import show_transfers, wanted
 
@@ -195,6 +196,7 @@ async def run_server(
     reload: Callable[[], None] | None = None,
     progress: bool = False,
     gateways: Sequence[WsGateway] = (),
+    notify: Notifier | None = None,
 ) -> int:
     """Start ``server``, log the ready line, serve until a stop signal, shut down gracefully.
     With ``progress``, a service that reports it shows its transfers on a terminal (see
@@ -208,7 +210,9 @@ async def run_server(
     and never raises; see :meth:`twoway.frontdoor.FrontDoor.reload`), or without one is logged
     and changes nothing; SIGUSR1 and SIGUSR2 are logged and change nothing. Returns the exit
     code (0). Installs signal handlers: for a process's main thread only (:func:`run`,
-    ``twoway serve``, or an ``asyncio.run(main())`` of yours).
+    ``twoway serve``, or an ``asyncio.run(main())`` of yours). ``notify`` tells systemd
+    ``READY=1`` once listening, ``RELOADING=1`` then ``READY=1`` around a reload and
+    ``STOPPING=1`` at shutdown.
     """
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(ExceptionFilter())
@@ -222,7 +226,11 @@ async def run_server(
         fields = {"event": "signal", "signal": sig}
         if signum == signal.SIGHUP and reload is not None:
             plog.info("SIGHUP received: reloading", extra=fields)
+            if notify is not None:
+                notify.reloading()
             reload()
+            if notify is not None:
+                notify.ready(_status(server))
             return
         note = NOTED_SIGNALS.get(signal.Signals(signum))
         if note is not None:
@@ -230,6 +238,8 @@ async def run_server(
             return
         signals += 1
         if signals == 1:
+            if notify is not None:
+                notify.stopping()
             plog.info(
                 "%s received: shutting down (grace %g s, %d connection(s))",
                 sig,
@@ -263,6 +273,16 @@ async def run_server(
                 describe_limits(server),
                 extra=_ready_fields(server, host, port),
             )
+        for path in server.unix_paths:
+            plog.info(
+                "%s %s listening on unix:%s%s; %s",
+                name,
+                server.service.name,
+                path,
+                tag,
+                describe_limits(server),
+                extra={"event": "listening", "unix": path, "max_conns": server.max_connections},
+            )
         watch = wanted(server.service) if progress else None
         if watch is not None:
             bars = loop.create_task(show_transfers(server, watch))
@@ -282,6 +302,8 @@ async def run_server(
                     where,
                     extra={"event": "listening_ws", "host": host, "port": port},
                 )
+        if notify is not None:
+            notify.ready(_status(server))
         await stop.wait()
         for gateway in gateways:
             gateway.close()
@@ -313,6 +335,13 @@ async def run_server(
         },
     )
     return 0
+
+
+def _status(server: Server) -> str:
+    """systemd's ``STATUS=``: where the server listens and how busy it is."""
+    where = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in server.addresses]
+    where += [f"unix:{path}" for path in server.unix_paths]
+    return f"serving {server.service.name} on {', '.join(where)}"
 
 
 def _ready_fields(server: Server, host: str, port: int) -> dict[str, Any]:
@@ -349,10 +378,16 @@ def _fit_logged(requested: int | None, nofile: int) -> int | None:
 
 
 def serve_settings(
-    settings: Settings, service: Service, options: ConnectionOptions, *, verbose: int = 0
+    settings: Settings,
+    service: Service,
+    options: ConnectionOptions,
+    *,
+    verbose: int = 0,
+    reload_settings: Callable[[], Settings] | None = None,
 ) -> int:
     """Run ``service`` with per-connection ``options`` as configured by ``settings`` until a
     signal; return the exit code. Each ``verbose`` step (``-v``) logs one level more.
+    ``reload_settings`` loads the settings again on SIGHUP (see :mod:`twoway.reload`).
 
     Raises :class:`~twoway.errors.TwowayError` for expected failures (the CLI prints them).
     """
@@ -376,6 +411,7 @@ def serve_settings(
     max_conns = _fit_logged(settings.max_conns, limit)
 
     from twoway.frontdoor import FrontDoor
+    from twoway.reload import Reloader
     from twoway.wsgate import check_ws
 
     check_ws(settings)
@@ -397,23 +433,39 @@ def serve_settings(
         endpoint = EndpointThread(
             metrics_sock, source, token=settings.metrics_token, version=__version__
         )
+    on = settings.systemd == "auto"
+    notifier = Notifier() if on else Notifier({})
+    where = _Listen(settings, listen_sockets() if on else [])
+    where.prepare()
 
     def serve_one(index: int | None, port: int) -> int:
         if endpoint is not None:
             endpoint.after_fork()
         server = Server(
             service,
-            settings.host,
+            where.hosts,
             port,
             options=options,
             max_connections=max_conns,
             max_connections_per_ip=settings.max_conns_per_ip,
             ipv6_prefix=settings.ipv6_prefix,
             reuse_port=index is not None,
+            sock=where.socks,
+            ipv6_only=settings.ipv6_only,
+            unix=where.unix,
+            unix_mode=settings.unix_mode_bits,
             **door.server_options(),
         )
+        reloader = Reloader(
+            settings,
+            reload_settings,
+            door,
+            service,
+            fit=lambda n: fit_max_conns(n, limit),
+            verbose=verbose,
+        )
         tag = f" (worker {index + 1}, pid {os.getpid()})" if index is not None else ""
-        tag += door.describe()
+        tag += where.describe() + door.describe()
         if index is not None:
             log_context(worker=index + 1)
         report = None
@@ -430,9 +482,10 @@ def serve_settings(
             server,
             settings.grace,
             tag=tag,
-            reload=lambda: door.reload(server),
+            reload=lambda: reloader(server),
             progress=index is None,  # workers would draw over each other
             gateways=gateways,
+            notify=notifier if index is None else None,
         )
         with asyncio.Runner(loop_factory=loop_factory(loop_name)) as runner:
             return runner.run(
@@ -445,22 +498,80 @@ def serve_settings(
                 )
             )
 
-    if settings.workers > 1:
-        from twoway.workers import supervise
+    try:
+        if settings.workers > 1:
+            from twoway.workers import supervise
 
-        if endpoint is not None:
-            endpoint.start()
-            _log_metrics(endpoint.sock, f" for {settings.workers} workers")
-        try:
-            return supervise(
-                settings.workers, settings.host, settings.port, settings.grace, serve_one
-            )
-        finally:
             if endpoint is not None:
-                endpoint.stop()
-            if report_dir is not None:
-                shutil.rmtree(report_dir, ignore_errors=True)
-    return serve_one(None, settings.port)
+                endpoint.start()
+                _log_metrics(endpoint.sock, f" for {settings.workers} workers")
+            try:
+                return supervise(
+                    settings.workers,
+                    where.hosts[0] if where.hosts else None,
+                    settings.port,
+                    settings.grace,
+                    serve_one,
+                    notify=notifier,
+                )
+            finally:
+                if endpoint is not None:
+                    endpoint.stop()
+                if report_dir is not None:
+                    shutil.rmtree(report_dir, ignore_errors=True)
+        return serve_one(None, settings.port)
+    finally:
+        where.cleanup()
+
+
+class _Listen:
+    """Where ``twoway serve`` listens: the sockets systemd passed (then nothing else), or
+    the ``--host`` addresses and/or the ``--unix`` socket. With ``--workers``, a Unix socket
+    is bound here, before the fork, and every worker accepts on it (``SO_REUSEPORT`` has no
+    Unix-socket equivalent)."""
+
+    def __init__(self, settings: Settings, activated: list[Any]) -> None:
+        self.settings = settings
+        self.activated = activated
+        self.socks = [a.sock for a in activated]
+        given = settings.sources.get("host") is not None or settings.sources.get("port")
+        tcp = settings.unix is None or bool(given)
+        self.hosts: tuple[str, ...] = settings.hosts if tcp and not activated else ()
+        self.unix = settings.unix if not activated else None
+        self._bound: tuple[str, int] | None = None
+
+    def prepare(self) -> None:
+        """Log what is ignored under activation; bind the Unix socket for workers."""
+        s = self.settings
+        if self.activated:
+            ignored = [f"--{k}" for k in ("host", "port", "unix") if s.sources.get(k)]
+            if ignored:
+                plog.warning(
+                    "systemd socket activation: %s ignored (the sockets come from systemd)",
+                    "/".join(ignored),
+                )
+            return
+        if self.unix is not None and s.workers > 1:
+            from twoway.net.unixsock import bind_unix
+
+            sock, inode = bind_unix(self.unix, s.unix_mode_bits)
+            self._bound = (self.unix, inode)
+            self.socks.append(sock)
+            self.unix = None
+
+    def describe(self) -> str:
+        """For the ready line: `` (socket from systemd: chat)``; empty otherwise."""
+        if not self.activated:
+            return ""
+        names = ", ".join(a.name for a in self.activated)
+        return f" (socket{'s' if len(self.activated) > 1 else ''} from systemd: {names})"
+
+    def cleanup(self) -> None:
+        """Remove the Unix socket file bound for the workers."""
+        if self._bound is not None:
+            from twoway.net.unixsock import remove_unix
+
+            remove_unix(*self._bound)
 
 
 def _log_metrics(sock: Any, more: str = "") -> None:

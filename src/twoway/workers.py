@@ -32,6 +32,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from twoway.errors import ConfigError, ListenError, TwowayError, describe_oserror
 
@@ -74,6 +75,15 @@ _PING = b"p"
 _STOPPING = b"s"
 # Worker to supervisor: the answer to a ping.
 _PONG = b"P"
+
+
+class Notify(Protocol):
+    """What the supervisor tells a service manager (``twoway.systemd.Notifier``): the
+    supervisor is the main process systemd listens to, not the workers."""
+
+    def ready(self, status: str) -> bool: ...
+    def reloading(self) -> bool: ...
+    def stopping(self, status: str = ...) -> bool: ...
 
 
 def _describe_status(status: int) -> str:
@@ -174,18 +184,21 @@ class Supervisor:
     def __init__(
         self,
         workers: int,
-        host: str,
+        host: str | None,
         port: int,
         grace: float,
         run_worker: Callable[[int, int], int],
         *,
         liveness_timeout: float | None = DEFAULT_LIVENESS_TIMEOUT,
+        notify: Notify | None = None,
     ) -> None:
         if liveness_timeout is not None and liveness_timeout <= 0:
             raise ValueError("liveness_timeout must be positive or None")
         self.workers = workers
+        #: ``None``: no TCP port of our own to reserve (systemd's sockets, a Unix socket).
         self.host = host
         self.port = port
+        self.notify = notify
         self.grace = grace
         self.run_worker = run_worker
         self.liveness_timeout = liveness_timeout
@@ -209,17 +222,20 @@ class Supervisor:
 
         Returns the exit code: 0 after a graceful stop, 1 if a worker kept failing at
         start-up. Raises :class:`~twoway.errors.ListenError` if the port is not free."""
-        self._holder, self.port = reserve_port(self.host, self.port)
+        if self.host is not None:
+            self._holder, self.port = reserve_port(self.host, self.port)
         self._old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         try:
             for i in range(self.workers):
                 self.spawn(i)
             log.info(
-                "supervisor: %d workers on port %d (pids %s)",
+                "supervisor: %d workers on %s (pids %s)",
                 self.workers,
-                self.port,
+                f"port {self.port}" if self.host is not None else "the shared sockets",
                 ", ".join(str(p) for p in self.children),
             )
+            if self.notify is not None:
+                self.notify.ready(f"{self.workers} workers")
             while self.children or (self._restart_at and not self.stopping):
                 info = signal.sigtimedwait(_SIGNALS, self._wait_time(time.monotonic()))
                 if info is not None and info.si_signo != signal.SIGCHLD:
@@ -229,7 +245,8 @@ class Supervisor:
         finally:
             for worker in self.children.values():
                 worker.link.close()
-            self._holder.close()
+            if self._holder is not None:
+                self._holder.close()
             signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
         log.info("supervisor: stopped")
         return self.code
@@ -344,8 +361,12 @@ class Supervisor:
             log.info(
                 "supervisor: SIGHUP received: passing it on to %d worker(s)", len(self.children)
             )
+            if self.notify is not None:
+                self.notify.reloading()
             for pid in self.children:
                 os.kill(pid, signal.SIGHUP)
+            if self.notify is not None:  # each worker logs its own reload
+                self.notify.ready(f"{len(self.children)} workers")
             return
         if signum in (signal.SIGUSR1, signal.SIGUSR2):
             log.info("supervisor: %s received: ignored (it has no job here)", name)
@@ -395,6 +416,8 @@ class Supervisor:
     # -- helpers ---------------------------------------------------------------------------
 
     def _stop(self) -> None:
+        if self.notify is not None:
+            self.notify.stopping()
         self.stopping = True
         self._restart_at.clear()
         self._deadline = time.monotonic() + self.grace + _STOP_MARGIN
@@ -427,17 +450,18 @@ class Supervisor:
 
 def supervise(
     workers: int,
-    host: str,
+    host: str | None,
     port: int,
     grace: float,
     run_worker: Callable[[int, int], int],
     *,
     liveness_timeout: float | None = DEFAULT_LIVENESS_TIMEOUT,
+    notify: Notify | None = None,
 ) -> int:
     """Run ``run_worker(index, port)`` in ``workers`` forked processes until SIGINT/SIGTERM
     (see :class:`Supervisor`). Returns the exit code: 0 after a graceful stop, 1 if a
     worker kept failing at start-up."""
     supervisor = Supervisor(
-        workers, host, port, grace, run_worker, liveness_timeout=liveness_timeout
+        workers, host, port, grace, run_worker, liveness_timeout=liveness_timeout, notify=notify
     )
     return supervisor.run()

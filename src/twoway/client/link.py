@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import socket
+import ssl
 from collections.abc import Callable, Sequence
 from contextlib import aclosing
 from typing import TYPE_CHECKING
@@ -87,7 +88,7 @@ class _Target(connect):
         self.name = self.host
 
     async def open(self) -> Connection:
-        if not is_ip_address(self.name):
+        if self.unix is None and not is_ip_address(self.name):
             self.on_lookup(self.name)
             if self.family:
                 self.host = await self._resolve()
@@ -123,12 +124,21 @@ class Link:
     :attr:`error` then holds the one-line reason if it stopped because of a failure.
     """
 
-    def __init__(self, name: str, opts: ClientOptions, sink: Sink, status: Status) -> None:
+    def __init__(
+        self,
+        name: str,
+        opts: ClientOptions,
+        sink: Sink,
+        status: Status,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.name = name
         self.opts = opts
         self.sink = sink
         self.status = status
         self.reconnect = opts.reconnect
+        #: Whether the connections speak TLS.
+        self.tls = tls is not None
         self.conn: Conn | None = None
         #: Why the last connection ended (``closed by the server``, ``connection reset...``).
         self.reason: str | None = None
@@ -174,6 +184,9 @@ class Link:
             port=opts.port,
             handler=service,
             options=options,
+            ssl=tls,
+            server_hostname=(opts.tls.servername if opts.tls else None) or opts.host,
+            unix=opts.unix,
             connect_timeout=opts.connect_timeout,
             reconnect=opts.reconnect,
             max_attempts=opts.max_attempts,
@@ -349,8 +362,13 @@ class Link:
     def _end(self, conn: Conn) -> None:
         self._ended = True
         conn.end()
-        if self._close_after is not None:
-            self._loop.call_later(self._close_after, conn.close)
+        close_after = self._close_after
+        if close_after is None and self.tls:
+            # TLS has no half-close (close_notify ends both directions): the server never
+            # learns that our input ended, so give its replies `linger` seconds, then close.
+            close_after = self.opts.linger
+        if close_after is not None:
+            self._loop.call_later(close_after, conn.close)
 
     async def wait_data(self, after: int) -> None:
         """Wait until more than ``after`` chunks have been received in total, or the link

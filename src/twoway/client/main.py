@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -39,6 +40,8 @@ __all__ = ["EXIT_FAILURE", "EXIT_OK", "run_client"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+#: A bad option found only once the run starts (a --tls-ca file that cannot be read).
+EXIT_USAGE = 2
 #: After Ctrl-C; a signal's own code (128 + its number) replaces it.
 EXIT_INTERRUPTED = 130
 
@@ -93,10 +96,33 @@ async def _main(opts: ClientOptions) -> int:
             loop.remove_signal_handler(sig)
 
 
+def _quiet_ssl_eof(record: logging.LogRecord) -> bool:
+    # asyncio's and uvloop's TLS transports warn when a protocol asks to stay open after
+    # the peer's EOF, which twoway's connections do for half-close over plain TCP; under
+    # TLS the transport closes anyway, and the line would only confuse a user.
+    return "eof_received() has no effect when using ssl" not in record.getMessage()
+
+
 async def _run(opts: ClientOptions, stopping: asyncio.Event) -> int:
     interactive = opts.send is None and _isatty(sys.stdin) and _isatty(sys.stdout)
     multi = bool(opts.names)
     status = Status(announce=opts.reconnect or multi or interactive, verbose=opts.verbose)
+    tls = None
+    if opts.tls is not None:
+        from twoway.client.tls import client_context
+
+        logging.getLogger("asyncio").addFilter(_quiet_ssl_eof)
+        try:
+            tls = client_context(opts.tls)
+        except ConfigError as exc:
+            status.error("", str(exc))
+            return EXIT_USAGE
+        if opts.tls.insecure:
+            status.error(
+                "",
+                "warning: --insecure: the server's certificate is not verified; anyone "
+                "on the path can read and change this connection",
+            )
     try:
         writer, tty = choose_writer(opts.output)
         if isinstance(writer, PipeWriter):
@@ -110,7 +136,7 @@ async def _run(opts: ClientOptions, stopping: asyncio.Event) -> int:
         sink: Sink = LineSink(writer, prefix(name), escape=tty) if multi or tty else RawSink(writer)
         if nicks is not None:
             sink = TappedSink(sink, nicks.feed_bytes)
-        links.append(Link(name, opts, sink, status))
+        links.append(Link(name, opts, sink, status, tls))
     main = asyncio.current_task()
     assert main is not None
 

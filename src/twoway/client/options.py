@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from twoway.client.template import check_template
+from twoway.client.tls import ClientTls
 from twoway.net.options import Keepalive
 
 __all__ = ["ClientOptions", "link_names"]
@@ -76,9 +77,13 @@ class ClientOptions:
     #: Interactive mode: where typed lines are kept between runs (``None``: the default,
     #: ``$XDG_STATE_HOME/twoway/connect_history``; ``"off"``: this run only).
     history_file: str | None = None
+    #: ``--tls`` and its options; ``None``: plain TCP.
+    tls: ClientTls | None = None
+    #: ``--unix PATH``: connect to this Unix socket instead of ``host:port``.
+    unix: str | None = None
 
     def __post_init__(self) -> None:
-        if not 0 < self.port < 65536:
+        if self.unix is None and not 0 < self.port < 65536:
             raise ValueError(f"port {self.port} is out of range (1-65535)")
         if self.buffer < 0:
             raise ValueError("--buffer must be 0 or more")

@@ -16,11 +16,12 @@ from __future__ import annotations
 from twoway.config.load import load_settings, read_config_file
 from twoway.config.parse import KeepaliveSetting, metrics_address, parse_duration, parse_size
 from twoway.config.spec import ENV_PREFIX, OptionSpec
-from twoway.config.table import BY_KEY, MAX_LINE, OPTIONS, Settings
+from twoway.config.table import BY_KEY, LIVE_KEYS, MAX_LINE, OPTIONS, Settings
 
 __all__ = [
     "BY_KEY",
     "ENV_PREFIX",
+    "LIVE_KEYS",
     "MAX_LINE",
     "OPTIONS",
     "KeepaliveSetting",

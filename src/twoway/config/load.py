@@ -126,6 +126,7 @@ def load_settings(
                 continue  # overridden by a flag, which is refused below
             raise ConfigError(f"{source}: option {spec.key!r} does not apply to service {chosen!r}")
     _split_host(values, sources)
+    _check_unix_mode(values, sources)
     settings = Settings(
         service=chosen, sources=sources, notices=tuple(notices), operators=operators, **values
     )
@@ -193,17 +194,39 @@ def _unknown_env(env: Mapping[str, str], other_env: Collection[str]) -> list[tup
     return out
 
 
+def _check_unix_mode(values: dict[str, Any], sources: dict[str, str]) -> None:
+    raw = values.get("unix_mode")
+    if raw is None:
+        return
+    try:
+        bits = int(raw, 8)
+    except ValueError:
+        bits = -1
+    if not 0 <= bits <= 0o777:
+        source = sources.get("unix-mode", "default")
+        raise ConfigError(f"{source}: unix-mode = {raw!r}: not octal permission bits (e.g. 660)")
+
+
 def _split_host(values: dict[str, Any], sources: dict[str, str]) -> None:
-    """``host = "[::1]:4002"``: the host without brackets, and the port it names."""
+    """``host = "[::1]:4002"``: the host without brackets, and the port it names; several
+    hosts (``127.0.0.1,[::1]:4002``) each the same way, and they must name the same port."""
     raw = values.get("host")
     if raw is None:
         return
     source = sources.get("host", "default")
-    try:
-        host, port = split_host_port(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{source}: host = {raw!r}: {exc}") from None
-    values["host"] = host
+    hosts, ports = [], set()
+    for part in raw.split(","):
+        try:
+            host, named = split_host_port(part.strip())
+        except ValueError as exc:
+            raise ConfigError(f"{source}: host = {raw!r}: {exc}") from None
+        hosts.append(host)
+        if named is not None:
+            ports.add(named)
+    if len(ports) > 1:
+        raise ConfigError(f"{source}: host = {raw!r} names different ports")
+    values["host"] = ",".join(hosts)
+    port = ports.pop() if ports else None
     if port is None:
         return
     port_source = sources.get("port")

@@ -16,7 +16,7 @@ from typing import Any
 from twoway.config.parse import KeepaliveSetting
 from twoway.config.spec import OptionSpec, option, spec_of
 
-__all__ = ["BY_KEY", "MAX_LINE", "OPTIONS", "Settings"]
+__all__ = ["BY_KEY", "LIVE_KEYS", "MAX_LINE", "OPTIONS", "Settings"]
 
 #: ``--max-line``'s default. It is the library's own default (``ConnectionOptions.max_line``,
 #: from the line decoder), which config may not import; a test checks that the two agree.
@@ -33,7 +33,8 @@ class Settings:
     host: str = option(
         "str",
         "127.0.0.1",
-        "address to listen on (0.0.0.0 or :: to expose to a network)",
+        "address to listen on (0.0.0.0 or :: to expose to a network; :: is IPv4 too unless "
+        "-6); repeatable, or HOST,HOST in the environment and the file",
         metavar="HOST",
     )
     port: int = option(
@@ -110,6 +111,45 @@ class Settings:
         "close a TLS connection whose handshake is unfinished after this many seconds",
         minimum=0.001,
         metavar="SECONDS",
+    )
+    # -- issue 14, second part: handshakes per address; Unix sockets, IPv6-only, systemd.
+    max_handshakes_per_ip: int | None = option(
+        "int",
+        # A real client needs one handshake at a time, and a busy NAT rarely has dozens in
+        # flight at the same instant (each lasts a round trip or two); 10,000 stalled ones
+        # from one address could otherwise hold every slot for the handshake timeout.
+        32,
+        "most TLS handshakes in progress from one IP address, never more than "
+        "--max-conns-per-ip (0: no limit of its own)",
+        minimum=0,
+        zero_disables=True,
+        metavar="N",
+    )
+    ipv6_only: bool = option(
+        "bool",
+        False,
+        "with --host ::, IPv6 only (default: IPv4 clients too, one dual-stack socket; -6 sets it)",
+        flag="--ipv6-only/--dual-stack",
+    )
+    unix: str | None = option(
+        "path",
+        None,
+        "listen on this Unix socket (a stale socket file is replaced; removed at exit); "
+        "TCP too only if --host or --port is given",
+        metavar="PATH",
+    )
+    unix_mode: str | None = option(
+        "str",
+        None,
+        "permission bits of the --unix socket, octal (660: owner and group only)",
+        metavar="MODE",
+    )
+    systemd: str = option(
+        "choice",
+        "auto",
+        "auto: serve on the sockets systemd passes (LISTEN_FDS) and notify it "
+        "(NOTIFY_SOCKET) when it does; off: ignore both",
+        choices=("auto", "off"),
     )
     allow: tuple[str, ...] = option(
         "list",
@@ -505,6 +545,16 @@ class Settings:
     #: file can declare operators (not a flag or a variable: they would show in ``ps``).
     operators: Mapping[str, str] = field(default_factory=dict, compare=False)
 
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """The TCP addresses to listen on: ``host`` split at commas (``--host`` repeated)."""
+        return tuple(h.strip() for h in self.host.split(",") if h.strip())
+
+    @property
+    def unix_mode_bits(self) -> int | None:
+        """``unix_mode`` as permission bits (checked when the settings are loaded)."""
+        return None if self.unix_mode is None else int(self.unix_mode, 8)
+
     def describe(self, service_options: Collection[str] = ()) -> list[str]:
         """``key = value  # source`` lines, for ``twoway check-config``: every option that
         applies to every service, and the per-service ones named in ``service_options``
@@ -522,6 +572,38 @@ class Settings:
             )
         return lines
 
+
+#: The options a SIGHUP applies without a restart (issue 14): each takes effect for what
+#: comes next (new connections, the next line, the next join) and nothing open is dropped.
+#: Every other key changed in the config file is logged as needing a restart and keeps
+#: its value. ``twoway check-config`` lists both sets.
+LIVE_KEYS: frozenset[str] = frozenset(
+    {
+        # limits and per-connection options (new connections get them)
+        "max-conns",
+        "max-conns-per-ip",
+        "ipv6-prefix",
+        "max-line",
+        "idle-timeout",
+        "line-timeout",
+        "no-delay",
+        "max-queued",
+        "slow-grace",
+        # the front door (certificate files are reread on every SIGHUP anyway)
+        "tls-cert",
+        "tls-key",
+        "allow",
+        "deny",
+        "allow-file",
+        "deny-file",
+        # chat
+        "motd",
+        "flood-rate",
+        "flood-burst",
+        # logging
+        "log-level",
+    }
+)
 
 #: Every option, in the order ``--help`` lists them.
 OPTIONS: tuple[OptionSpec, ...] = tuple(

@@ -21,8 +21,14 @@ the sockets itself and, for each one:
    socket and is one log line, rate-limited per address and reason.
 
 Each socket holds one :attr:`Registry.pending <twoway.net.registry.Registry.pending>` slot
-until step 4 or its failure. Plain TCP without PROXY never comes here: its listeners stay on
-``create_server``, the measured hot path.
+until step 4 or its failure. Handshakes in progress are also counted per client address (an
+IPv6 client per network, as the per-address limits count): past ``max_handshakes_per_ip``
+(and never past ``max_connections_per_ip``) a new socket from that address is closed at once
+with one rate-limited line, so a flood of slow or stalled handshakes from one address holds
+a few slots for the handshake timeout at most, never the whole of ``max_connections``.
+
+Plain TCP without PROXY never comes here: its listeners stay on ``create_server``, the
+measured hot path.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twoway.errors import ProxyProtocolError
+from twoway.net.address import limit_key
 from twoway.net.connection import Connection
 from twoway.net.registry import Registry
 from twoway.net.tlspeer import describe_handshake_error
@@ -60,7 +67,8 @@ class Acceptor:
     ``factory`` makes the :class:`~twoway.net.connection.Connection`. ``context``: TLS, or
     ``None``; ``handshake_timeout`` bounds each handshake (seconds). ``proxy_from``: the
     proxies trusted to send a PROXY header, or ``None`` for no PROXY protocol;
-    ``proxy_timeout`` bounds the wait for the header. :meth:`close` stops accepting and
+    ``proxy_timeout`` bounds the wait for the header. ``max_handshakes_per_ip``: see the
+    module docstring. :meth:`close` stops accepting and
     cancels the set-ups in progress (their sockets are closed); connections already made are
     the server's business.
     """
@@ -75,8 +83,13 @@ class Acceptor:
         handshake_timeout: float = 10.0,
         proxy_from: AddressSet | None = None,
         proxy_timeout: float = 5.0,
+        max_handshakes_per_ip: int | None = None,
     ) -> None:
         self._sock = sock
+        #: Most TLS handshakes in progress from one address (``None``: only the per-address
+        #: connection limit, if any, bounds them); may be changed live.
+        self.max_handshakes_per_ip = max_handshakes_per_ip
+        self._handshaking: dict[str, int] = {}
         self._factory = factory
         self._registry = registry
         self._context = context
@@ -149,8 +162,11 @@ class Acceptor:
                     sock.close()
                     return
                 addr = real
-            if self._context is not None and not registry.permits(addr):
-                sock.close()
+            if self._context is not None:
+                if not registry.permits(addr):
+                    sock.close()
+                    return
+                await self._handshake(sock, addr)
                 return
             await self._make(sock, addr)
         except asyncio.CancelledError:
@@ -188,6 +204,40 @@ class Acceptor:
             return None
         client = header.client
         return addr if client is None else client
+
+    def handshakes_in_progress(self, host: str) -> int:
+        """How many TLS handshakes from ``host`` (its limit key) are in progress."""
+        return self._handshaking.get(limit_key(host, self._registry.ipv6_prefix), 0)
+
+    def _handshake_cap(self) -> int | None:
+        caps = (self.max_handshakes_per_ip, self._registry.max_connections_per_ip)
+        present = [c for c in caps if c is not None]
+        return min(present) if present else None
+
+    async def _handshake(self, sock: socket.socket, addr: Any) -> None:
+        """:meth:`_make` under TLS, counted per client address (see the module docstring)."""
+        cap = self._handshake_cap()
+        if cap is None or not isinstance(addr, tuple):  # a Unix socket's client: no address
+            await self._make(sock, addr)
+            return
+        key = limit_key(str(addr[0]), self._registry.ipv6_prefix)
+        counts = self._handshaking
+        busy = counts.get(key, 0)
+        if busy >= cap:
+            sock.close()
+            self._registry.handshake_failed(
+                addr, f"too many handshakes in progress from {key} (max {cap}): closed"
+            )
+            return
+        counts[key] = busy + 1
+        try:
+            await self._make(sock, addr)
+        finally:
+            left = counts[key] - 1
+            if left:
+                counts[key] = left
+            else:
+                del counts[key]
 
     async def _make(self, sock: socket.socket, addr: Any) -> None:
         loop = asyncio.get_running_loop()

@@ -12,7 +12,10 @@ __all__ = ["format_address", "limit_key", "normalize_ip"]
 
 def format_address(addr: Any) -> str:
     """``127.0.0.1:4001`` or ``[::1]:4001`` from a socket address (``?`` if unknown); an
-    IPv4-mapped IPv6 address prints as the IPv4 one."""
+    IPv4-mapped IPv6 address prints as the IPv4 one; a Unix socket's client (which has no
+    address: ``""``) prints as ``unix``."""
+    if addr == "":
+        return "unix"
     if isinstance(addr, tuple) and len(addr) >= 2:
         host = str(addr[0])
         if host.startswith("::ffff:") and "." in host:

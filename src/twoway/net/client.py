@@ -27,6 +27,7 @@ import ipaddress
 import logging
 import random
 import socket
+import ssl as _ssl
 from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from typing import Any
 
@@ -40,7 +41,7 @@ from twoway.net.options import ConnectionOptions
 from twoway.net.service import Framing, Service
 from twoway.sansio.backoff import backoff_delays
 
-__all__ = ["ClientService", "connect", "happy_eyeballs", "is_ip_address"]
+__all__ = ["ClientService", "connect", "happy_eyeballs", "is_ip_address", "tls_failure"]
 
 log = logging.getLogger("twoway.client")
 
@@ -79,8 +80,34 @@ class ClientService(AsyncService):
         conn.close()
 
 
-def _classify(exc: BaseException, where: str) -> RetryableConnectError | FatalConnectError:
-    """The typed, one-line error for a failed attempt to reach ``where``."""
+def tls_failure(exc: BaseException, servername: str | None) -> str | None:
+    """``TLS: certificate verify failed: self-signed certificate (host 127.0.0.1)``: the
+    phrase for a failed client handshake, or ``None`` if ``exc`` is not a TLS error."""
+    if isinstance(exc, _ssl.SSLCertVerificationError):
+        reason = exc.verify_message or exc.reason or "unknown reason"
+        return f"TLS: certificate verify failed: {reason} (host {servername})"
+    if isinstance(exc, _ssl.SSLError):
+        reason = (exc.reason or str(exc)).lower().replace("_", " ")
+        # What a plain-text server's answer (or its echo of our hello) looks like to TLS.
+        plain = ("wrong version number", "packet length too long", "unexpected message")
+        if reason in plain or reason == "record layer failure":
+            reason += " (is it a TLS server?)"
+        elif reason.startswith(("tlsv1 alert", "sslv3 alert", "tlsv13 alert")):
+            reason = "the server refused the handshake: " + reason.split(" ", 2)[-1]
+        return f"TLS: {reason}"
+    return None
+
+
+def _classify(
+    exc: BaseException, where: str, servername: str | None = None
+) -> RetryableConnectError | FatalConnectError:
+    """The typed, one-line error for a failed attempt to reach ``where``. A certificate
+    that does not verify is fatal: trying again shows the same certificate."""
+    tls = tls_failure(exc, servername)
+    if tls is not None:
+        if isinstance(exc, _ssl.SSLCertVerificationError):
+            return FatalConnectError(f"cannot connect to {where}: {tls}")
+        return RetryableConnectError(f"cannot connect to {where}: {tls}")
     if isinstance(exc, socket.gaierror):
         if exc.errno in _FATAL_GAI:
             return FatalConnectError(f"cannot connect to {where}: unknown host")
@@ -224,6 +251,13 @@ class connect:
     ``async for line in conn``. ``options`` sets limits, idle timeout, keep-alive and
     ``TCP_NODELAY`` (on by default, as for every twoway connection).
 
+    ``ssl``: an ``ssl.SSLContext`` to speak TLS; ``server_hostname`` is the name sent in SNI
+    and checked against the certificate (default: ``host``). A certificate that does not
+    verify raises :class:`FatalConnectError` naming the reason and the name checked.
+
+    ``unix``: the path of a Unix socket to connect to instead (``host`` and ``port`` then
+    only name it in messages).
+
     ``connect_timeout`` bounds each attempt, name lookup included (``None``: the kernel's,
     about two minutes). A host name's addresses are raced with Happy Eyeballs: the next one
     starts ``happy_eyeballs_delay`` seconds after the previous (``None``: in turn).
@@ -257,6 +291,8 @@ class connect:
         happy_eyeballs_delay: float | None = 0.25,
         local_addr: tuple[str, int] | None = None,
         ssl: Any = None,
+        server_hostname: str | None = None,
+        unix: str | None = None,
         reconnect: bool = False,
         initial_delay: float = 1.0,
         factor: float = 2.0,
@@ -277,14 +313,19 @@ class connect:
         self.happy_eyeballs_delay = happy_eyeballs_delay
         self.local_addr = local_addr
         self.ssl = ssl
+        self.server_hostname = server_hostname
+        self.unix = unix
         self.reconnect = reconnect
         self.backoff = (initial_delay, factor, max_delay, jitter)
         self.stable_after = stable_after
         self.max_attempts = max_attempts
         self.rng = rng
         self.on_wait = on_wait
-        #: ``host:port`` as it appears in messages (``[::1]:4001`` for IPv6).
+        #: ``host:port`` as it appears in messages (``[::1]:4001`` for IPv6; the path of a
+        #: Unix socket).
         self.where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if unix is not None:
+            self.where = unix
 
     async def open(self) -> Connection:
         """Make one attempt and return the connection.
@@ -296,6 +337,15 @@ class connect:
         cls = connection_class(self.service)
         try:
             async with asyncio.timeout(self.connect_timeout):
+                if self.unix is not None:
+                    _transport, conn = await loop.create_unix_connection(
+                        lambda: cls(self.service, self.options, None),
+                        self.unix,
+                        ssl=self.ssl,
+                        server_hostname=self._servername() if self.ssl else None,
+                    )
+                    log.debug("connected to %s", self.unix)
+                    return conn
                 if not is_ip_address(self.host):
                     log.debug("looking up %s", self.host)
                 infos = await loop.getaddrinfo(
@@ -309,15 +359,19 @@ class connect:
                         lambda: cls(self.service, self.options, None),
                         sock=sock,
                         ssl=self.ssl,
-                        server_hostname=self.host if self.ssl else None,
+                        server_hostname=self._servername() if self.ssl else None,
                     )
                 except BaseException:
                     sock.close()
                     raise
         except (OSError, TimeoutError) as exc:
-            raise _classify(_summarise(exc), self.where) from exc
+            raise _classify(_summarise(exc), self.where, self._servername()) from exc
         log.debug("connected %s -> %s", format_address(conn.local_address), conn.peer)
         return conn
+
+    def _servername(self) -> str:
+        # A zone (fe80::1%eth0) is not part of a name a certificate can hold.
+        return self.server_hostname or self.host.split("%", 1)[0]
 
     def __await__(self) -> Generator[Any, None, Connection]:
         return self.open().__await__()

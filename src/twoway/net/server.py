@@ -14,7 +14,7 @@ import errno
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -27,6 +27,7 @@ from twoway.net.idle import set_keepalive
 from twoway.net.options import ConnectionOptions
 from twoway.net.registry import Registry, ServerStats
 from twoway.net.service import Framing, Service
+from twoway.net.unixsock import bind_unix, remove_unix
 from twoway.sansio.access import AccessPolicy, AddressSet
 
 __all__ = ["Server", "serve"]
@@ -90,16 +91,24 @@ class Server:
     :attr:`access`). ``ssl``: an ``ssl.SSLContext`` to serve TLS; its listeners then accept
     through :class:`~twoway.net.accept.Acceptor`, where every handshake is bounded by
     ``ssl_handshake_timeout`` seconds, counts against ``max_connections`` while it runs and
-    is logged (one rate-limited line) when it fails. ``proxy_from``: accept a PROXY protocol
-    header (v1 or v2) from these proxies only, within ``proxy_timeout`` seconds; its client
+    is logged (one rate-limited line) when it fails; at most ``max_handshakes_per_ip`` (and
+    ``max_connections_per_ip``) run at once from one address. ``proxy_from``: accept a PROXY
+    protocol header (v1 or v2) from these proxies only, within ``proxy_timeout`` seconds; its client
     is the connection's address. Plain TCP without PROXY uses the loop's own
     ``create_server``.
+
+    Where it listens: ``host`` is one address or name, several (a sequence; ``()`` for no
+    TCP at all), or ``None`` for every interface. ``"::"`` listens on IPv6 *and* IPv4 (one
+    dual-stack socket, like Node and ncat) unless ``ipv6_only``. ``unix``: a Unix socket
+    path as well (``unix_mode`` its permission bits), replaced if stale and removed when the
+    server stops (see :mod:`twoway.net.unixsock`). ``sock``: listening sockets made
+    elsewhere (systemd's, or bound before the workers forked), served as they are.
     """
 
     def __init__(
         self,
         service: Service,
-        host: str | None = "127.0.0.1",
+        host: str | Sequence[str] | None = "127.0.0.1",
         port: int = 4001,
         *,
         options: ConnectionOptions | None = None,
@@ -113,7 +122,11 @@ class Server:
         access: AccessPolicy | None = None,
         proxy_from: AddressSet | None = None,
         proxy_timeout: float = 5.0,
-        sock: socket.socket | None = None,
+        sock: socket.socket | Sequence[socket.socket] | None = None,
+        ipv6_only: bool = False,
+        unix: str | None = None,
+        unix_mode: int | None = None,
+        max_handshakes_per_ip: int | None = None,
     ) -> None:
         self.service = service
         self.host = host
@@ -132,7 +145,14 @@ class Server:
         self.ssl_handshake_timeout = ssl_handshake_timeout
         self.proxy_from = proxy_from
         self.proxy_timeout = proxy_timeout
-        self.sock = sock
+        self.socks: list[socket.socket] = (
+            [] if sock is None else [sock] if isinstance(sock, socket.socket) else list(sock)
+        )
+        self.ipv6_only = ipv6_only
+        self.unix = unix
+        self.unix_mode = unix_mode
+        self.max_handshakes_per_ip = max_handshakes_per_ip
+        self._unix_inode: int | None = None
         self.started_at = 0.0
         self._listeners: list[asyncio.Server | Acceptor] = []
         self._closing = False
@@ -151,32 +171,51 @@ class Server:
         self._closed = asyncio.Event()
         self.registry.open()
         factory = self._make_protocol
-        where = f"{self.host}:{self.port}"
         await self.service.on_start(self)
+        where = ""
         try:
-            if self.sock is not None:
-                self._tune_listener(self.sock)
-                self._listeners.append(await self._listen(loop, factory, self.sock))
-            else:
-                await self._bind_all(loop, factory)
-        except OSError as exc:
-            for srv in self._listeners:
-                srv.close()
+            for sock in self.socks:
+                self._tune_listener(sock)
+                self._listeners.append(await self._listen(loop, factory, sock))
+            for host in self._hosts():
+                where = f"[{host}]:{self.port}" if ":" in str(host) else f"{host}:{self.port}"
+                await self._bind_all(loop, factory, host)
+            if self.unix is not None:
+                where = self.unix
+                sock, self._unix_inode = bind_unix(self.unix, self.unix_mode, self.backlog)
+                self._listeners.append(await self._listen(loop, factory, sock))
+        except (OSError, ListenError) as exc:
+            self._stop_listeners()
             self._listeners.clear()
             await self.service.on_stopped()
+            if isinstance(exc, ListenError):
+                raise
             if isinstance(exc, socket.gaierror):
-                raise ListenError(f"cannot listen on {where}: unknown host {self.host!r}") from exc
+                raise ListenError(f"cannot listen on {where}: unknown host") from exc
             raise ListenError(f"cannot listen on {where}: {describe_oserror(exc)}") from exc
         self.started_at = time.time()
         self.service.on_listening(self)
         return self
 
+    def _hosts(self) -> list[str | None]:
+        """The TCP addresses to bind, in order (``None``: every interface)."""
+        if self.host is None or isinstance(self.host, str):
+            return [self.host or None]
+        return list(self.host)
+
     async def _bind_all(
-        self, loop: asyncio.AbstractEventLoop, factory: Callable[[], Connection]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        factory: Callable[[], Connection],
+        host: str | None,
     ) -> None:
         infos = await loop.getaddrinfo(
-            self.host or None, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
+        # "::" alone is the dual-stack address (IPv4 clients arrive as ::ffff:a.b.c.d);
+        # every interface (host None) gets a socket per family instead, so IPv6 stays
+        # IPv6-only there.
+        dual = host == "::" and not self.ipv6_only
         seen: list[Any] = []
         port = self.port
         for family, _type, proto, _name, addr in infos:
@@ -189,7 +228,7 @@ class Server:
                 if self.reuse_port:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual else 1)
                 self._tune_listener(sock)
                 # With port 0 every address family must end up on the same free port.
                 sock.bind((addr[0], port, *addr[2:]))
@@ -220,6 +259,7 @@ class Server:
             handshake_timeout=self.ssl_handshake_timeout,
             proxy_from=self.proxy_from,
             proxy_timeout=self.proxy_timeout,
+            max_handshakes_per_ip=self.max_handshakes_per_ip,
         )
         listener.start()
         return listener
@@ -254,8 +294,21 @@ class Server:
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
-        """``(host, port)`` of every listening socket, with the real port."""
-        return [(str(s.getsockname()[0]), int(s.getsockname()[1])) for s in self.sockets]
+        """``(host, port)`` of every listening TCP socket, with the real port."""
+        names = [s.getsockname() for s in self.sockets]
+        return [(str(n[0]), int(n[1])) for n in names if isinstance(n, tuple)]
+
+    @property
+    def unix_paths(self) -> list[str]:
+        """The paths of the listening Unix sockets (an abstract one starts with ``@``)."""
+        out = []
+        for s in self.sockets:
+            name = s.getsockname()
+            if isinstance(name, bytes):  # abstract namespace
+                name = "@" + name[1:].decode(errors="replace")
+            if isinstance(name, str):
+                out.append(name)
+        return out
 
     @property
     def access(self) -> AccessPolicy | None:
@@ -302,8 +355,14 @@ class Server:
         """Close the listening sockets; open connections are left alone. Idempotent."""
         self._closing = True
         self.registry.accepting = False
+        self._stop_listeners()
+
+    def _stop_listeners(self) -> None:
         for srv in self._listeners:
             srv.close()
+        if self.unix is not None and self._unix_inode is not None:
+            remove_unix(self.unix, self._unix_inode)
+            self._unix_inode = None
 
     def close(self) -> None:
         """Stop accepting and close every connection gracefully. Idempotent; see
@@ -362,7 +421,7 @@ class Server:
 
 def serve(
     handler: Service | Callable[[Connection], Awaitable[None]],
-    host: str | None = "127.0.0.1",
+    host: str | Sequence[str] | None = "127.0.0.1",
     port: int = 4001,
     *,
     framing: Framing = "line",

@@ -18,6 +18,7 @@ __all__ = [
     "build_service",
     "check_settings",
     "connection_options",
+    "reconfigure_service",
     "service_options",
 ]
 
@@ -34,6 +35,9 @@ class ServiceSpec:
     options: tuple[str, ...] = ()
     #: Checks how the settings go together; raises :class:`ConfigError`.
     check: Callable[[Settings], None] | None = None
+    #: Applies the live settings (``config.LIVE_KEYS``) it owns to a running instance, on
+    #: SIGHUP; raises :class:`ConfigError` before changing anything.
+    reconfigure: Callable[[Service, Settings], None] | None = None
 
 
 def _framing(settings: Settings) -> Framing:
@@ -71,6 +75,12 @@ def _chat(settings: Settings) -> Service:
     service = build_chat(settings)
     attach_moderation(service, settings)
     return service
+
+
+def _reconfigure_chat(service: Service, settings: Settings) -> None:
+    from twoway.services.chat import reconfigure_chat
+
+    reconfigure_chat(service, settings)
 
 
 def _check_chat(settings: Settings) -> None:
@@ -146,6 +156,7 @@ SERVICES: dict[str, ServiceSpec] = {
             _chat,
             _CHAT,
             check=_check_chat,
+            reconfigure=_reconfigure_chat,
         ),
         ServiceSpec("echo", "sends back every byte, unchanged", _echo),
         ServiceSpec(
@@ -189,6 +200,14 @@ def build_service(settings: Settings) -> Service:
             f"unknown service {settings.service!r} (choose from {', '.join(SERVICES)})"
         )
     return spec.factory(settings)
+
+
+def reconfigure_service(service: Service, settings: Settings) -> None:
+    """Apply the live settings of ``settings.service`` to a running ``service`` (SIGHUP);
+    nothing for a service without live settings of its own. Raises ConfigError."""
+    reconfigure = SERVICES[settings.service].reconfigure
+    if reconfigure is not None:
+        reconfigure(service, settings)
 
 
 def connection_options(settings: Settings) -> ConnectionOptions:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from twoway.bus import Backfill, Bus, BusEvent, LocalBus, Missed, NodeLost, Overflow, make_bus
 from twoway.config import Settings
 from twoway.errors import ConfigError, describe_oserror
-from twoway.net.service import LineService
+from twoway.net.service import LineService, Service
 from twoway.sansio.bus import Hello, Lost, Moderated, Received, RecordSet, RoomGap
 from twoway.sansio.chat import (
     ChatCore,
@@ -55,7 +55,7 @@ from twoway.sansio.text import escape_controls
 if TYPE_CHECKING:
     from twoway.net.conn import Conn, Listening
 
-__all__ = ["ChatService", "ChatStats", "Moderator", "build_chat"]
+__all__ = ["ChatService", "ChatStats", "Moderator", "build_chat", "read_motd", "reconfigure_chat"]
 
 log = logging.getLogger("twoway.chat")
 
@@ -713,14 +713,30 @@ def _missed_notice(count: int) -> str:
     return f"*** notice: {count} message{'' if count == 1 else 's'} may have been missed"
 
 
+def read_motd(settings: Settings) -> str | None:
+    """The text of ``settings.motd`` (``None`` without one); raises ConfigError."""
+    if not settings.motd:
+        return None
+    try:
+        return Path(settings.motd).read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise ConfigError(f"motd: {settings.motd}: {describe_oserror(exc)}") from None
+
+
+def reconfigure_chat(service: Service, settings: Settings) -> None:
+    """Apply the live chat settings (MOTD, flood control) to a running ``service``: for the
+    clients that connect from now on. Raises ConfigError (an unreadable MOTD) before
+    changing anything."""
+    assert isinstance(service, ChatService)
+    motd = read_motd(settings)
+    service.core.set_motd(motd)
+    service.flood_rate = settings.flood_rate
+    service.flood_burst = settings.flood_burst
+
+
 def build_chat(settings: Settings) -> ChatService:
     """A :class:`ChatService` configured from ``settings``; bad values raise ConfigError."""
-    motd: str | None = None
-    if settings.motd:
-        try:
-            motd = Path(settings.motd).read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            raise ConfigError(f"motd: {settings.motd}: {describe_oserror(exc)}") from None
+    motd = read_motd(settings)
     bus = make_bus(settings.bus)
     core = ChatCore(
         history=settings.history,

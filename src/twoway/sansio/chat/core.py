@@ -121,6 +121,10 @@ class ChatCore:
 
     # -- queries ---------------------------------------------------------------------------
 
+    def set_motd(self, motd: str | None) -> None:
+        """Greet the clients that connect from now on with ``motd`` (a SIGHUP reload)."""
+        self._motd = tuple(NOTICE + escape_controls(line) for line in (motd or "").splitlines())
+
     @property
     def connection_count(self) -> int:
         """How many clients are connected."""
