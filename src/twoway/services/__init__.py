@@ -80,6 +80,9 @@ def _check_chat(settings: Settings) -> None:
             "(--bus redis://HOST:PORT/DB); without one, clients of different workers "
             "could not see each other"
         )
+    from twoway.services.chatstore import keep_policy
+
+    keep_policy(settings)  # a bad --keep is a ConfigError before anything starts
 
 
 def _dump(settings: Settings) -> Service:
@@ -119,6 +122,10 @@ _CHAT = (
     "history",
     "history-bytes",
     "max-rooms",
+    "data-dir",
+    "ephemeral",
+    "keep",
+    "resume-window",
     "flood-rate",
     "flood-burst",
     "slow-grace",

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,10 +51,13 @@ from twoway.sansio.chat import (
 )
 from twoway.sansio.chat.batch import RoomBatch
 from twoway.sansio.flood import FloodControl, Verdict
+from twoway.sansio.chat.sequence import MAX_REPLAY
 from twoway.sansio.text import escape_controls
+from twoway.store import MemoryRecords, Records
 
 if TYPE_CHECKING:
     from twoway.net.conn import Conn, Listening
+    from twoway.store.sqlite import SqliteStore
 
 __all__ = ["ChatService", "ChatStats", "build_chat"]
 
@@ -89,6 +93,10 @@ _BATCH_LIMIT = 64 * 1024
 # bounds in seconds; a room line flushes at once, with the presence lines queued before it.
 _PRESENCE_DELAY_MIN = 0.005
 _PRESENCE_DELAY_MAX = 0.25
+# Lines each room keeps in memory for /since, /history and resumes: one request's worth.
+_TAIL = MAX_REPLAY
+# How often departed sessions past the resume window are forgotten (their nicks freed).
+_EXPIRE_EVERY = 1.0
 
 
 class ChatService(LineService):
@@ -110,8 +118,19 @@ class ChatService(LineService):
         flood_rate: float = 5.0,
         flood_burst: int = 10,
         bus: Bus | None = None,
+        store: SqliteStore | None = None,
+        records: Records | None = None,
+        describe_store: str = "",
     ) -> None:
         self.bus: Bus = bus if bus is not None else LocalBus()
+        #: The durable store the core journals to (None: memory only); started by
+        #: :meth:`on_start`, closed by :meth:`on_stopped`.
+        self.store = store
+        #: Keyed records (accounts, bans...) in the same store, or in memory.
+        self.records: Records = records if records is not None else MemoryRecords()
+        #: Which store is in use, for the ready line (``history in /path/chat.db``).
+        self.ready_note = describe_store
+        self._expiry: asyncio.TimerHandle | None = None
         if core is None:
             core = ChatCore(cluster=self.bus.cluster)
         elif self.bus.cluster and not core.cluster:
@@ -167,6 +186,15 @@ class ChatService(LineService):
         self._loop = asyncio.get_running_loop()
         await self.bus.start(self)
         self._node_bits = self.bus.node << 32
+        if self.store is not None:
+            self.store.on_failure = _store_failed
+            self.store.start()
+        self._expiry = self._loop.call_later(_EXPIRE_EVERY, self._expire)
+
+    def _expire(self) -> None:
+        self.core.expire(self._now())
+        loop = self._loop or asyncio.get_running_loop()
+        self._expiry = loop.call_later(_EXPIRE_EVERY, self._expire)
 
     def on_listening(self, server: Listening) -> None:
         self.server = server
@@ -174,7 +202,12 @@ class ChatService(LineService):
     async def on_stopped(self) -> None:
         """Every client is gone (their departures are queued for the bus): flush and stop it."""
         self.flush_rooms()
+        if self._expiry is not None:
+            self._expiry.cancel()
         await self.bus.stop()
+        if self.store is not None:
+            # What was said is written before the process ends (a SIGTERM loses nothing).
+            await asyncio.get_running_loop().run_in_executor(None, self.store.close)
 
     def _now(self) -> float:
         if self._loop is None:
@@ -245,7 +278,7 @@ class ChatService(LineService):
         else:
             reason = "closed"
         # The connection is gone: nothing queued for it can be delivered, so no catch-up.
-        self._apply_presence(self.core.disconnect(client.cid, reason))
+        self._apply_presence(self.core.disconnect(client.cid, reason, self._now()))
 
     def _kick(
         self,
@@ -482,6 +515,11 @@ def _gone(conn: Conn) -> bool:
     return transport is None or transport.is_closing() or conn.is_closing
 
 
+def _store_failed(message: str) -> None:
+    # From the writer thread (logging is thread-safe): once, loud.
+    log.error("%s", message, extra={"event": "store_failed"})
+
+
 def _missed_notice(count: int) -> str:
     return f"*** notice: {count} message{'' if count == 1 else 's'} may have been missed"
 
@@ -494,6 +532,8 @@ def build_chat(settings: Settings) -> ChatService:
             motd = Path(settings.motd).read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
             raise ConfigError(f"motd: {settings.motd}: {describe_oserror(exc)}") from None
+    from twoway.services.chatstore import open_memory
+
     bus = make_bus(settings.bus)
     core = ChatCore(
         history=settings.history,
@@ -501,7 +541,19 @@ def build_chat(settings: Settings) -> ChatService:
         max_rooms=settings.max_rooms,
         motd=motd,
         cluster=bus.cluster,
+        tail=_TAIL,
+        # Random, so a room whose history was lost (a restart in memory) is told apart.
+        new_epoch=lambda: secrets.token_hex(4),
+        resume_window=settings.resume_window,
+        new_token=lambda: secrets.token_urlsafe(18),  # 144 bits: unguessable
     )
+    memory = open_memory(settings, core, _TAIL)
     return ChatService(
-        core, flood_rate=settings.flood_rate, flood_burst=settings.flood_burst, bus=bus
+        core,
+        flood_rate=settings.flood_rate,
+        flood_burst=settings.flood_burst,
+        bus=bus,
+        store=memory.store,
+        records=memory.records,
+        describe_store=memory.describe,
     )

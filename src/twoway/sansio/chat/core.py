@@ -113,6 +113,8 @@ class ChatCore:
         resume_window: float | None = None,
         new_token: Callable[[], str] | None = None,
     ) -> None:
+        if history < 0:
+            raise ValueError(f"history must be >= 0 (got {history})")
         if tail < 0:
             raise ValueError(f"tail must be >= 0 (got {tail})")
         histories = HistoryStore(max(history, tail), history_bytes)  # checks both values
@@ -212,8 +214,9 @@ class ChatCore:
         out.extend(Send(cid, line) for line in self._motd)
         out.append(Send(cid, f"{NOTICE}you are {member.nick}"))
         state.enter(member, state.lobby, out)
+        # Just before the end of the welcome: a resuming client skips the welcome up to it.
+        out += token_line(state, member)
         out.append(Send(cid, NOTICE + "type /help for commands"))
-        out += token_line(state, member)  # last: a resuming client skips up to it
         source = f" from {escape_controls(address)}" if address else ""
         out.append(Log(f"{member.nick} joined {state.lobby.name}{source}"))
         if state.cluster:

@@ -70,15 +70,19 @@ def replay(
 
 
 def depart_resumable(state: ChatState, member: Member, why: str, out: list[Effect]) -> None:
-    """``member``'s connection is gone (not by ``/quit``): its token becomes a ticket, its
-    nick is held, and the room is told as for any departure."""
+    """``member``'s connection is gone (not by ``/quit``): its token becomes a ticket and the
+    room is told as for any departure. Its nick is held for it unless it closed the
+    connection itself (``why`` is ``closed``: a client that ends its session cleanly has left,
+    and its nick is free at once, as it always was; it may still resume, as whoever its nick
+    is free for)."""
     tokens = state.tokens
     if tokens is not None and tokens.token_of(member.cid) is not None:
         h = member.room.history
         epoch, last = ("", 0) if h is None else (h.epoch, h.last)
         ticket = tokens.depart(member.cid, member.nick, member.room.name, epoch, last, state.now)
         state.depart(member, why, out)
-        state.hold(member.key, ticket.token)
+        if why != "closed":
+            state.hold(member.key, ticket.token)
     else:
         state.depart(member, why, out)
 
