@@ -119,7 +119,10 @@ def test_keep_policy_parsing() -> None:
 def _core(**kw: object) -> ChatCore:
     count = itertools.count()
     return ChatCore(
-        tail=1000, resume_window=60.0, new_token=lambda: f"T{next(count)}", **kw  # type: ignore[arg-type]
+        tail=1000,
+        resume_window=60.0,
+        new_token=lambda: f"T{next(count)}",
+        **kw,  # type: ignore[arg-type]
     )
 
 

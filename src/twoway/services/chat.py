@@ -50,8 +50,8 @@ from twoway.sansio.chat import (
     is_command,
 )
 from twoway.sansio.chat.batch import RoomBatch
-from twoway.sansio.flood import FloodControl, Verdict
 from twoway.sansio.chat.sequence import MAX_REPLAY
+from twoway.sansio.flood import FloodControl, Verdict
 from twoway.sansio.text import escape_controls
 from twoway.store import MemoryRecords, Records
 

@@ -102,8 +102,12 @@ def _nick(state: ChatState, member: Member, arg: str) -> list[Effect]:
     if key in RESERVED_NICKS:
         return error(state, member, f"nick {quote(arg)} is reserved")
     holder = state.nicks.get(key)
-    if (holder is not None and holder is not member) or key in state.remote.nicks or (
-        key in state.held  # kept for a departed client that may resume
+    if (
+        (holder is not None and holder is not member)
+        or key in state.remote.nicks
+        or (
+            key in state.held  # kept for a departed client that may resume
+        )
     ):
         return error(state, member, f"nick {quote(arg)} is already taken")
     old = member.nick

@@ -114,6 +114,8 @@ def resume(state: ChatState, member: Member, token: str) -> list[Effect]:
             found = tokens.claim(token, state.now)
     if isinstance(found, Refused):
         return out + _error(state, member, f"resume refused ({found.reason})")
+    if isinstance(found, Claim):  # still open after its departure: cannot happen
+        return out + _error(state, member, "resume refused (already used)")
     return out + _restore(state, member, found)
 
 

@@ -83,9 +83,12 @@ class ChatState:
         self.replay = histories.per_room if replay is None else replay
         if new_epoch is None:
             counter = itertools.count(1)
-            new_epoch = lambda: str(next(counter))  # noqa: E731  # deterministic for tests
+
+            def new_epoch() -> str:  # deterministic, for tests
+                return str(next(counter))
+
         #: Names a new numbering of a room's lines (see sequence.py): random in a server.
-        self.new_epoch = new_epoch
+        self.new_epoch: Callable[[], str] = new_epoch
         #: Told of every line kept (a durable store), or None.
         self.journal: Journal | None = None
         #: Keep the history of emptied rooms (in ``backfill``, at most MAX_PARKED) and the
@@ -127,7 +130,8 @@ class ChatState:
         if room is None:
             history = self.backfill.pop(name, None)  # already counted in the budget
             if history is None:
-                epoch, last = self.dormant.pop(name, None) or (self.new_epoch(), 0)
+                dormant = self.dormant.pop(name, None)
+                epoch, last = dormant if dormant is not None else (self.new_epoch(), 0)
                 history = self.histories.new(epoch, last)
             elif not history.epoch:  # backfilled from other servers: numbered from here
                 history.epoch, history.last = self.new_epoch(), len(history)
