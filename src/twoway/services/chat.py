@@ -208,6 +208,7 @@ class ChatService(LineService):
         if self.store is not None:
             # What was said is written before the process ends (a SIGTERM loses nothing).
             await asyncio.get_running_loop().run_in_executor(None, self.store.close)
+            log.info("history store: %s", self.store.describe_writes())
 
     def _now(self) -> float:
         if self._loop is None:
