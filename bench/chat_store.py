@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import ROOT, SHARED, WORKLOADS, twoway_cmd  # noqa: E402
+from run import ROOT, SHARED, WORKLOADS, twoway_cmd
 
 NAMES = ("chat-rate0", "chat-200", "chat-1000")
 _WRITES = re.compile(
