@@ -189,6 +189,10 @@ def _token(state: ChatState, member: Member, arg: str) -> list[Effect]:
 
 
 def _resume_late(state: ChatState, member: Member, arg: str) -> list[Effect]:
+    if not arg:
+        return _error(state, member, "usage: /resume TOKEN (as the first line)")
+    if state.tokens is None:
+        return _error(state, member, "resume is not offered by this server")
     return _error(state, member, "resume refused (not the first line)")
 
 
