@@ -333,10 +333,25 @@ class SqliteStore:
                     last_sweep = now
         self._db.close()
 
+    def _insert(self, lines: list[tuple[str, int, str]], ts: float) -> int:
+        """Insert ``lines`` (room, seq, text) stamped ``ts``, in one statement: the rows go
+        as one JSON array, so SQLite runs one step for the batch. (``executemany`` releases
+        the GIL around every row's step, and with the event loop wanting it back each
+        release costs the writer up to a switch interval, 5 ms: a batch of thousands of
+        lines would take seconds.)"""
+        self._db.execute(
+            "INSERT OR REPLACE INTO lines (room, seq, ts, text) SELECT "
+            "json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?, "
+            "json_extract(value, '$[2]') FROM json_each(?)",
+            (ts, json.dumps(lines, ensure_ascii=False, separators=(",", ":"))),
+        )
+        return len(lines)
+
     def _write(self, items: Iterable[tuple[Any, ...]], *, sweep: bool = False) -> None:
         """One transaction for ``items``; on failure, report once and stop writing."""
         db = self._db
-        lines: list[tuple[str, int, float, str]] = []
+        lines: list[tuple[str, int, str]] = []
+        written = 0
         lasts: dict[str, int] = {}
         ts = time.time()
         try:
@@ -348,21 +363,21 @@ class SqliteStore:
                     if self._epochs.get(room) != epoch:
                         # A new numbering: the old lines belong to a history that was lost.
                         if lines:
-                            db.executemany("INSERT OR REPLACE INTO lines VALUES (?,?,?,?)", lines)
+                            written += self._insert(lines, ts)
                             lines = []
                         db.execute("DELETE FROM lines WHERE room = ?", (room,))
                         db.execute(
                             "INSERT OR REPLACE INTO rooms VALUES (?,?,?)", (room, epoch, seq - 1)
                         )
                         self._epochs[room] = epoch
-                    lines.append((room, seq, ts, text))
+                    lines.append((room, seq, text))
                     lasts[room] = seq
                 elif kind == "put":
                     db.execute("INSERT OR REPLACE INTO records VALUES (?,?,?)", item[1:])
                 else:
                     db.execute("DELETE FROM records WHERE kind = ? AND key = ?", item[1:])
             if lines:
-                db.executemany("INSERT OR REPLACE INTO lines VALUES (?,?,?,?)", lines)
+                written += self._insert(lines, ts)
             keep = self.keep
             for room, last in lasts.items():
                 db.execute("UPDATE rooms SET last = ? WHERE name = ?", (last, room))
@@ -375,7 +390,7 @@ class SqliteStore:
             if sweep and oldest is not None:
                 db.execute("DELETE FROM lines WHERE ts < ?", (oldest,))
             db.execute("COMMIT")
-            self.lines_written += len(lines)
+            self.lines_written += written
             self.commits += 1
             self.last_commit = time.monotonic()
             if not self.first_commit:
