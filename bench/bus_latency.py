@@ -88,7 +88,7 @@ class Servers:
 
     def _start_node(self, bus: str, cpus: str | None, loop: str) -> int:
         cmd = [sys.executable, "-m", "twoway", "serve", "chat", "--port", "0"]
-        cmd += ["--bus", bus, "--flood-rate", "0", "--loop", loop]
+        cmd += ["--bus", bus, "--flood-rate", "0", "--loop", loop, "--ephemeral"]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
         proc = subprocess.Popen(pinned(cmd, cpus), stderr=subprocess.PIPE, env=env)

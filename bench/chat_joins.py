@@ -58,6 +58,7 @@ def servers(loops: list[str], node: bool) -> dict[str, list[str]]:
                 "twoway",
                 "serve",
                 "chat",
+                "--ephemeral",
                 "--port",
                 "{port}",
                 "--host",

@@ -61,6 +61,8 @@ def main(argv: list[str]) -> int:
     loop = argv[1] if len(argv) > 1 else "uvloop"
     clients = int(argv[2]) if len(argv) > 2 else 100
     extra = [] if service in ("echo", "dump", "file") else ["--slow-grace", "0"]
+    if service == "chat":
+        extra.append("--ephemeral")  # memory is the point here, not the store
     cmd = [sys.executable, "-m", "twoway", "serve", service, "--port", "0", "--loop", loop]
     proc = subprocess.Popen([*cmd, *extra], stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None

@@ -9,6 +9,12 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests run beside servers and other suites on a 2-core machine: time limits and the
+# "data generation is slow" check would fail them for the machine's load, not for a bug.
+settings.register_profile("twoway", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("twoway")
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 

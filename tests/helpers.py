@@ -15,6 +15,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -257,10 +258,18 @@ LISTENING = re.compile(r"listening on (\[[^\]]+\]|[^\s:]+):(\d+)")
 _T = TypeVar("_T")
 
 
+#: Scratch data directories of the subprocesses (chat's store), under one temporary folder
+#: removed when the test session ends: the suite never writes to ~/.local/share.
+_DATA_HOMES = tempfile.TemporaryDirectory(prefix="twoway-test-data-")
+
+
 def cli_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for a ``twoway`` subprocess: no stray ``TWOWAY_*`` from the caller."""
+    """The environment for a ``twoway`` subprocess: no stray ``TWOWAY_*`` from the caller,
+    and an ``XDG_DATA_HOME`` of its own (a chat server's history goes there, not to the
+    user's home, and two servers never share a database)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWOWAY_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env["XDG_DATA_HOME"] = tempfile.mkdtemp(dir=_DATA_HOMES.name)
     env.update(extra or {})
     return env
 

@@ -140,11 +140,14 @@ def describe_limits(server: Server) -> str:
     if line_timeout is not None:
         parts.append(f"line timeout {line_timeout:g} s")
     ka = opts.keepalive
+    note = getattr(server.service, "ready_note", "")  # the chat's store: where history lives
     parts.append(
         "keep-alive off"
         if ka is None
         else f"keep-alive {ka.idle} s (probes every {ka.interval} s, {ka.count} tries)"
     )
+    if note:
+        parts.append(note)
     return ", ".join(parts)
 
 

@@ -397,7 +397,14 @@ class Harness:
         service: str | None = "chat",
         port0: bool = True,
     ) -> ChatServer:
-        """Start ``twoway serve chat --port 0 ARGS`` and wait until it listens."""
+        """Start ``twoway serve chat --port 0 ARGS`` and wait until it listens. The history
+        is kept in memory (``--ephemeral``) unless ARGS choose a store (``--data-dir``,
+        ``--no-ephemeral``): most tests are not about persistence, and a flood of lines is
+        not slowed by a disk."""
+        if service == "chat" and not {"--data-dir", "--ephemeral", "--no-ephemeral"} & {
+            a.split("=")[0] for a in args
+        }:
+            args = (*args, "--ephemeral")
         srv = ChatServer(args, env=env, service=service, port0=port0, loop=self.loop)
         self.servers.append(srv)
         return srv

@@ -13,8 +13,11 @@ import pytest
 from .chatkit import TIMEOUT, UNIT, ChatServer, Harness
 
 
-def _burst(chat: Harness, srv: ChatServer, n: int = 6) -> tuple[int, int, list[str]]:
+def _burst(chat: Harness, srv: ChatServer, n: int = 9) -> tuple[int, int, list[str]]:
     """One client sends ``n`` lines at once: (lines delivered, lines refused, its welcome).
+
+    With ``--paste-lines 1`` each line is a message: ``burst`` pass, the next ``burst`` are
+    slowed (delivered, reading paused: ergo's fakelag), the rest of the read is refused.
 
     The burst ends with an over-long line: the error it gets (never rate limited) tells the
     sender that the server handled every line before it; the other client's ``/peers``
@@ -26,7 +29,8 @@ def _burst(chat: Harness, srv: ChatServer, n: int = 6) -> tuple[int, int, list[s
     talker.expect("*** guest2 joined")
     burst = b"".join(b"burst %d\n" % i for i in range(n)) + b"M" * 70_000
     talker.send(burst)
-    refused = talker.lines_until("error: line too long").count("error: slow down")
+    answers = talker.lines_until("error: line too long")
+    refused = sum(line.startswith("error: slow down") for line in answers)
     delivered = [line for line in other.sync() if line.startswith("guest1: ")]
     assert delivered == [f"guest1: burst {i}" for i in range(len(delivered))]
     return len(delivered), refused, welcome
@@ -54,10 +58,11 @@ def config_file(tmp_path: Path) -> Path:
 
 
 def test_chat_options_from_a_toml_file(chat: Harness, config_file: Path) -> None:
-    srv = chat.start("--config", str(config_file), service=None, port0=False)
+    # --paste-lines 1: each line of the burst counts (a paste would count as one message).
+    srv = chat.start("--config", str(config_file), "--paste-lines", "1", service=None, port0=False)
     delivered, refused, welcome = _burst(chat, srv)
     assert "*** from the config file" in welcome
-    assert (delivered, refused) == (3, 3)  # flood-burst = 3
+    assert (delivered, refused) == (6, 3)  # flood-burst = 3: 3 at once, 3 slowed
     assert _history_on_join(chat, srv) == 2  # history = 2
 
 
@@ -66,17 +71,26 @@ def test_environment_overrides_the_file(chat: Harness, config_file: Path) -> Non
     srv = chat.start(env=env, service=None, port0=False)  # the file named by TWOWAY_CONFIG
     delivered, refused, welcome = _burst(chat, srv)
     assert "*** from the config file" in welcome
-    assert (delivered, refused) == (6, 0)  # TWOWAY_FLOOD_RATE=0: no flood control
+    assert (delivered, refused) == (9, 0)  # TWOWAY_FLOOD_RATE=0: no flood control
     assert _history_on_join(chat, srv) == 5
 
 
 def test_flags_override_the_environment(chat: Harness, config_file: Path) -> None:
     env = {"TWOWAY_FLOOD_RATE": "0", "TWOWAY_FLOOD_BURST": "4", "TWOWAY_HISTORY": "5"}
     srv = chat.start(
-        "--config", str(config_file), "--flood-rate", "5", "--history", "0", env=env, port0=False
+        "--config",
+        str(config_file),
+        "--flood-rate",
+        "5",
+        "--history",
+        "0",
+        "--paste-lines",
+        "1",
+        env=env,
+        port0=False,
     )
     delivered, refused, _ = _burst(chat, srv)
-    assert (delivered, refused) == (4, 2)  # flag rate 5 with the environment's burst 4
+    assert (delivered, refused) == (8, 1)  # flag rate 5 with the environment's burst 4
     assert _history_on_join(chat, srv) == 0
 
 

@@ -213,8 +213,17 @@ def test_origin_allowlist(servers: list[CliServer]) -> None:
 
 
 def test_a_tab_that_never_reads_is_cut(servers: list[CliServer]) -> None:
+    # --ephemeral: what the store caches of 3 MB of chat is not the lazy tab's memory.
     server, port = start_ws(
-        servers, "chat", "--flood-rate", "0", "--max-queued", "64k", "--slow-grace", "0"
+        servers,
+        "chat",
+        "--flood-rate",
+        "0",
+        "--max-queued",
+        "64k",
+        "--slow-grace",
+        "0",
+        "--ephemeral",
     )
     lazy = RawWs(port, rcvbuf=4096)
     lazy.expect("type /help")

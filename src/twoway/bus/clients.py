@@ -25,6 +25,7 @@ __all__ = [
 #: sent, and those the Lua scripts run. Said in the error for a user that lacks one.
 NEEDED_ACL = (
     "+ping +get +set +incrby +expire +xadd +xread +xrange +xrevrange +eval +evalsha +script|load"
+    " +hgetall +hset +hdel"
 )
 
 
@@ -151,7 +152,13 @@ def refusal(exc: BaseException, url: str, prefix: str) -> str | None:
     text = _house_style(exc)
     upper = str(exc).upper()
     user = urlsplit(url).username or "default"
-    if "AUTHENTICATION REQUIRED" in upper or upper.startswith("NOAUTH"):
+    # A RESP3 client's HELLO without credentials is refused with "HELLO must be called with
+    # the client already authenticated": the same missing password.
+    if (
+        "AUTHENTICATION REQUIRED" in upper
+        or upper.startswith("NOAUTH")
+        or "ALREADY AUTHENTICATED" in upper
+    ):
         return "redis requires a password (NOAUTH): put it in the URL, redis://:PASSWORD@HOST"
     if "INVALID USERNAME-PASSWORD" in upper or upper.startswith("WRONGPASS"):
         return f"redis refused user {user!r} and its password (WRONGPASS: {text})"

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
+from twoway.client.resume import ResumeWatch
 from twoway.errors import (
     ConnectError,
     FatalConnectError,
@@ -168,6 +169,8 @@ class Link:
         self._data_waiter: asyncio.Future[None] | None = None
         #: ``-x``: the bounded dump of this link's traffic, or ``None``.
         self.dump: HexDump | None = None
+        #: With --reconnect: the chat session to resume after a drop (see client.resume).
+        self.resume: ResumeWatch | None = ResumeWatch() if opts.reconnect else None
         if opts.hexdump:
             self.dump = HexDump(lambda line: status.show(name, line), opts.hexdump_max)
         options = ConnectionOptions(keepalive=opts.keepalive, max_line=None)
@@ -413,6 +416,11 @@ class Link:
         self.status.state(self.name, f"connected to {self.where}")
         if self._paused:
             conn.pause_reading()
+        if self.resume is not None:
+            first = self.resume.connected()  # /resume TOKEN, before anything else is sent
+            if first is not None:
+                self.dump_sent(first)
+                conn.write(first)
         timeout = self.opts.timeout
         if timeout is not None:
             self._last_read = self._loop.time()
@@ -430,6 +438,12 @@ class Link:
         waiter = self._data_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        if self.resume is not None:
+            data, report = self.resume.feed(data)
+            for line in report:
+                self.status.show(self.name, line)
+            if not data:
+                return
         self.sink.data(data)
 
     def _check_timeout(self, conn: Conn) -> None:

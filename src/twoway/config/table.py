@@ -321,6 +321,39 @@ class Settings:
         zero_disables=True,
         metavar="N",
     )
+    # -- chat memory (issue 16): the store, --keep, resume ---------------------------------
+    data_dir: str | None = option(
+        "path",
+        None,
+        "where chat keeps its history (chat.db); default $XDG_DATA_HOME/twoway, "
+        "that is ~/.local/share/twoway",
+        per_service=True,
+        metavar="DIR",
+    )
+    ephemeral: bool = option(
+        "bool",
+        False,
+        "keep chat history in memory only, for this run (nothing on disk)",
+        per_service=True,
+        flag="--ephemeral/--no-ephemeral",
+    )
+    keep: str = option(
+        "str",
+        "10000",
+        "chat history kept on disk: N lines per room, an age (30d) or both (10000,30d)",
+        per_service=True,
+        metavar="N|AGE",
+    )
+    # Two minutes: a phone changing networks or a laptop waking up comes back well within
+    # it; a nick held longer looks taken for no reason to the others.
+    resume_window: float = option(
+        "duration",
+        120.0,
+        "seconds a dropped chat client may come back with /resume TOKEN (its nick held)",
+        per_service=True,
+        minimum=0.001,
+        metavar="SECONDS",
+    )
     flood_rate: float = option(
         "float",
         5.0,

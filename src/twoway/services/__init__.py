@@ -73,7 +73,8 @@ def _chat(settings: Settings) -> Service:
     from twoway.services.chatmod import attach_moderation
 
     service = build_chat(settings)
-    attach_moderation(service, settings)
+    # Accounts, bans and owners live where the history does (SQLite, or memory).
+    attach_moderation(service, settings, records=service.records)
     return service
 
 
@@ -93,6 +94,9 @@ def _check_chat(settings: Settings) -> None:
             "(--bus redis://HOST:PORT/DB); without one, clients of different workers "
             "could not see each other"
         )
+    from twoway.services.chatstore import keep_policy
+
+    keep_policy(settings)  # a bad --keep is a ConfigError before anything starts
 
 
 def _dump(settings: Settings) -> Service:
@@ -133,6 +137,10 @@ _CHAT = (
     "history",
     "history-bytes",
     "max-rooms",
+    "data-dir",
+    "ephemeral",
+    "keep",
+    "resume-window",
     "flood-rate",
     "flood-burst",
     "slow-grace",

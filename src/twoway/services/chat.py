@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,11 +50,14 @@ from twoway.sansio.chat import (
     is_command,
 )
 from twoway.sansio.chat.batch import RoomBatch
+from twoway.sansio.chat.sequence import MAX_REPLAY
 from twoway.sansio.flood import DEFAULT_PASTE_LINES, FloodControl, Verdict
 from twoway.sansio.text import escape_controls
+from twoway.store import MemoryRecords, Records
 
 if TYPE_CHECKING:
     from twoway.net.conn import Conn, Listening
+    from twoway.store.sqlite import SqliteStore
 
 __all__ = ["ChatService", "ChatStats", "Moderator", "build_chat", "read_motd", "reconfigure_chat"]
 
@@ -125,6 +129,10 @@ _GUEST_BLOCK = 128
 # bounds in seconds; a room line flushes at once, with the presence lines queued before it.
 _PRESENCE_DELAY_MIN = 0.005
 _PRESENCE_DELAY_MAX = 0.25
+# Lines each room keeps in memory for /since, /history and resumes: one request's worth.
+_TAIL = MAX_REPLAY
+# How often departed sessions past the resume window are forgotten (their nicks freed).
+_EXPIRE_EVERY = 1.0
 
 
 class ChatService(LineService):
@@ -148,8 +156,19 @@ class ChatService(LineService):
         bus: Bus | None = None,
         paste_lines: int = DEFAULT_PASTE_LINES,
         mod: Moderator | None = None,
+        store: SqliteStore | None = None,
+        records: Records | None = None,
+        describe_store: str = "",
     ) -> None:
         self.bus: Bus = bus if bus is not None else LocalBus()
+        #: The durable store the core journals to (None: memory only); started by
+        #: :meth:`on_start`, closed by :meth:`on_stopped`.
+        self.store = store
+        #: Keyed records (accounts, bans...) in the same store, or in memory.
+        self.records: Records = records if records is not None else MemoryRecords()
+        #: Which store is in use, for the ready line (``history in /path/chat.db``).
+        self.ready_note = describe_store
+        self._expiry: asyncio.TimerHandle | None = None
         if core is None:
             core = ChatCore(cluster=self.bus.cluster)
         elif self.bus.cluster and not core.cluster:
@@ -219,8 +238,17 @@ class ChatService(LineService):
         self._loop = asyncio.get_running_loop()
         await self.bus.start(self)
         self._node_bits = self.bus.node << 32
+        if self.store is not None:
+            self.store.on_failure = _store_failed
+            self.store.start()
+        self._expiry = self._loop.call_later(_EXPIRE_EVERY, self._expire)
         if self.bus.cluster:
             await self._reserve_guests()  # the first clients need not wait for a block
+
+    def _expire(self) -> None:
+        self.core.expire(self._now())
+        loop = self._loop or asyncio.get_running_loop()
+        self._expiry = loop.call_later(_EXPIRE_EVERY, self._expire)
 
     def on_listening(self, server: Listening) -> None:
         self.server = server
@@ -230,7 +258,15 @@ class ChatService(LineService):
         if self._reserving is not None:
             self._reserving.cancel()
         self.flush_rooms()
+        if self._expiry is not None:
+            self._expiry.cancel()
         await self.bus.stop()
+        if self.store is not None:
+            # What was said is written before the process ends (a SIGTERM loses nothing).
+            await asyncio.get_running_loop().run_in_executor(None, self.store.close)
+            log.info("history store: %s", self.store.describe_writes())
+        if self.records is not self.store:  # records of their own (in Redis, with a bus)
+            await asyncio.get_running_loop().run_in_executor(None, self.records.close)
 
     def _now(self) -> float:
         if self._loop is None:
@@ -432,7 +468,7 @@ class ChatService(LineService):
         # The connection is gone: nothing queued for it can be delivered, so no catch-up.
         if self.mod is not None:
             self.mod.left(client.cid)
-        self._apply_presence(self.core.disconnect(client.cid, reason))
+        self._apply_presence(self.core.disconnect(client.cid, reason, self._now()))
 
     def _kick(
         self,
@@ -709,6 +745,11 @@ def _gone(conn: Conn) -> bool:
     return transport is None or transport.is_closing() or conn.is_closing
 
 
+def _store_failed(message: str) -> None:
+    # From the writer thread (logging is thread-safe): once, loud.
+    log.error("%s", message, extra={"event": "store_failed"})
+
+
 def _missed_notice(count: int) -> str:
     return f"*** notice: {count} message{'' if count == 1 else 's'} may have been missed"
 
@@ -737,6 +778,8 @@ def reconfigure_chat(service: Service, settings: Settings) -> None:
 def build_chat(settings: Settings) -> ChatService:
     """A :class:`ChatService` configured from ``settings``; bad values raise ConfigError."""
     motd = read_motd(settings)
+    from twoway.services.chatstore import open_memory
+
     bus = make_bus(settings.bus)
     core = ChatCore(
         history=settings.history,
@@ -744,11 +787,20 @@ def build_chat(settings: Settings) -> ChatService:
         max_rooms=settings.max_rooms,
         motd=motd,
         cluster=bus.cluster,
+        tail=_TAIL,
+        # Random, so a room whose history was lost (a restart in memory) is told apart.
+        new_epoch=lambda: secrets.token_hex(4),
+        resume_window=settings.resume_window,
+        new_token=lambda: secrets.token_urlsafe(18),  # 144 bits: unguessable
     )
+    memory = open_memory(settings, core, _TAIL)
     return ChatService(
         core,
         flood_rate=settings.flood_rate,
         flood_burst=settings.flood_burst,
         bus=bus,
         paste_lines=settings.paste_lines,
+        store=memory.store,
+        records=memory.records,
+        describe_store=memory.describe,
     )

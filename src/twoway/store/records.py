@@ -27,6 +27,10 @@ class Records(Protocol):
         """Remove one record; removing a missing one is not an error."""
         ...
 
+    def close(self) -> None:
+        """Finish the writes queued so far (the server is stopping); may block."""
+        ...
+
 
 class MemoryRecords:
     """:class:`Records` kept in memory for the life of the process."""
@@ -45,3 +49,6 @@ class MemoryRecords:
     def delete(self, kind: str, key: str) -> None:
         """Remove one record, if it is there."""
         self._kinds.get(kind, {}).pop(key, None)
+
+    def close(self) -> None:
+        """Nothing to finish."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twoway.sansio.chat.effects import Close, Effect, Log, Presence, Said, Send, TopicSet, ToRoom
+from twoway.sansio.chat.recall import RECALL_COMMANDS
 from twoway.sansio.chat.rooms import Member, Remote
 from twoway.sansio.chat.rules import (
     COMMAND,
@@ -65,6 +66,8 @@ def quit_chat(state: ChatState, member: Member, reason: str) -> list[Effect]:
     """``member`` leaves (``/quit reason`` or ``quit``): ``Bye Bye!``, the room is told, the
     connection ends."""
     out: list[Effect] = [Send(member.cid, "Bye Bye!")]
+    if state.tokens is not None:
+        state.tokens.forget(member.cid, state.now)  # left on purpose: nothing to resume
     state.depart(member, f"quit: {escape_controls(reason)}" if reason else "quit", out)
     out.append(Close(member.cid, "quit"))
     return out
@@ -99,7 +102,13 @@ def _nick(state: ChatState, member: Member, arg: str) -> list[Effect]:
     if key in RESERVED_NICKS:
         return error(state, member, f"nick {quote(arg)} is reserved")
     holder = state.nicks.get(key)
-    if (holder is not None and holder is not member) or key in state.remote.nicks:
+    if (
+        (holder is not None and holder is not member)
+        or key in state.remote.nicks
+        or (
+            key in state.held  # kept for a departed client that may resume
+        )
+    ):
         return error(state, member, f"nick {quote(arg)} is already taken")
     old = member.nick
     state.rename(member, arg)
@@ -220,4 +229,5 @@ COMMANDS: dict[str, Command] = {
     "me": _me,
     "topic": _topic,
     "peers": _peers,
+    **RECALL_COMMANDS,
 }

@@ -24,7 +24,7 @@ joined is, hence ``exclude``). All text that came from a client went through
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 from twoway.sansio.chat.cluster import (
     merge_backfill,
@@ -38,8 +38,10 @@ from twoway.sansio.chat.cluster import (
 from twoway.sansio.chat.commands import handle_line
 from twoway.sansio.chat.effects import ChatCounters, Effect, Log, Presence, Send, ToRoom
 from twoway.sansio.chat.history import HistoryStore
+from twoway.sansio.chat.recall import depart_resumable, expire, resume, token_line
+from twoway.sansio.chat.resume import TokenTable
 from twoway.sansio.chat.rules import NAME, NOTICE
-from twoway.sansio.chat.state import ChatState
+from twoway.sansio.chat.state import ChatState, Journal
 from twoway.sansio.text import escape_controls
 
 __all__ = [
@@ -79,6 +81,14 @@ class ChatCore:
     adds the effects other servers must learn (:class:`Presence`, :class:`Gone`,
     :class:`Said`, :class:`TopicSet`) to what the methods return.
 
+    Memory (see :mod:`~twoway.sansio.chat.recall`): ``tail`` is how many lines each room
+    keeps in memory for ``/since``, ``/history`` and resumes (at least ``history``; default
+    ``history``), within ``history_bytes``; ``new_epoch`` names a new numbering of a room's
+    lines (the I/O layer passes something random, so a restart without a store is told
+    apart; default: a counter). ``resume_window`` (seconds; None: resume off) turns on
+    session resume, with tokens from ``new_token`` (the I/O layer passes
+    ``secrets.token_urlsafe``).
+
     Client ids are chosen by the caller and must be unique among connected clients.
     Methods given an id that is not connected return ``[]``. Methods never raise because
     of client input; invalid arguments to the constructor raise :class:`ValueError`.
@@ -98,8 +108,16 @@ class ChatCore:
         cluster: bool = False,
         history_bytes: int | None = DEFAULT_HISTORY_BYTES,
         max_rooms: int | None = DEFAULT_MAX_ROOMS,
+        tail: int = 0,
+        new_epoch: Callable[[], str] | None = None,
+        resume_window: float | None = None,
+        new_token: Callable[[], str] | None = None,
     ) -> None:
-        histories = HistoryStore(history, history_bytes)  # checks both values
+        if history < 0:
+            raise ValueError(f"history must be >= 0 (got {history})")
+        if tail < 0:
+            raise ValueError(f"tail must be >= 0 (got {tail})")
+        histories = HistoryStore(max(history, tail), history_bytes)  # checks both values
         if max_rooms is not None and max_rooms < 1:
             raise ValueError(f"max_rooms must be >= 1 or None (got {max_rooms})")
         if max_names is not None and max_names < 1:
@@ -115,7 +133,14 @@ class ChatCore:
             max_names=max_names,
             max_rooms=max_rooms,
             cluster=cluster,
+            replay=history,
+            new_epoch=new_epoch,
         )
+        if resume_window is not None:
+            if new_token is None:
+                raise ValueError("resume needs new_token (a source of random tokens)")
+            self._state.tokens = TokenTable(resume_window)
+            self._state.new_token = new_token
         #: Running totals, for metrics.
         self.counters: ChatCounters = self._state.counters
 
@@ -224,11 +249,14 @@ class ChatCore:
         state = self._state
         if cid in state.clients:
             raise ValueError(f"client id {cid} is already connected")
+        state.now = now
         member = state.add_member(cid, now, address)
         out: list[Effect] = [Send(cid, self._welcome)]
         out.extend(Send(cid, line) for line in self._motd)
         out.append(Send(cid, f"{NOTICE}you are {member.nick}"))
         state.enter(member, state.lobby, out)
+        # Just before the end of the welcome: a resuming client skips the welcome up to it.
+        out += token_line(state, member)
         out.append(Send(cid, NOTICE + "type /help for commands"))
         source = f" from {escape_controls(address)}" if address else ""
         out.append(Log(f"{member.nick} joined {state.lobby.name}{source}"))
@@ -250,17 +278,22 @@ class ChatCore:
         freed numbers and what is left of its blocks (see :meth:`lease_guests`)."""
         return self._state.guests_at_hand
 
-    def disconnect(self, cid: int, reason: str) -> list[Effect]:
+    def disconnect(self, cid: int, reason: str, now: float | None = None) -> list[Effect]:
         """The client is gone (``reason``: "closed", "idle", "too slow", "flooding"...).
 
-        Tells the room and forgets the client. Idempotent: an id that is not connected
-        (never was, already disconnected, or closed by the core itself) gives ``[]``.
+        Tells the room and forgets the client; with resume on, its session waits
+        ``resume_window`` seconds from ``now`` (default: the time of the last call) for a
+        ``/resume``. Idempotent: an id that is not connected (never was, already
+        disconnected, or closed by the core itself) gives ``[]``.
         """
-        member = self._state.clients.get(cid)
+        state = self._state
+        member = state.clients.get(cid)
         if member is None:
             return []
+        if now is not None:
+            state.now = now
         out: list[Effect] = []
-        self._state.depart(member, escape_controls(reason), out)
+        depart_resumable(state, member, escape_controls(reason), out)
         return out
 
     def line(self, cid: int, text: str, now: float) -> list[Effect]:
@@ -272,10 +305,70 @@ class ChatCore:
         line is ignored. ``now`` is not used yet: it is part of the signature so that
         time-based rules can move into the core without changing callers.
         """
-        member = self._state.clients.get(cid)
+        state = self._state
+        member = state.clients.get(cid)
         if member is None:
             return []
-        return handle_line(self._state, member, text)
+        state.now = now
+        if member.fresh:
+            member.fresh = False
+            if text[:8].lower() == "/resume " and state.tokens is not None:
+                state.counters.lines_in += 1
+                state.counters.commands += 1
+                return resume(state, member, text[8:].strip())
+        return handle_line(state, member, text)
+
+    # -- memory (see twoway.sansio.chat.recall) --------------------------------------------
+
+    def expire(self, now: float) -> None:
+        """Forget the sessions whose resume window has passed (their nicks are free again).
+        Call now and then (every second is plenty); idempotent."""
+        self._state.now = now
+        expire(self._state)
+
+    @property
+    def held_nicks(self) -> int:
+        """How many nicks are held for departed clients that may resume."""
+        return len(self._state.held)
+
+    def set_journal(self, journal: Journal | None, *, keep_rooms: bool = True) -> None:
+        """Tell ``journal(room, epoch, seq, text)`` of every line kept from now on (a
+        durable store: it must queue, never block). ``keep_rooms`` keeps the history and
+        numbering of emptied rooms (what is on disk stays numbered the same)."""
+        self._state.journal = journal
+        self._state.keep_rooms = keep_rooms
+
+    def restore(self, room: str, epoch: str, last: int, lines: Iterable[str]) -> None:
+        """History loaded from a store at start-up: ``lines`` are the newest of ``room``
+        (oldest first), the newest numbered ``last`` in ``epoch``. Delivered to nobody;
+        call before anyone connects. A room that is not valid is ignored."""
+        state = self._state
+        name = room if room[:1] == "#" and NAME.fullmatch(room[1:]) else None
+        if name is None or name != name.lower():
+            return
+        texts = [escape_controls(t) for t in lines]
+        r = state.rooms.get(name)
+        store = state.histories
+        if r is not None:
+            if r.history is None:
+                return
+            store.drop(r.history)
+            r.history = store.new(epoch, last - len(texts))
+            h = r.history
+        else:
+            h = store.new(epoch, last - len(texts))
+            if h is None:
+                return
+            state.park(name, h)
+        assert h is not None
+        for text in texts:
+            store.append(h, text)
+
+    def position(self, room: str) -> tuple[str, int] | None:
+        """``(epoch, seq of the newest line)`` of ``room``, if it has history in memory."""
+        r = self._state.rooms.get(room)
+        h = r.history if r is not None else self._state.backfill.get(room)
+        return None if h is None else (h.epoch, h.last)
 
     # -- the other servers (see twoway.sansio.chat.cluster) --------------------------------
 

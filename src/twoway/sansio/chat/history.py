@@ -17,6 +17,11 @@ is pushed again only when it grows past the cost it was last pushed with (a room
 popped for eviction is exact, or is pushed back with the true cost and the next one looked
 at; since every other entry bounds its history from above, an exact top is the largest.
 The heap is rebuilt when it grows past twice the live histories.
+
+Every line appended gets the next *sequence number* of its history (``last`` is the newest
+line's; lines only ever leave from the oldest end, so the kept lines are numbered
+``last - len + 1 .. last`` with no gap) and every history carries an ``epoch``: the name of
+this numbering, changed when a room's history is lost (see :mod:`.sequence`).
 """
 
 from __future__ import annotations
@@ -39,12 +44,17 @@ def line_cost(text: str) -> int:
 
 
 class RoomHistory:
-    """The last lines of one room, oldest first; changed only through its store."""
+    """The last lines of one room, oldest first; changed only through its store.
 
-    __slots__ = ("cost", "lines", "pushed")
+    ``last`` is the sequence number of the newest line ever appended (0: none yet), in the
+    numbering called ``epoch``."""
 
-    def __init__(self, per_room: int) -> None:
+    __slots__ = ("cost", "epoch", "last", "lines", "pushed")
+
+    def __init__(self, per_room: int, epoch: str = "", last: int = 0) -> None:
         self.lines: deque[str] = deque(maxlen=per_room)
+        self.epoch = epoch
+        self.last = last
         #: What these lines count for against the store's budget.
         self.cost = 0
         #: The cost of this history's newest heap entry (an upper bound of ``cost``).
@@ -55,6 +65,11 @@ class RoomHistory:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.lines)
+
+    @property
+    def first(self) -> int:
+        """The sequence number of the oldest line kept (``last + 1`` when none is)."""
+        return self.last - len(self.lines) + 1
 
 
 class HistoryStore:
@@ -76,11 +91,12 @@ class HistoryStore:
         self._heap: list[tuple[int, int, RoomHistory]] = []
         self._seq = itertools.count()
 
-    def new(self) -> RoomHistory | None:
-        """A new, empty history; None if history is off (``per_room`` 0)."""
+    def new(self, epoch: str = "", last: int = 0) -> RoomHistory | None:
+        """A new, empty history numbered ``epoch`` whose next line is ``last + 1``; None if
+        history is off (``per_room`` 0)."""
         if not self.per_room:
             return None
-        h = RoomHistory(self.per_room)
+        h = RoomHistory(self.per_room, epoch, last)
         self._live.add(h)
         return h
 
@@ -101,6 +117,7 @@ class HistoryStore:
         if len(lines) == lines.maxlen:
             cost -= _sizeof(lines[0])
         lines.append(text)
+        h.last += 1
         h.cost += cost
         self.used += cost
         if self.budget is not None and (h.cost > h.pushed or self.used > self.budget):
@@ -108,7 +125,8 @@ class HistoryStore:
 
     def prepend(self, h: RoomHistory, texts: Iterable[str]) -> None:
         """Put ``texts`` (oldest first) before the lines of ``h``, keeping the newest
-        ``per_room`` lines in all."""
+        ``per_room`` lines in all. They take the numbers before the oldest kept line's
+        (``last`` does not change)."""
         lines = deque([*texts, *h.lines], maxlen=self.per_room)
         cost = sum(map(_sizeof, lines))
         self.used += cost - h.cost

@@ -14,7 +14,7 @@ __all__ = ["Member", "Remote", "Room"]
 class Member:
     """A client connected to this server."""
 
-    __slots__ = ("address", "cid", "connected_at", "guest", "key", "nick", "room")
+    __slots__ = ("address", "cid", "connected_at", "fresh", "guest", "key", "nick", "room")
 
     def __init__(self, cid: int, nick: str, guest: int, room: Room, now: float) -> None:
         self.cid = cid
@@ -24,6 +24,7 @@ class Member:
         self.room = room
         self.address = ""
         self.connected_at = now
+        self.fresh = True  # no line received yet (only a first line may be /resume)
 
 
 class Remote:

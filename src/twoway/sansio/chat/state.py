@@ -13,15 +13,25 @@ what a client typed.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import deque
+from collections.abc import Callable
 
 from twoway.sansio.chat.directory import Directory
 from twoway.sansio.chat.effects import ChatCounters, Effect, Gone, Log, Presence, Send, ToRoom
 from twoway.sansio.chat.history import HistoryStore, RoomHistory
+from twoway.sansio.chat.resume import TokenTable
 from twoway.sansio.chat.rooms import Member, Remote, Room
 from twoway.sansio.chat.rules import NOTICE, guest_number
 
-__all__ = ["ChatState"]
+__all__ = ["MAX_PARKED", "ChatState", "Journal"]
+
+#: Called with ``(room, epoch, seq, text)`` for every line kept in a room's history: how a
+#: durable store learns of them (it must not block: it queues).
+Journal = Callable[[str, str, int, str], None]
+#: Histories of emptied rooms kept in memory when ``keep_rooms`` is on (beyond it, the
+#: oldest goes; its numbering is remembered, its lines are on disk).
+MAX_PARKED = 1000
 
 
 class ChatState:
@@ -42,13 +52,22 @@ class ChatState:
         "clients",
         "cluster",
         "counters",
+        "dormant",
+        "held",
         "histories",
+        "journal",
+        "keep_rooms",
         "lobby",
         "max_names",
         "max_rooms",
+        "new_epoch",
+        "new_token",
         "nicks",
+        "now",
         "remote",
+        "replay",
         "rooms",
+        "tokens",
     )
 
     def __init__(
@@ -59,9 +78,35 @@ class ChatState:
         max_names: int | None,
         max_rooms: int | None,
         cluster: bool,
+        replay: int | None = None,
+        new_epoch: Callable[[], str] | None = None,
     ) -> None:
         self.histories = histories
-        self.lobby = Room(lobby, histories.new())
+        #: Lines of history shown to a client entering a room (the rest are for /since).
+        self.replay = histories.per_room if replay is None else replay
+        if new_epoch is None:
+            counter = itertools.count(1)
+
+            def new_epoch() -> str:  # deterministic, for tests
+                return str(next(counter))
+
+        #: Names a new numbering of a room's lines (see sequence.py): random in a server.
+        self.new_epoch: Callable[[], str] = new_epoch
+        #: Told of every line kept (a durable store), or None.
+        self.journal: Journal | None = None
+        #: Keep the history of emptied rooms (in ``backfill``, at most MAX_PARKED) and the
+        #: numbering of every room seen: on with a durable store.
+        self.keep_rooms = False
+        #: ``(epoch, last)`` of rooms whose history is not in memory (keep_rooms).
+        self.dormant: dict[str, tuple[str, int]] = {}
+        #: Nicks held for departed clients that may resume (lower-case nick -> token).
+        self.held: dict[str, str] = {}
+        #: Resume tokens (None: resume is off) and where new ones come from.
+        self.tokens: TokenTable | None = None
+        self.new_token: Callable[[], str] = lambda: ""
+        #: The time of the call being handled (passed in by the core's callers).
+        self.now = 0.0
+        self.lobby = Room(lobby, histories.new(new_epoch()))
         self.rooms: dict[str, Room] = {lobby: self.lobby}
         #: History from before this server joined, for rooms that do not exist here yet.
         self.backfill: dict[str, RoomHistory] = {}
@@ -93,21 +138,46 @@ class ChatState:
         if room is None:
             history = self.backfill.pop(name, None)  # already counted in the budget
             if history is None:
-                history = self.histories.new()
+                dormant = self.dormant.pop(name, None)
+                epoch, last = dormant if dormant is not None else (self.new_epoch(), 0)
+                history = self.histories.new(epoch, last)
+            elif not history.epoch:  # backfilled from other servers: numbered from here
+                history.epoch, history.last = self.new_epoch(), len(history)
             room = self.rooms[name] = Room(name, history)
         return room
 
     def drop_if_empty(self, room: Room) -> None:
         """Remove ``room`` if nobody is in it, here or elsewhere (never the lobby)."""
         if not room.members and not room.remote and room is not self.lobby:
-            # Nobody to keep it for: the room goes, with its history and topic.
+            # Nobody to keep it for: the room goes, with its topic; its history too unless
+            # a durable store keeps rooms (then it is parked, numbering and all).
             del self.rooms[room.name]
-            self.histories.drop(room.history)
+            if self.keep_rooms and room.history is not None:
+                self.park(room.name, room.history)
+            else:
+                self.histories.drop(room.history)
+
+    def park(self, name: str, history: RoomHistory) -> None:
+        """Keep ``history`` of the room ``name`` (which does not exist now) for when it is
+        created again; past MAX_PARKED, the oldest parked history leaves memory (its
+        numbering is kept in ``dormant``)."""
+        parked = self.backfill
+        parked.pop(name, None)
+        if len(parked) >= MAX_PARKED:
+            oldest = next(iter(parked))
+            h = parked.pop(oldest)
+            self.dormant[oldest] = (h.epoch, h.last)
+            self.histories.drop(h)
+        parked[name] = history
 
     def say(self, room: Room, text: str) -> None:
-        """``text`` was said in ``room``: keep it in the history."""
-        if room.history is not None:
-            self.histories.append(room.history, text)
+        """``text`` was said in ``room``: keep it in the history (numbered, journaled)."""
+        h = room.history
+        if h is not None:
+            self.histories.append(h, text)
+            journal = self.journal
+            if journal is not None:
+                journal(room.name, h.epoch, h.last, text)
 
     # -- members ---------------------------------------------------------------------------
 
@@ -121,8 +191,9 @@ class ChatState:
         self.nicks[member.key] = member
         return member
 
-    def enter(self, member: Member, room: Room, out: list[Effect]) -> None:
-        """Put ``member`` in ``room``: tell the room, then show the member where it is."""
+    def enter(self, member: Member, room: Room, out: list[Effect], *, replay: bool = True) -> None:
+        """Put ``member`` in ``room``: tell the room, then show the member where it is (and
+        the last ``replay`` lines of its history, unless ``replay`` is False)."""
         cid = member.cid
         count = room.size
         if count == 0:
@@ -139,8 +210,10 @@ class ChatState:
         if room.topic is not None:
             out.append(Send(cid, f"{NOTICE}topic: {room.topic}"))
         out.append(Send(cid, peers))
-        if room.history:
-            out.extend(Send(cid, "[history] " + text) for text in room.history)
+        history = room.history
+        if history and replay and self.replay:
+            recent = list(itertools.islice(reversed(history.lines), self.replay))
+            out.extend(Send(cid, "[history] " + text) for text in reversed(recent))
 
     def leave_room(self, member: Member) -> None:
         """Take ``member`` out of its room (which goes if it is now empty)."""
@@ -150,13 +223,13 @@ class ChatState:
         self.counters.parts += 1
         self.drop_if_empty(room)
 
-    def move(self, member: Member, name: str) -> list[Effect]:
+    def move(self, member: Member, name: str, *, replay: bool = True) -> list[Effect]:
         """``member`` goes from its room to ``name`` (valid, lower-case, not its room)."""
         old = member.room
         self.leave_room(member)
         new = self.room(name)
         out: list[Effect] = [ToRoom(old.name, f"{NOTICE}{member.nick} left {old.name}", member.cid)]
-        self.enter(member, new, out)
+        self.enter(member, new, out, replay=replay)
         out.append(Log(f"{member.nick} left {old.name} for {new.name}"))
         if self.cluster:
             out.append(Presence(member.cid, member.nick, new.name))
@@ -261,7 +334,7 @@ class ChatState:
         while True:
             n = heapq.heappop(self._free_guests) if self._free_guests else self._fresh_guest()
             nick = f"guest{n}"
-            if nick not in nicks and nick not in self.remote.nicks:
+            if nick not in nicks and nick not in self.remote.nicks and nick not in self.held:
                 return n
             if n in self._unowned:
                 self._unowned.discard(n)
@@ -302,6 +375,18 @@ class ChatState:
             self._unowned.discard(n)  # perhaps another server's: never handed out again
             return
         heapq.heappush(self._free_guests, n)
+
+    def hold(self, key: str, token: str) -> None:
+        """Keep the nick ``key`` for the departed client whose ticket is ``token``."""
+        self.held[key] = token
+
+    def release_hold(self, key: str, token: str) -> None:
+        """The hold of ``token`` on ``key`` ends (resumed, expired): unless someone else
+        holds that nick now, a guest number it parked is free again."""
+        if self.held.get(key) == token:
+            del self.held[key]
+            if key not in self.nicks and key not in self.remote.nicks:
+                self.release_guest_nick(key)
 
     def release_guest_nick(self, key: str) -> None:
         """Nobody here is called ``key`` any more: if that is a ``guestN`` whose number was
