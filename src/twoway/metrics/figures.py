@@ -76,6 +76,18 @@ METRICS: tuple[Metric, ...] = (
         "Most connections open at once (workers: the sum of each one's peak)",
     ),
     _M("connections_accepted_total", "counter", "Connections accepted (refused ones included)"),
+    _M(
+        "transport_connections_open",
+        "gauge",
+        "Connections open now, by transport (tcp, tls, ws, wss, unix)",
+        "transport",
+    ),
+    _M(
+        "transport_connections_accepted_total",
+        "counter",
+        "Connections accepted, by transport (refused ones included)",
+        "transport",
+    ),
     _M("connections_refused_total", "counter", "Connections refused, by reason", "reason"),
     _M("connections_closed_total", "counter", "Connections closed, by close reason", "reason"),
     _M("connection_errors_total", "counter", "Connections ended by an OS error (reset...)"),
@@ -86,6 +98,8 @@ METRICS: tuple[Metric, ...] = (
     _M("slow_disconnects_total", "counter", "Clients dropped for not reading (too slow)"),
     _M("idle_closes_total", "counter", "Connections closed after --idle-timeout"),
     _M("line_timeouts_total", "counter", "Connections closed for a line unfinished in time"),
+    _M("lines_received_total", "counter", "Lines received by a line service (upper, stamp, peers)"),
+    _M("lines_sent_total", "counter", "Lines answered by a line service (upper, stamp, peers)"),
     _M("write_paused_total", "counter", "Times a client's write queue passed its high-water mark"),
     _M(
         "write_queue_high_water_bytes",
@@ -113,8 +127,17 @@ METRICS: tuple[Metric, ...] = (
     _M("bus_dropped_total", "counter", "Items dropped because the bus buffer was full"),
     _M("bus_reconnections_total", "counter", "Times the bus connected again"),
     _M("bus_buffered", "gauge", "Items waiting for the bus (while it is down)"),
+    _M("bus_gap_notices_total", "counter", "Gaps found in what other servers published"),
+    _M(
+        "bus_lag_seconds",
+        "histogram",
+        "From publication on another server (its clock) to receipt here (ours), per entry",
+    ),
     _M("dump_uploads", "gauge", "dump: uploads in progress"),
     _M("dump_bytes_stored_total", "counter", "dump: bytes written to disk"),
+    _M("dump_disk_errors_total", "counter", "dump: writes, syncs or file creations that failed"),
+    _M("dump_fsync_seconds", "histogram", "dump: how long each fsync took"),
+    _M("file_bytes_sent_total", "counter", "file: bytes of the file sent (sendfile or copied)"),
 )
 BY_NAME: Mapping[str, Metric] = {m.name: m for m in METRICS}
 
@@ -262,12 +285,18 @@ def read_figures(
         values["connections_refused_total|" + reason] = getattr(stats, attr)
     for reason, count in stats.closed_by_reason.items():
         values["connections_closed_total|" + (reason or "normal")] = count
+    for transport, count in registry.open_by_transport().items():
+        values["transport_connections_open|" + transport] = count
+    for transport, count in stats.accepted_by_transport.items():
+        values["transport_connections_accepted_total|" + transport] = count
     values.update(service.figures())
     histograms = {
         "connection_duration_seconds": Histogram(
             DURATION_BUCKETS, list(stats.durations), stats.duration_sum
         )
     }
+    for name, buckets in service.histograms().items():
+        histograms[name] = Histogram(buckets.bounds, list(buckets.counts), buckets.sum)
     process = [ProcessFigures.read()] if with_process else []
     return Figures(values, histograms, process, time.time())
 

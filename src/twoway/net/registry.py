@@ -19,7 +19,7 @@ from twoway.net.address import format_address, limit_key
 from twoway.net.conn import Conn
 from twoway.sansio.access import AccessPolicy, LogLimiter, normalize_ip
 
-__all__ = ["DURATION_BUCKETS", "Registry", "ServerStats"]
+__all__ = ["DURATION_BUCKETS", "TRANSPORTS", "Registry", "ServerStats", "transport_of"]
 
 log = logging.getLogger("twoway.server")
 #: One line per connection (opened, closed): the access log, which ``--no-access-log`` mutes.
@@ -32,6 +32,25 @@ DURATION_BUCKETS = (0.01, 0.1, 1.0, 10.0, 60.0, 600.0, 3600.0, 86400.0)
 #: Close reasons kept apart in :attr:`ServerStats.closed_by_reason`; later new ones are
 #: counted as ``other`` (a guard: today's reasons are a dozen of the code's own phrases).
 MAX_CLOSE_REASONS = 32
+#: What a connection came over, for the metrics' ``transport`` label (a fixed set).
+TRANSPORTS = ("tcp", "tls", "ws", "wss", "unix")
+
+
+def transport_of(conn: Conn) -> str:
+    """One of :data:`TRANSPORTS` for ``conn``: a WebSocket connection says which
+    (``transport_kind``); otherwise TLS if its transport has an SSL context, ``unix`` if its
+    local address is a path, else ``tcp``. Asked once at connect and never per message."""
+    kind: str | None = getattr(conn, "transport_kind", None)
+    if kind is not None:
+        return kind
+    transport = conn.transport
+    if transport is None:
+        return "tcp"
+    if transport.get_extra_info("sslcontext") is not None:
+        return "tls"
+    if isinstance(transport.get_extra_info("sockname"), (str, bytes)):
+        return "unix"
+    return "tcp"
 
 
 @dataclass(slots=True)
@@ -67,6 +86,10 @@ class ServerStats:
     #: ``DURATION_BUCKETS[i]`` seconds and more than the bucket before; the last, longer ones.
     durations: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
     duration_sum: float = 0.0
+    #: Connections accepted (refused ones included), by :data:`TRANSPORTS`.
+    accepted_by_transport: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(TRANSPORTS, 0)
+    )
 
 
 #: What :meth:`Registry.note` counts, by the event a connection reports.
@@ -115,6 +138,10 @@ class Registry:
         self.accepting = True
         self._keys: dict[Conn, str] = {}
         self._per_key: dict[str, int] = {}
+        # Open connections by transport; the transport of each open one that is not plain
+        # TCP (most are: they cost no entry), to count it down when it goes.
+        self._open_by = dict.fromkeys(TRANSPORTS, 0)
+        self._kinds: dict[Conn, str] = {}
         self._empty: asyncio.Event | None = None
         self._log_info = access_log.isEnabledFor(logging.INFO)
         #: Who may connect; ``None`` (or a policy with no rule) admits everyone.
@@ -138,6 +165,8 @@ class Registry:
         """A new connection: enforce the limits, register it, log it. False if refused
         (the connection is then being closed, and gets neither on_connect nor on_close)."""
         self.stats.accepted += 1
+        kind = transport_of(conn)
+        self.stats.accepted_by_transport[kind] += 1
         if not self.accepting:
             conn.abort()
             return False
@@ -170,6 +199,9 @@ class Registry:
             self._per_key[key] = count + 1
             self._keys[conn] = key
         self.conns.add(conn)
+        self._open_by[kind] += 1
+        if kind != "tcp":
+            self._kinds[conn] = kind
         if len(self.conns) > self.stats.peak_connections:
             self.stats.peak_connections = len(self.conns)
         if self._empty is not None:
@@ -257,6 +289,10 @@ class Registry:
         if queued > stats.write_queue_high_water:
             stats.write_queue_high_water = queued
 
+    def open_by_transport(self) -> dict[str, int]:
+        """The open connections by transport (see :data:`TRANSPORTS`), every one listed."""
+        return dict(self._open_by)
+
     def admitted(self, conn: Conn) -> bool:
         """Whether ``conn`` was admitted and is not forgotten yet."""
         return conn in self.conns
@@ -266,6 +302,7 @@ class Registry:
         if conn not in self.conns:
             return
         self.conns.discard(conn)
+        self._open_by[self._kinds.pop(conn, "tcp")] -= 1
         key = self._keys.pop(conn, None)
         if key is not None:
             left = self._per_key.get(key, 1) - 1

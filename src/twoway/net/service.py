@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 if TYPE_CHECKING:
     from twoway.net.conn import Conn, Listening
+    from twoway.sansio.buckets import Buckets
 
 __all__ = ["Framing", "LineService", "Service", "deliver_line"]
 
@@ -85,6 +86,12 @@ class Service:
         prefix (``chat_members``, ``dump_bytes_stored_total``...), for metrics and the exit
         summary. Called at scrape time, never on the hot path: it only reads plain integers
         the service keeps anyway. Default: none."""
+        return {}
+
+    def histograms(self) -> dict[str, Buckets]:
+        """The service's histograms, by metric name without the prefix
+        (``dump_fsync_seconds``...): the :class:`~twoway.sansio.buckets.Buckets` it keeps,
+        read at scrape time like :meth:`figures`. Default: none."""
         return {}
 
 

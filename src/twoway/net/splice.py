@@ -31,6 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
+from twoway.sansio.buckets import LATENCY_BOUNDS, Buckets
+
 __all__ = ["PumpResult", "SplicePump", "SpliceThread", "splice_supported"]
 
 StopReason = Literal["eof", "limit", "stopped", "reset", "disk"]
@@ -64,7 +66,7 @@ def splice_supported() -> bool:
 class PumpResult:
     """How a pump ended: ``reason``, ``moved`` (bytes now in the file), ``error``."""
 
-    __slots__ = ("dir_synced", "error", "moved", "reason", "synced")
+    __slots__ = ("dir_synced", "error", "moved", "reason", "sync_times", "synced")
 
     def __init__(self) -> None:
         self.reason: StopReason = "eof"
@@ -74,6 +76,8 @@ class PumpResult:
         self.synced = False
         #: The directory entry was fsynced (with the first fsync of the file).
         self.dir_synced = False
+        #: How long each sync took (for the metrics; read once the pump ended).
+        self.sync_times = Buckets(LATENCY_BOUNDS)
 
 
 class SplicePump:
@@ -234,6 +238,7 @@ class SplicePump:
         """fsync the file (and its directory the first time); False after an error, which
         is reported and never retried as if the data were safe."""
         try:
+            start = time.perf_counter()
             os.fsync(self.file_fd)
             if self.dirpath is not None and not result.dir_synced:
                 dfd = os.open(self.dirpath.parent, os.O_RDONLY)
@@ -247,6 +252,7 @@ class SplicePump:
             result.synced = False
             return False
         result.synced = True
+        result.sync_times.observe(time.perf_counter() - start)
         return True
 
     def _write_behind(self, end: int) -> None:

@@ -235,6 +235,11 @@ class WsConnection(asyncio.Protocol):
         return self.transport.get_extra_info("sockname") if self.transport is not None else None
 
     @property
+    def transport_kind(self) -> str:
+        """``ws`` or ``wss``, for the metrics (see :func:`~twoway.net.registry.transport_of`)."""
+        return "wss" if self._cfg.secure else "ws"
+
+    @property
     def opened_at(self) -> float:
         """When the socket was accepted, in seconds since the epoch."""
         return time.time() - (time.monotonic() - self._opened_mono)

@@ -31,10 +31,20 @@ class EchoService(Service):
 
 
 class _Line(LineService):
+    """A service that answers every line with exactly one line: it counts the lines it
+    answered (one integer add per line, the whole cost of its metrics), which are both the
+    lines received and the lines sent (``quit`` is answered by the server, not counted)."""
+
     def __init__(self, framing: Framing = "line") -> None:
         if framing not in ("line", "chunk"):
             raise ValueError(f"{self.name} is a line service: framing must be line or chunk")
         self.framing = framing  # type: ignore[misc]
+        #: Lines answered (each received line gets one answer).
+        self.lines = 0
+
+    def figures(self) -> dict[str, float]:
+        """Lines in and out (equal: one answer per line; see :meth:`Service.figures`)."""
+        return {"lines_received_total": self.lines, "lines_sent_total": self.lines}
 
 
 class UpperService(_Line):
@@ -44,9 +54,11 @@ class UpperService(_Line):
     ascii_lines = True
 
     def on_line(self, conn: Conn, line: str) -> None:
+        self.lines += 1
         conn.send_line(f'You said "{line.upper()}"')
 
     def on_ascii_line(self, conn: Conn, line: bytes) -> None:
+        self.lines += 1
         # bytes.upper() changes ASCII letters only: on an ASCII line, what str.upper() does.
         conn.write(b'You said "' + line[:-1].upper() + b'"\n')
 
@@ -77,12 +89,14 @@ class StampService(_Line):
         now = time.time()
         if not self._next - 1.0 <= now < self._next:  # a new second (or the clock went back)
             self._tick(now)
+        self.lines += 1
         conn.send_line(self._prefix + line)
 
     def on_ascii_line(self, conn: Conn, line: bytes) -> None:
         now = time.time()
         if not self._next - 1.0 <= now < self._next:  # a new second (or the clock went back)
             self._tick(now)
+        self.lines += 1
         conn.write(self._prefix_bytes + line)
 
 
@@ -99,6 +113,7 @@ class PeersService(_Line):
         self.server = server
 
     def on_line(self, conn: Conn, line: str) -> None:
+        self.lines += 1
         count = self.server.connection_count - 1 if self.server is not None else 0
         noun = "peer" if count == 1 else "peers"
         conn.send_line(f"You have {count} {noun} on this server")

@@ -188,6 +188,9 @@ class _Sender:
 
     def release(self) -> None:
         """Give back both descriptors and every registration. Idempotent."""
+        self.service.senders.discard(self)
+        if self.file_fd >= 0:
+            self.service.bytes_sent_done += self.offset
         self._stop_waiting()
         for timer in (self.tick, self.watchdog):
             if timer is not None:
@@ -221,6 +224,10 @@ class FileService(Service):
         self.rate = rate
         self.write_timeout = write_timeout
         self.said_no_sendfile = False
+        #: The transfers in progress (each counts its own bytes until it ends).
+        self.senders: set[_Sender] = set()
+        #: Bytes of the file sent by the transfers that ended (for the metrics).
+        self.bytes_sent_done = 0
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except OSError as exc:
@@ -260,7 +267,13 @@ class FileService(Service):
             return
         sender = _Sender(self, conn, fd, size)
         conn.state = sender
+        self.senders.add(sender)
         sender.start()
+
+    def figures(self) -> dict[str, float]:
+        """Bytes of the file sent, by sendfile or copied (see :meth:`Service.figures`)."""
+        live = sum(sender.offset for sender in self.senders)
+        return {"file_bytes_sent_total": self.bytes_sent_done + live}
 
     def progress(self, conn: Conn) -> tuple[int, int] | None:
         """``(bytes sent, file size)`` while ``conn`` is being sent the file, else None (for

@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from pathlib import Path
 
-__all__ = ["WriteFailed", "create_file", "strerror", "sync_directory", "write_chunks"]
+__all__ = [
+    "WriteFailed",
+    "create_file",
+    "strerror",
+    "sync_directory",
+    "timed_fsync",
+    "write_chunks",
+]
 
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 
@@ -47,9 +55,12 @@ class WriteFailed(Exception):
         self.written = written
 
 
-def write_chunks(fd: int, chunks: list[bytes], sync: bool, dirpath: Path | None) -> int:
+def write_chunks(
+    fd: int, chunks: list[bytes], sync: bool, dirpath: Path | None
+) -> tuple[int, float | None]:
     """Append all of ``chunks`` (with ``writev``, no joining copy), then fsync if asked (and
-    the directory of ``dirpath``); the number of bytes written.
+    the directory of ``dirpath``); the number of bytes written and how long the sync took
+    in seconds (``None``: no sync), for the metrics.
 
     Raises :class:`WriteFailed`, with the count of bytes that did reach the file."""
     total = 0
@@ -73,14 +84,24 @@ def write_chunks(fd: int, chunks: list[bytes], sync: bool, dirpath: Path | None)
                     i = 0
                     break
                 n -= len(piece)
+        took = None
         if sync:
             # An error here is reported, never retried as if the data were safe.
+            start = time.perf_counter()
             os.fsync(fd)
             if dirpath is not None:
                 sync_directory(dirpath)
+            took = time.perf_counter() - start
     except OSError as exc:
         raise WriteFailed(exc, total) from exc
-    return total
+    return total, took
+
+
+def timed_fsync(fd: int) -> float:
+    """fsync ``fd``; how long it took in seconds. Raises :class:`OSError`."""
+    start = time.perf_counter()
+    os.fsync(fd)
+    return time.perf_counter() - start
 
 
 def sync_directory(path: Path) -> None:

@@ -14,11 +14,20 @@ from typing import TYPE_CHECKING
 from twoway.errors import ConfigError, describe_oserror
 from twoway.net.service import Service
 from twoway.net.splice import splice_supported
-from twoway.services.dump.sink import FSYNC_POLICIES, FsyncPolicy, Sink, SinkSettings, SpliceSlots
+from twoway.services.dump.disk import strerror, timed_fsync
+from twoway.services.dump.sink import (
+    FSYNC_POLICIES,
+    DiskFigures,
+    FsyncPolicy,
+    Sink,
+    SinkSettings,
+    SpliceSlots,
+)
 from twoway.services.dump.turn import LineTurn
 
 if TYPE_CHECKING:
     from twoway.net.conn import Conn
+    from twoway.sansio.buckets import Buckets
 
 __all__ = ["DumpService"]
 
@@ -84,6 +93,8 @@ class DumpService(Service):
         self.sinks: set[Sink] = set()
         #: Bytes written to disk by the uploads that ended (the open ones count their own).
         self.bytes_stored_done = 0
+        #: fsync timings and disk errors, counted by the sinks (for the metrics).
+        self.disk = DiskFigures()
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, "twoway-dump")
         # One thread for the shared file keeps its chunks in the order they were submitted.
         self._shared_pool = concurrent.futures.ThreadPoolExecutor(1, "twoway-dump-shared")
@@ -127,6 +138,7 @@ class DumpService(Service):
             slots=self.splice_slots if self.splice else None,
             forget=self._forget,
             turn=self._turn,
+            disk=self.disk,
         )
 
     def _forget(self, sink: Sink) -> None:
@@ -134,10 +146,17 @@ class DumpService(Service):
         self.bytes_stored_done += sink.written
 
     def figures(self) -> dict[str, float]:
-        """Uploads in progress and bytes stored (see :meth:`Service.figures`); disk errors
-        are the connections closed for ``disk error``."""
+        """Uploads in progress, bytes stored and disk errors (see :meth:`Service.figures`)."""
         stored = self.bytes_stored_done + sum(sink.written for sink in self.sinks)
-        return {"dump_uploads": len(self.sinks), "dump_bytes_stored_total": stored}
+        return {
+            "dump_uploads": len(self.sinks),
+            "dump_bytes_stored_total": stored,
+            "dump_disk_errors_total": self.disk.disk_errors,
+        }
+
+    def histograms(self) -> dict[str, Buckets]:
+        """How long each fsync took (see :meth:`Service.histograms`)."""
+        return {"dump_fsync_seconds": self.disk.fsync}
 
     @staticmethod
     def _base_name(conn: Conn) -> str:
@@ -214,9 +233,14 @@ class DumpService(Service):
             self._timer = None
         if self._shared_fd is not None:
             if self.fsync != "never":
-                await asyncio.get_running_loop().run_in_executor(
-                    self._shared_pool, os.fsync, self._shared_fd
-                )
+                try:
+                    took = await asyncio.get_running_loop().run_in_executor(
+                        self._shared_pool, timed_fsync, self._shared_fd
+                    )
+                    self.disk.fsync.observe(took)
+                except OSError as exc:
+                    self.disk.disk_errors += 1
+                    log.error("dump: %s: %s (the last sync)", self.file, strerror(exc))
             os.close(self._shared_fd)
             self._shared_fd = None
         self._pool.shutdown(wait=False)

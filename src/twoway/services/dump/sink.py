@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Literal
 
 from twoway.errors import describe_oserror
 from twoway.net.splice import PumpResult, SpliceThread
+from twoway.sansio.buckets import LATENCY_BOUNDS, Buckets
 from twoway.services.dump.disk import WriteFailed, create_file, strerror, write_chunks
 from twoway.services.dump.turn import LineTurn
 
 if TYPE_CHECKING:
     from twoway.net.conn import Conn
 
-__all__ = ["FSYNC_POLICIES", "FsyncPolicy", "Sink", "SinkSettings", "SpliceSlots"]
+__all__ = ["FSYNC_POLICIES", "DiskFigures", "FsyncPolicy", "Sink", "SinkSettings", "SpliceSlots"]
 
 log = logging.getLogger("twoway.dump")
 
@@ -45,6 +46,18 @@ class SinkSettings:
     buffer_high: int
     buffer_low: int
     lines: bool
+
+
+class DiskFigures:
+    """What the sinks of one service count for the metrics, on the event loop only (a
+    worker thread hands its timing back with the write's result): how long each fsync
+    took, and the disk errors (a file not created, a write or sync that failed)."""
+
+    __slots__ = ("disk_errors", "fsync")
+
+    def __init__(self) -> None:
+        self.fsync = Buckets(LATENCY_BOUNDS)
+        self.disk_errors = 0
 
 
 class SpliceSlots:
@@ -82,6 +95,7 @@ class Sink:
         "creator",
         "cut_line",
         "dir_pending",
+        "disk",
         "done",
         "durable",
         "failed",
@@ -120,8 +134,11 @@ class Sink:
         slots: SpliceSlots | None,
         forget: Callable[[Sink], None],
         turn: LineTurn | None = None,
+        disk: DiskFigures | None = None,
     ) -> None:
         self.conn = conn
+        #: Where fsync timings and disk errors are counted (the service's).
+        self.disk = disk if disk is not None else DiskFigures()
         self.fd = fd  # -1 until the file is created (see open())
         self.path = path
         self.settings = settings
@@ -182,6 +199,7 @@ class Sink:
         exc = fut.exception()
         if exc is not None:
             self.failed = True
+            self.disk.disk_errors += 1
             self.buf, self.buf_size = [], 0
             log.error(
                 "dump: cannot create a file in %s: %s", self.settings.directory, strerror(exc)
@@ -334,7 +352,7 @@ class Sink:
         if not self.inflight:
             self.submit()
 
-    def _written(self, fut: asyncio.Future[int]) -> None:
+    def _written(self, fut: asyncio.Future[tuple[int, float | None]]) -> None:
         self.inflight = False
         exc = fut.exception()
         if exc is not None:
@@ -343,7 +361,10 @@ class Sink:
                 exc = exc.error
             self._fail(exc)
             return
-        self.written += fut.result()
+        written, took = fut.result()
+        self.written += written
+        if took is not None:
+            self.disk.fsync.observe(took)
         if self.syncing:
             self.durable = self.written
         if self.finishing:
@@ -419,6 +440,7 @@ class Sink:
         self._release_splice()
         self.received += result.moved
         self.written += result.moved
+        self.disk.fsync.add(result.sync_times)
         if result.synced:
             self.durable = self.written
         if result.dir_synced:
@@ -464,6 +486,7 @@ class Sink:
 
     def _fail(self, exc: BaseException) -> None:
         self.failed = True
+        self.disk.disk_errors += 1
         self.buf, self.buf_size = [], 0
         log.error("dump: %s: %s (wrote %d bytes)", self.path, strerror(exc), self.written)
         self.conn.abort(reason="disk error")  # an RST: never let the client think it is stored
