@@ -104,9 +104,9 @@ async def test_a_repeated_publish_lands_once(
         seq, ttl = "twoway:chat:seq:", 3600
         data = encode_items([Said("#x", "only once")])
         for _ in range(3):
-            await client.eval(PUBLISH, 2, *keys, 1, 1000, data, seq, ttl, 77, "#x", 1)
+            await client.eval(PUBLISH, 2, *keys, 1, 1000, data, seq, ttl, 77, "0", "#x", 1)
         data = encode_items([Said("#x", "next")])
-        await client.eval(PUBLISH, 2, *keys, 2, 1000, data, seq, ttl, 77, "#x", 1)
+        await client.eval(PUBLISH, 2, *keys, 2, 1000, data, seq, ttl, 77, "0", "#x", 1)
     finally:
         await client.aclose()
     await lb.wait(lambda: Said("#x", "next") in lb.items())

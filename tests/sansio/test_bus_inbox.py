@@ -228,3 +228,17 @@ def test_backfill_takes_room_lines_oldest_first() -> None:
         (b"3-0", raw(3, 1, Said("#b", "two"))),
     ]
     assert backfill(entries) == (Backfill((("#a", "one"), ("#b", "two"))), 1)
+
+
+def test_entry_lags_are_other_nodes_entries_with_a_time() -> None:
+    from twoway.sansio.bus import entry_lags
+
+    entries = [
+        (b"1-0", {b"n": b"2", b"s": b"1", b"t": b"100.25"}),
+        (b"2-0", {b"n": b"1", b"s": b"1", b"t": b"100.0"}),  # our own: left out
+        (b"3-0", {b"n": b"3", b"s": b"1"}),  # an older publisher: no time
+        (b"4-0", {b"n": b"3", b"s": b"2", b"t": b"soon"}),  # not a number
+        (b"5-0", {b"n": b"3", b"s": b"3", b"t": b"nan"}),  # not finite
+        (b"6-0", {b"n": b"3", b"s": b"4", b"t": b"101.5"}),  # a clock ahead of ours
+    ]
+    assert entry_lags(entries, 1, 101.0) == [0.75, -0.5]

@@ -45,6 +45,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Sequence
 
 from twoway.bus.base import BusListener
@@ -54,6 +55,7 @@ from twoway.bus.options import RedisBusOptions
 from twoway.bus.scripts import Keys
 from twoway.errors import ConfigError
 from twoway.sansio.backoff import backoff_delays
+from twoway.sansio.buckets import LAG_BOUNDS, Buckets
 from twoway.sansio.bus import (
     Ask,
     Batch,
@@ -70,6 +72,7 @@ from twoway.sansio.bus import (
     Overflow,
     RawEntry,
     backfill,
+    entry_lags,
 )
 
 __all__ = ["RedisBus"]
@@ -124,7 +127,11 @@ class RedisBus:
             "entries_read": 0,
             "dropped": 0,
             "reconnections": 0,
+            "gap_notices": 0,
         }
+        #: From publication on another node (its wall clock, the entry's ``t``) to our read
+        #: of the entry (ours): one observation per entry, not per message.
+        self.lag = Buckets(LAG_BOUNDS)
 
     @property
     def up(self) -> bool:
@@ -292,6 +299,7 @@ class RedisBus:
             if not self._backlog:
                 self._back()
         if missed:
+            self.stats["gap_notices"] += 1
             self._deliver([Missed()])
         self._control(self._snapshot())
         if ask:
@@ -410,9 +418,13 @@ class RedisBus:
         """Publish ``batch`` (the outbox's next one) and account for it."""
         assert self._loop is not None
         o, keys, outbox, clients = self.options, self._keys, self._outbox, self._clients
+        sent_at = f"{time.time():.6f}"  # the readers' lag is measured from here
         await clients.publish(
             keys=[keys.log, keys.pub(self.node)],
-            args=[batch.nseq, o.maxlen, batch.data, keys.seq, o.key_ttl, self.node, *batch.runs],
+            args=[
+                *(batch.nseq, o.maxlen, batch.data, keys.seq, o.key_ttl, self.node, sent_at),
+                *batch.runs,
+            ],
             client=clients.client,
         )
         count = outbox.sent()
@@ -448,7 +460,11 @@ class RedisBus:
             # Past these entries even if handling them fails: a bad entry is never re-read.
             self._last_id = entries[-1][0]
             self.stats["entries_read"] += len(entries)
+            observe = self.lag.observe
+            for lag in entry_lags(entries, inbox.node, time.time()):
+                observe(lag)
             reading = inbox.read(entries, now)
+            self.stats["gap_notices"] += reading.gaps
             for entry_id, why in reading.skipped:
                 log.warning("bus: skipping entry %s: %s", entry_id.decode(errors="replace"), why)
             for node in reading.ask:

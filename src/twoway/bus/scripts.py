@@ -57,14 +57,15 @@ class Keys:
 # A publication, atomic: drop an entry number the node already published (a publish repeated
 # after a lost reply lands once), number the room lines and append the entry.
 # KEYS: the stream, this node's last published entry number. ARGV: entry number, maxlen,
-# data, room-counter key prefix, key TTL, node, then (room, count) pairs.
+# data, room-counter key prefix, key TTL, node, the publisher's wall-clock time (``t``: for
+# the readers' lag histogram; older readers ignore the field), then (room, count) pairs.
 PUBLISH = """
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
 if tonumber(ARGV[1]) <= last then return 0 end
 local ttl = tonumber(ARGV[5])
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ttl)
 local runs = {}
-for i = 7, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   local count = tonumber(ARGV[i + 1])
   local key = ARGV[4] .. ARGV[i]
   local last = redis.call('INCRBY', key, count)
@@ -72,7 +73,8 @@ for i = 7, #ARGV, 2 do
   runs[#runs + 1] = ARGV[i] .. ' ' .. (last - count + 1) .. ' ' .. count
 end
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
-           'n', ARGV[6], 's', ARGV[1], 'd', ARGV[3], 'q', table.concat(runs, ','))
+           'n', ARGV[6], 's', ARGV[1], 'd', ARGV[3], 'q', table.concat(runs, ','),
+           't', ARGV[7])
 return 1
 """
 

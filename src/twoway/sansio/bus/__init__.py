@@ -36,7 +36,7 @@ from twoway.sansio.bus.events import (
     RoomGap,
     Unknown,
 )
-from twoway.sansio.bus.inbox import Inbox, RawEntry, Reading, backfill
+from twoway.sansio.bus.inbox import Inbox, RawEntry, Reading, backfill, entry_lags
 from twoway.sansio.bus.items import (
     USER_KINDS,
     Ask,
@@ -81,6 +81,7 @@ __all__ = [
     "decode_items",
     "decode_runs",
     "encode_items",
+    "entry_lags",
     "item_size",
     "room_runs",
 ]

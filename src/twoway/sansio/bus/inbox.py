@@ -10,6 +10,7 @@ touches a socket or a clock.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,7 @@ from twoway.sansio.bus.events import (
 from twoway.sansio.bus.items import Ask, Bye, Heartbeat, Hello
 from twoway.sansio.chat import Said
 
-__all__ = ["Inbox", "RawEntry", "Reading", "backfill"]
+__all__ = ["Inbox", "RawEntry", "Reading", "backfill", "entry_lags"]
 
 #: A stream entry as redis-py returns it: its id and its fields.
 RawEntry = tuple[bytes, Mapping[bytes, bytes]]
@@ -51,6 +52,8 @@ class Reading:
     skipped: list[tuple[bytes, str]] = field(default_factory=list)
     #: A node gap was found (its Missed is in ``events``, once).
     gap: bool = False
+    #: Gap notices in ``events`` (Missed and RoomGap), for the metrics.
+    gaps: int = 0
 
 
 class _Node:
@@ -137,9 +140,11 @@ class Inbox:
     def _on_node_gap(self, reading: Reading, event: NodeGap) -> None:
         if not reading.gap:
             reading.gap = True
+            reading.gaps += 1
             reading.events.append(Missed())
 
     def _on_room_gap(self, reading: Reading, event: RoomGap) -> None:
+        reading.gaps += 1
         reading.events.append(event)
 
     def _on_unknown(self, reading: Reading, event: Unknown) -> None:
@@ -261,6 +266,26 @@ _ON_ITEM: dict[type, Callable[[Inbox, Reading, int, Any], None]] = {
     Ask: Inbox._on_ask,
     Bye: Inbox._on_bye,
 }
+
+
+def entry_lags(entries: Iterable[RawEntry], node: int, now: float) -> list[float]:
+    """For each entry another node published with its wall-clock time (``t``), how long
+    ago that was at ``now`` (this node's wall clock, in seconds; negative when the clocks
+    disagree). Entries of ``node`` itself, and those without a usable ``t`` (an older
+    publisher), are left out. One look-up per entry, whatever it holds."""
+    own = str(node).encode()
+    out = []
+    for _, fields in entries:
+        sent = fields.get(b"t")
+        if sent is None or fields.get(b"n") == own:
+            continue
+        try:
+            at = float(sent)
+        except ValueError:
+            continue
+        if math.isfinite(at):
+            out.append(now - at)
+    return out
 
 
 def backfill(entries: Iterable[RawEntry]) -> tuple[Backfill, int]:
