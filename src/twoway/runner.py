@@ -427,12 +427,17 @@ def serve_settings(
         metrics_sock = bind_metrics(*metrics_address(settings.metrics))
     endpoint: EndpointThread | None = None
     report_dir: str | None = None
-    if settings.workers > 1 and metrics_sock is not None:
-        # The supervisor serves the endpoint and adds up its workers (see metrics.workers).
+    supervisor_started = time.time()
+    if settings.workers > 1:
+        # Each worker answers on a socket of its own with its figures, for the supervisor's
+        # endpoint and the workers' /stats, and leaves its totals there when it stops, for
+        # the supervisor's exit summary (see metrics.workers).
+        report_dir = tempfile.mkdtemp(prefix="twoway-metrics-")
+    if report_dir is not None and metrics_sock is not None:
+        # The supervisor serves the endpoint and adds up its workers.
         from twoway.metrics.workers import EndpointThread, WorkersSource
 
-        report_dir = tempfile.mkdtemp(prefix="twoway-metrics-")
-        source = WorkersSource(report_dir, settings.workers, started=time.time())
+        source = WorkersSource(report_dir, settings.workers, started=supervisor_started)
         endpoint = EndpointThread(
             metrics_sock, source, token=settings.metrics_token, version=__version__
         )
@@ -498,6 +503,7 @@ def serve_settings(
                     settings,
                     metrics_sock=metrics_sock if index is None else None,
                     report=report,
+                    workers=(report_dir, index, settings.workers) if report_dir else None,
                 )
             )
 
@@ -509,7 +515,7 @@ def serve_settings(
                 endpoint.start()
                 _log_metrics(endpoint.sock, f" for {settings.workers} workers")
             try:
-                return supervise(
+                code = supervise(
                     settings.workers,
                     where.hosts[0] if where.hosts else None,
                     settings.port,
@@ -517,6 +523,9 @@ def serve_settings(
                     serve_one,
                     notify=notifier,
                 )
+                if report_dir is not None:
+                    _log_server_summary(report_dir, settings.workers, supervisor_started)
+                return code
             finally:
                 if endpoint is not None:
                     endpoint.stop()
@@ -588,6 +597,38 @@ def _log_metrics(sock: Any, more: str = "") -> None:
     )
 
 
+def _log_server_summary(report_dir: str, workers: int, started: float) -> None:
+    """The supervisor's exit summary: the totals every worker left when it stopped, added
+    up, in one line like each worker's (``stopped (all 4 workers): ...``)."""
+    from twoway.metrics.figures import merge
+    from twoway.metrics.workers import read_finals
+
+    finals = read_finals(report_dir, workers)
+    if not finals:
+        return
+    fig = merge(finals)
+    accepted = int(fig.get("connections_accepted_total"))
+    bytes_in, bytes_out = int(fig.get("bytes_received_total")), int(fig.get("bytes_sent_total"))
+    summary, fields = exit_summary(fig, time.time() - started)
+    plog.info(
+        "stopped (all %d workers%s): %d connection(s) served, in %s, out %s; %s",
+        workers,
+        "" if len(finals) == workers else f", {len(finals)} of them reported",
+        accepted,
+        format_size(bytes_in),
+        format_size(bytes_out),
+        summary,
+        extra={
+            "event": "stopped_all",
+            "workers": len(finals),
+            "connections": accepted,
+            "bytes_in": bytes_in,
+            "bytes_out": bytes_out,
+            **fields,
+        },
+    )
+
+
 async def _observed(
     main: Coroutine[Any, Any, int],
     server: Server,
@@ -595,10 +636,13 @@ async def _observed(
     *,
     metrics_sock: Any,
     report: str | None,
+    workers: tuple[str, int | None, int] | None = None,
 ) -> int:
     """Run ``main`` (:func:`run_server`) with what watches it: the metrics endpoint on
-    ``metrics_sock`` (one process), the worker's answers to its supervisor on ``report``
-    (``--workers`` with ``--metrics``), and chat's ``/stats`` with ``--stats-public``."""
+    ``metrics_sock`` (one process), the worker's answers to its supervisor and to the other
+    workers on ``report`` (``--workers``), and chat's ``/stats``. ``workers``: the report
+    directory, this worker's index and the number of workers: ``/stats`` then adds up every
+    worker, and the worker leaves its totals there when it stops."""
     from twoway.metrics.source import LocalSource
     from twoway.metrics.summary import stats_lines
     from twoway.services.chat import ChatService
@@ -608,13 +652,23 @@ async def _observed(
     if isinstance(chat, ChatService):
         started = time.monotonic()
         chat.stats_public = settings.stats_public
-        chat.stats_lines = lambda: stats_lines(
-            source.read(with_process=False), time.monotonic() - started
-        )
+        if workers is None:
+            chat.stats_lines = lambda: stats_lines(
+                source.read(with_process=False), time.monotonic() - started
+            )
+        else:
+            from twoway.metrics.workers import WorkersSource
+
+            everyone = WorkersSource(workers[0], workers[2], started=source.started)
+
+            async def whole_server() -> list[str]:
+                return stats_lines(await everyone.figures(), time.monotonic() - started)
+
+            chat.stats_lines = whole_server
     if metrics_sock is None and report is None:
         return await main
     from twoway.metrics.http import MetricsServer
-    from twoway.metrics.workers import WorkerReporter
+    from twoway.metrics.workers import WorkerReporter, write_final
 
     source.monitor.start()
     http = reporter = None
@@ -626,7 +680,10 @@ async def _observed(
         if report is not None:
             reporter = WorkerReporter(report, source)
             await reporter.start()
-        return await main
+        code = await main
+        if workers is not None and workers[1] is not None:
+            write_final(workers[0], workers[1], source.read(with_process=False))
+        return code
     finally:
         if http is not None:
             await http.close()

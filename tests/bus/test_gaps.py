@@ -100,9 +100,12 @@ def stream(cluster: Cluster) -> Iterator[Stream]:
     s.close()
 
 
-def _setup(cluster: Cluster, room: str) -> tuple[CliServer, ChatClient, ChatClient, ChatClient]:
-    """Servers A and B; alice (A) and bob (B) in ``room``, carol (B) in the lobby."""
-    a, b = cluster.server(), cluster.server()
+def _setup(
+    cluster: Cluster, room: str, *b_args: str
+) -> tuple[CliServer, ChatClient, ChatClient, ChatClient]:
+    """Servers A and B (``b_args`` for B); alice (A) and bob (B) in ``room``, carol (B) in
+    the lobby."""
+    a, b = cluster.server(), cluster.server(*b_args)
     alice = cluster.client(a, "alice")
     bob = cluster.client(b, "bob")
     carol = cluster.client(b, "carol")
@@ -118,7 +121,7 @@ def _setup(cluster: Cluster, room: str) -> tuple[CliServer, ChatClient, ChatClie
 def test_a_line_deleted_from_the_log_is_announced_to_its_room(
     cluster: Cluster, stream: Stream
 ) -> None:
-    b, alice, bob, carol = _setup(cluster, "gap")
+    b, alice, bob, carol = _setup(cluster, "gap", "--metrics", "0")
     with Stopped(b):
         # One entry each (the next is sent once the last is in the log); line 1 answers B's
         # read in flight, line 2 is deleted.
@@ -136,6 +139,13 @@ def test_a_line_deleted_from_the_log_is_announced_to_its_room(
     assert not any("may have been missed" in x for x in alice.sync())  # A lost nothing
     alice.send("gap line 4")
     assert bob.lines_until("alice: gap line 4") == []  # one gap, told once
+    # B's metrics: the two gaps it found, and a lag observed for each entry it read from A.
+    from metrics.metricskit import METRICS_LINE, scrape
+
+    samples = scrape(int(b.wait_for(METRICS_LINE).group(2)))
+    assert samples["twoway_bus_gap_notices_total"] == 2
+    assert samples["twoway_chat_gap_notices_total"] == 2
+    assert samples["twoway_bus_lag_seconds_count"] >= 4  # gap lines 1, 3 and 4, first...
 
 
 def test_an_entry_without_room_lines_deleted_is_announced_as_a_node_gap(

@@ -79,3 +79,7 @@ def test_two_workers_add_up(servers: list[Any]) -> None:
     assert samples['twoway_connection_duration_seconds_bucket{le="+Inf"}'] == len(socks)
     assert server.stop() == 0
     assert server.count(r"stopped: .* served") == 2  # one summary per worker
+    # ... and one for the whole server: their sum.
+    whole = server.wait_for(r"stopped \(all 2 workers\): .*").group(0)
+    assert whole.startswith(f"stopped (all 2 workers): {len(socks)} connection(s) served, in ")
+    assert whole.endswith(f"; dropped: {len(socks)} line too long; refused: none")

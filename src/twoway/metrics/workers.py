@@ -33,7 +33,14 @@ from twoway.metrics.figures import Figures, merge
 from twoway.metrics.http import MetricsServer
 from twoway.metrics.source import Check, LocalSource
 
-__all__ = ["ASK_TIMEOUT", "EndpointThread", "WorkerReporter", "WorkersSource"]
+__all__ = [
+    "ASK_TIMEOUT",
+    "EndpointThread",
+    "WorkerReporter",
+    "WorkersSource",
+    "read_finals",
+    "write_final",
+]
 
 log = logging.getLogger("twoway.metrics")
 
@@ -46,6 +53,33 @@ MAX_ANSWER = 1 << 20
 def socket_path(directory: str | os.PathLike[str], index: int) -> str:
     """Worker ``index``'s socket in ``directory``."""
     return str(Path(directory) / f"{index}.sock")
+
+
+def final_path(directory: str | os.PathLike[str], index: int) -> Path:
+    """Where worker ``index`` leaves its last reading when it stops."""
+    return Path(directory) / f"{index}.final.json"
+
+
+def write_final(directory: str | os.PathLike[str], index: int, figures: Figures) -> None:
+    """Leave worker ``index``'s last reading for the supervisor's exit summary (written
+    whole, then renamed: the supervisor never reads half of one). Never raises: a
+    reading that cannot be written is left out of the sum, with one log line."""
+    path = final_path(directory, index)
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_text(json.dumps(figures.to_json()))
+        tmp.replace(path)
+    except OSError as exc:
+        log.warning("metrics: cannot leave this worker's totals in %s: %s", path, exc)
+
+
+def read_finals(directory: str | os.PathLike[str], workers: int) -> list[Figures]:
+    """The last readings the workers left (those that did; a worker killed leaves none)."""
+    out = []
+    for index in range(workers):
+        with contextlib.suppress(OSError, KeyError, TypeError, ValueError):
+            out.append(Figures.from_json(json.loads(final_path(directory, index).read_text())))
+    return out
 
 
 class WorkerReporter:

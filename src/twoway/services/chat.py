@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -57,6 +57,7 @@ from twoway.store import MemoryRecords, Records
 
 if TYPE_CHECKING:
     from twoway.net.conn import Conn, Listening
+    from twoway.sansio.buckets import Buckets
     from twoway.store.sqlite import SqliteStore
 
 __all__ = ["ChatService", "ChatStats", "Moderator", "build_chat", "read_motd", "reconfigure_chat"]
@@ -180,10 +181,12 @@ class ChatService(LineService):
         #: Moderation (identity, operators, bans, mutes), if any: see Moderator.
         self.mod = mod
         self.stats = ChatStats()
-        #: ``/stats``: when set (by the process), the lines it answers with, for operators
+        #: ``/stats``: when set (by the process), the lines it answers with (or an awaitable
+        #: of them: with ``--workers`` the figures come from every worker), for operators
         #: and, with ``stats_public`` (``--stats-public``), for everyone; when None,
         #: ``/stats`` is an unknown command like any other.
-        self.stats_lines: Callable[[], list[str]] | None = None
+        self.stats_lines: Callable[[], list[str] | Awaitable[list[str]]] | None = None
+        self._stats_asked: set[asyncio.Task[None]] = set()
         self.stats_public = False
         self.server: Listening | None = None
         self._conns: dict[int, Conn] = {}
@@ -377,8 +380,7 @@ class ChatService(LineService):
                 self._catch_up(client.cid, conn)
             mod = self.mod
             if self.stats_public or (mod is not None and mod.is_operator(client.cid)):
-                for text in self.stats_lines():
-                    conn.send_line(text)
+                self._send_stats(conn, self.stats_lines())
             else:
                 conn.send_line("error: not permitted")
             return
@@ -704,6 +706,29 @@ class ChatService(LineService):
             out += self.core.notice(_missed_notice(count), room)
         return out
 
+    def _send_stats(self, conn: Conn, answer: list[str] | Awaitable[list[str]]) -> None:
+        """Send ``/stats``'s lines, now or once they are known."""
+        if isinstance(answer, list):
+            for text in answer:
+                conn.send_line(text)
+            return
+
+        async def later(pending: Awaitable[list[str]]) -> None:
+            lines = await pending
+            if not _gone(conn):
+                for text in lines:
+                    conn.send_line(text)
+
+        task = asyncio.get_running_loop().create_task(later(answer))
+        self._stats_asked.add(task)
+        task.add_done_callback(self._stats_asked.discard)
+
+    def histograms(self) -> dict[str, Buckets]:
+        """The bus's lag between servers, with a bus to other servers (see
+        :meth:`Service.histograms`)."""
+        lag = getattr(self.bus, "lag", None)
+        return {"bus_lag_seconds": lag} if lag is not None else {}
+
     def figures(self) -> dict[str, float]:
         """Members, rooms, history and traffic, and the bus's state (see
         :meth:`Service.figures`)."""
@@ -730,6 +755,7 @@ class ChatService(LineService):
             out["bus_read_total"] = bus_stats.get("entries_read", 0)
             out["bus_dropped_total"] = bus_stats.get("dropped", 0)
             out["bus_reconnections_total"] = bus_stats.get("reconnections", 0)
+            out["bus_gap_notices_total"] = bus_stats.get("gap_notices", 0)
             out["bus_buffered"] = getattr(self.bus, "buffered", 0)
         return out
 
