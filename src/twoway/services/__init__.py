@@ -69,7 +69,7 @@ def _peers(settings: Settings) -> Service:
 
 
 def _chat(settings: Settings) -> Service:
-    from twoway.services.chat import build_chat
+    from twoway.services.chatbuild import build_chat
     from twoway.services.chatmod import attach_moderation
 
     service = build_chat(settings)
@@ -79,7 +79,7 @@ def _chat(settings: Settings) -> Service:
 
 
 def _reconfigure_chat(service: Service, settings: Settings) -> None:
-    from twoway.services.chat import reconfigure_chat
+    from twoway.services.chatbuild import reconfigure_chat
 
     reconfigure_chat(service, settings)
 
