@@ -1,5 +1,7 @@
-"""The built-in services: the registry by name, the options each takes, and how each is built
-(with its connection options) from :class:`~twoway.config.Settings`."""
+"""The built-in services (echo, upper, chat, dump, file...) and their registry by name.
+
+The registry says which options each service takes and how each is built (with its
+connection options) from :class:`~twoway.config.Settings`."""
 
 from __future__ import annotations
 
