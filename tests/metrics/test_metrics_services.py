@@ -89,7 +89,7 @@ def _by_transport(samples: dict[str, float], name: str) -> dict[str, float]:
 
 
 def test_connections_by_transport_tcp_unix_ws(servers: list[Any], tmp_path: Path) -> None:
-    from ws.wskit import WS_READY, RawWs
+    from net.ws.wskit import WS_READY, RawWs
 
     path = str(tmp_path / "s.sock")
     server, mport = start_metrics(servers, "upper", "--unix", path, "--ws", "127.0.0.1:0")
@@ -121,7 +121,7 @@ def test_connections_by_transport_tcp_unix_ws(servers: list[Any], tmp_path: Path
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 def test_connections_by_transport_tls_wss(servers: list[Any], tmp_path: Path) -> None:
-    from ws.wskit import WS_READY, RawWs
+    from net.ws.wskit import WS_READY, RawWs
 
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
