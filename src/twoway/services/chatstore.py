@@ -23,7 +23,6 @@ they live in memory, as the history does.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Callable
@@ -48,8 +47,6 @@ __all__ = [
     "load_sessions",
     "open_memory",
 ]
-
-log = logging.getLogger("twoway.chat")
 
 #: The records kind of resume sessions.
 SESSION_KIND = "session"
@@ -134,7 +131,8 @@ def open_memory(settings: Settings, core: ChatCore, tail: int) -> ChatMemory:
         core.restore(room.name, room.epoch, room.last, room.lines)
     core.set_journal(store.journal)
     restored = load_sessions(store, core, settings.resume_window, time.time())
-    if restored:
-        log.info("%d resume session(s) kept from the last run", restored)
     core.set_sessions(RecordSessions(store))
-    return ChatMemory(store, store, f"history in {store.path} (keep {keep.describe()})")
+    describe = f"history in {store.path} (keep {keep.describe()})"
+    if restored:  # (said in the ready line: logging is not set up yet)
+        describe += f", {restored} resume session(s) kept from the last run"
+    return ChatMemory(store, store, describe)
