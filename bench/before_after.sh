@@ -19,11 +19,18 @@ tw() {  # tw SRC ARGS...: a twoway server command for compare
     local src=$1; shift
     echo "env PYTHONPATH=$src $py -m twoway serve $* --host {host} --port {port}"
 }
+# Chat keeps its history on disk by default since the store landed: "after" runs chat with
+# --ephemeral, as "before" always did, so the rows compare the same work (the store has rows
+# of its own: bench/chat_store.py).
+after_chat=""
+grep -q '"--ephemeral"\|ephemeral: bool' src/twoway/config/table.py && after_chat="--ephemeral"
 run() {  # run NAME SCENARIO ANCHOR "SERVICE ARGS" COMPARE-ARGS...
     local name=$1 scenario=$2 anchor=$3 service=$4; shift 4
+    local after=$service
+    [ "${service%% *}" = chat ] && after="$service $after_chat"
     echo "== $name"
     "$compare" "$scenario" --a "$anchor" \
-        --b "$(tw "$base/src" $service)" --c "$(tw "$PWD/src" $service)" \
+        --b "$(tw "$base/src" $service)" --c "$(tw "$PWD/src" $after)" \
         --label b=before --label c=after --repeat "$repeat" --json "$out/$name.json" "$@"
 }
 run echo-64 echo node:echo "echo" --conns 64 --duration 3 --warmup 1

@@ -88,12 +88,21 @@ def _option(spec: OptionSpec) -> Callable[[Callable[..., Any]], Callable[..., An
     )
 
 
+def _check(settings: Settings) -> None:
+    """How the settings go together: the service's rules and the gateway's, checked before
+    anything is built (building chat may already reach Redis)."""
+    from twoway.wsgate import check_ws
+
+    check_settings(settings)
+    check_ws(settings)
+
+
 def _load(**kwargs: Any) -> Settings:
     """Settings for a built-in service: the services say which options each takes and how
     the values go together."""
     return load_settings(
         services=service_options(),
-        validate=check_settings,
+        validate=_check,
         other_env=(CONNECT_ENV + "_",),
         **kwargs,
     )

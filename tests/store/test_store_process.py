@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from chat.chatkit import TIMEOUT, UNIT, ChatServer, Client
 from helpers import run_cli
+from services.chat.chatkit import TIMEOUT, UNIT, ChatServer, Client
 
 SUMMARY = re.compile(r"^\*\*\* replayed (\d+) lines; (\d+) (missed|no longer kept)$")
 SEQ = re.compile(r"^\*\*\* at #(\S+) seq (\d+) epoch (\S+)$")

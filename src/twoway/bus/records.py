@@ -43,22 +43,35 @@ class RedisRecords:
             url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="twoway-records")
+        #: Kinds that could not be read at start-up (Redis out of reach).
+        self._unread: set[str] = set()
 
     def _key(self, kind: str) -> str:
         return f"{self.prefix}records:{kind}"
 
     def load(self, kind: str) -> dict[str, Any]:
-        """Every record of ``kind`` (start-up: reads on the caller's thread). Redis out of
-        reach or refusing is a :class:`ServiceError`: the server does not start with its bans
-        unknown."""
+        """Every record of ``kind`` (start-up: reads on the caller's thread). Redis refusing
+        the credentials or the keys is a :class:`ConfigError` (the server does not start);
+        Redis out of reach is one warning and no records (the chat goes on, as the bus does)."""
+        if self._unread:  # out of reach a moment ago: do not wait for it once per kind
+            self._unread.add(kind)
+            return {}
         try:
             raw = self._client.hgetall(self._key(kind))
         except Exception as exc:
             refused = refusal(exc, self.url, self.prefix)
             if refused is not None:  # the same words as the bus's own check at start
                 raise ConfigError(f"bus: {refused}") from None
-            why = str(exc) or type(exc).__name__
-            raise ServiceError(f"bus: cannot read the chat's {kind} records: {why}") from None
+            # Out of reach (down, TLS refused): the chat starts and retries, like the bus;
+            # what only Redis remembers is unknown here meanwhile, and that is said once.
+            if not self._unread:
+                log.warning(
+                    "bus: moderation records not loaded, redis out of reach (%s): accounts, "
+                    "bans and owners kept there are unknown here until a restart with redis up",
+                    str(exc) or type(exc).__name__,
+                )
+            self._unread.add(kind)
+            return {}
         out: dict[str, Any] = {}
         for key, value in raw.items():
             try:

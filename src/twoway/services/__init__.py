@@ -1,5 +1,7 @@
-"""The built-in services: the registry by name, the options each takes, and how each is built
-(with its connection options) from :class:`~twoway.config.Settings`."""
+"""The built-in services (echo, upper, chat, dump, file...) and their registry by name.
+
+The registry says which options each service takes and how each is built (with its
+connection options) from :class:`~twoway.config.Settings`."""
 
 from __future__ import annotations
 
@@ -69,7 +71,7 @@ def _peers(settings: Settings) -> Service:
 
 
 def _chat(settings: Settings) -> Service:
-    from twoway.services.chat import build_chat
+    from twoway.services.chatbuild import build_chat
     from twoway.services.chatmod import attach_moderation
 
     service = build_chat(settings)
@@ -79,7 +81,7 @@ def _chat(settings: Settings) -> Service:
 
 
 def _reconfigure_chat(service: Service, settings: Settings) -> None:
-    from twoway.services.chat import reconfigure_chat
+    from twoway.services.chatbuild import reconfigure_chat
 
     reconfigure_chat(service, settings)
 

@@ -1,5 +1,7 @@
-"""The web chat page the WebSocket gateway serves: plain HTML, CSS and JavaScript files
-shipped in the package (no build step, no CDN, no framework).
+"""The web chat page the WebSocket gateway serves, as package data.
+
+Plain HTML, CSS and JavaScript files shipped in the package (no build step, no CDN, no
+framework).
 
 :func:`pages` maps each URL path to its content type and bytes, read once at start-up.
 """

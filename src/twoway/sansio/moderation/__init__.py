@@ -1,5 +1,6 @@
-"""Governance without I/O: masks, durations, confusable skeletons, throttles, password
-hashes and the bans and mutes in force.
+"""Governance without I/O: masks, durations, look-alike nicks, throttles, password hashes.
+
+The bans and mutes in force, and what they are made of:
 
 * :mod:`.skeleton` — Unicode TR39 skeletons: nicks that look alike share a key;
 * :mod:`.masks` — what ``/ban MASK`` covers: an IP, a CIDR, or a name (nick or account);

@@ -100,7 +100,7 @@ def tabs(browser: Any) -> Iterator[list[Tab]]:
 
 
 def nc_client(port: int) -> Any:
-    from chat.chatkit import NcClient
+    from services.chat.chatkit import NcClient
 
     if shutil.which("nc") is None:
         pytest.skip("needs nc")
