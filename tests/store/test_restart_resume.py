@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from chat.chatkit import TIMEOUT, ChatServer, Client, NcClient
+from services.chat.chatkit import TIMEOUT, ChatServer, Client, NcClient
 
 TOKEN = re.compile(r"^\*\*\* resume token: (\S+)$")
 SUMMARY = re.compile(r"^\*\*\* replayed (\d+) lines; (\d+) (missed|no longer kept)$")

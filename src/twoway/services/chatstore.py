@@ -12,13 +12,14 @@
 :class:`~twoway.errors.ServiceError`: the server does not start) and loads what it holds into
 the chat core; the ready line says which store is in use.
 
-**Resume sessions** outlive a restart too: with SQLite each departed client's ticket is a
-record of kind ``"session"`` (:class:`RecordSessions`, keyed by the token's hash: the file
-holds no usable token), written when its connection is lost — a graceful stop loses every
-connection, so it writes every live client's session — and removed when it is claimed or
-expires; :func:`load_sessions` gives them back to the core at the next start, with what is
-left of their window. ``kill -9`` keeps the tickets already written. With ``--ephemeral``
-they live in memory, as the history does.
+**Resume sessions** outlive a restart too. With a bus they are in Redis
+(:class:`~twoway.bus.sessions.RedisSessions`: any server takes a ticket, once). With SQLite
+each departed client's ticket is a record of kind ``"session"`` (:class:`RecordSessions`,
+keyed by the token's hash: the file holds no usable token), written when its connection is
+lost — a graceful stop ends every connection, so it writes every live client's session —
+and removed when it is claimed or expires; :func:`load_sessions` gives them back to the core
+at the next start, with what is left of their window. ``kill -9`` keeps the tickets already
+written. With ``--ephemeral`` they live in memory, as the history does.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from twoway.config import Settings
 from twoway.errors import ConfigError
@@ -36,6 +38,9 @@ from twoway.sansio.chat.keep import KeepPolicy, parse_keep
 from twoway.sansio.chat.resume import Ticket, ticket_from_record, ticket_record
 from twoway.store import MemoryRecords, Records
 from twoway.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from twoway.bus.sessions import RedisSessions
 
 __all__ = [
     "DB_NAME",
@@ -57,12 +62,14 @@ DB_NAME = "chat.db"
 
 @dataclass(slots=True)
 class ChatMemory:
-    """The store chosen: ``store`` (None: nothing on disk), the records moderation uses, and
-    the words for the ready line."""
+    """The store chosen: ``store`` (None: nothing on disk), the records moderation uses, the
+    words for the ready line, and the shared resume sessions (with a bus)."""
 
     store: SqliteStore | None
     records: Records
     describe: str
+    #: Resume tickets every server shares (with a bus), None otherwise.
+    sessions: RedisSessions | None = None
 
 
 def default_data_dir() -> Path:
@@ -121,10 +128,14 @@ def open_memory(settings: Settings, core: ChatCore, tail: int) -> ChatMemory:
     if settings.ephemeral:
         return ChatMemory(None, MemoryRecords(), "history in memory (--ephemeral)")
     if settings.bus != "local":
-        # Accounts and bans where every server sees them and they outlive a restart.
+        # Accounts and bans where every server sees them and they outlive a restart; resume
+        # tickets too, taken once by whichever server the client comes back to.
         from twoway.bus.records import RedisRecords
+        from twoway.bus.sessions import RedisSessions
 
-        return ChatMemory(None, RedisRecords(settings.bus), "history in redis")
+        sessions = RedisSessions(settings.bus, settings.resume_window)
+        core.set_sessions(sessions, shared=True)
+        return ChatMemory(None, RedisRecords(settings.bus), "history in redis", sessions)
     data_dir = Path(settings.data_dir).expanduser() if settings.data_dir else default_data_dir()
     store = SqliteStore.open(data_dir / DB_NAME, keep)
     for room in store.load_rooms(tail):
