@@ -14,8 +14,9 @@ servers; a hash field has no expiry before Redis 7.4) and be taken **once** acro
 (``GETDEL`` is atomic: two servers claiming the same token at once cannot both have it;
 an ``HGET`` then ``HDEL`` could).
 
-Writes go out on one thread, in order (the event loop never waits); a failed one is one log
-line (the client then cannot resume elsewhere: ``unknown token``). Takes and reads of the
+Writes go out on one thread, in order (the event loop never waits). One that fails (Redis
+unreachable: the bus says so too) is a warning, once per cause; that client then cannot
+resume (``unknown token``) and goes on as a new guest. Takes and reads of the
 log run on the same thread, awaited by the server, off the event loop.
 """
 
@@ -30,7 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from twoway.bus.clients import refusal
+from twoway.bus.clients import describe, refusal
 from twoway.bus.scripts import Keys
 from twoway.errors import ServiceError
 from twoway.sansio.bus.inbox import RawEntry
@@ -81,6 +82,8 @@ class RedisSessions:
             url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="twoway-sessions")
+        self._failing: str | None = None  # the cause last logged (one line per cause)
+        self._closing = False
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}session:{key}"
@@ -99,6 +102,8 @@ class RedisSessions:
         self._thread.submit(self._write, "del", key, None, 0)
 
     def _write(self, op: str, key: str, value: str | None, ttl: int) -> None:
+        if self._closing and self._failing is not None:
+            return  # stopping while redis fails: each write could wait a timeout, for nothing
         try:
             if op == "set":
                 assert value is not None
@@ -106,9 +111,15 @@ class RedisSessions:
             else:
                 self._client.delete(self._key(key))
         except Exception as exc:
-            why = refusal(exc, self.url, self.prefix) or str(exc) or type(exc).__name__
-            # The key, never the token: a log line must not let anyone resume.
-            log.error("bus: resume session %s… not saved in redis: %s", key[:8], why)
+            self._failed("resume sessions not saved in redis", exc)
+        else:
+            self._failing = None
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        why = refusal(exc, self.url, self.prefix) or describe(exc)
+        if why != self._failing:  # the bus reports the outage itself: one line per cause
+            self._failing = why
+            log.warning("bus: %s: %s", what, why)
 
     # -- the server, awaited off the event loop ----------------------------------------------
 
@@ -131,8 +142,7 @@ class RedisSessions:
             raw: Any = self._client.getdel(self._key(key))
             return raw if isinstance(raw, bytes) else None
         except Exception as exc:
-            why = refusal(exc, self.url, self.prefix) or str(exc) or type(exc).__name__
-            log.error("bus: cannot read resume session %s… from redis: %s", key[:8], why)
+            self._failed("cannot read a resume session from redis", exc)
             return None
 
     async def entries_after(self, at: str, count: int) -> tuple[list[RawEntry], bool] | None:
@@ -150,12 +160,13 @@ class RedisSessions:
                 head: Any = self._client.xrange(stream, "-", "+", count=1)
                 trimmed = bool(head) and _id(head[0][0]) > _id(at)
         except Exception as exc:
-            why = refusal(exc, self.url, self.prefix) or str(exc) or type(exc).__name__
-            log.error("bus: cannot read the log for a resume: %s", why)
+            self._failed("cannot read the log for a resume", exc)
             return None
         return list(entries or ()), trimmed
 
     def close(self) -> None:
-        """Finish the writes queued so far, then let go of the connection (may block)."""
+        """Finish the writes queued so far (not when redis is failing: they would each wait
+        for a timeout), then let go of the connection (may block)."""
+        self._closing = True
         self._thread.shutdown(wait=True)
         self._client.close()
