@@ -190,6 +190,15 @@ class RedisBus:
         self._flushed.clear()
         self._wake.set()
 
+    def where(self, room: str) -> tuple[int, str, int | None]:
+        """Where this node is in the log for ``room``: ``(node, the id of the last entry
+        read, the room's number of the last line read or None)``. Everything up to that
+        entry has been delivered to this node's clients (a resume elsewhere replays from
+        there: :mod:`twoway.bus.sessions`)."""
+        inbox = self._inbox
+        number = None if inbox is None else inbox.room_number(room)
+        return self.node, self._last_id.decode(), number
+
     async def reserve(self, name: str, count: int) -> int | None:
         """Reserve ``count`` numbers of the counter ``name`` in Redis (``INCRBY``, one round
         trip): the first, or None while Redis is unreachable or the command fails (within

@@ -36,7 +36,9 @@ from twoway.sansio.chat import (
     Close,
     Effect,
     Gone,
+    Held,
     Log,
+    Lookup,
     Presence,
     Said,
     Send,
@@ -48,9 +50,11 @@ from twoway.sansio.flood import DEFAULT_PASTE_LINES, FloodControl, Verdict
 from twoway.services.chatbus import BusIntake
 from twoway.services.chatfanout import ChatStats, RoomFanout
 from twoway.services.chatguests import GuestBlocks
+from twoway.services.chatresume import ResumeDesk
 from twoway.store import MemoryRecords, Records
 
 if TYPE_CHECKING:
+    from twoway.bus.sessions import RedisSessions
     from twoway.net.conn import Conn, Listening
     from twoway.sansio.buckets import Buckets
     from twoway.store.sqlite import SqliteStore
@@ -130,6 +134,7 @@ class ChatService(LineService):
         store: SqliteStore | None = None,
         records: Records | None = None,
         describe_store: str = "",
+        sessions: RedisSessions | None = None,
     ) -> None:
         self.bus: Bus = bus if bus is not None else LocalBus()
         #: The durable store the core journals to (None: memory only); started by
@@ -175,7 +180,10 @@ class ChatService(LineService):
         # A plain line goes straight to the fan-out (no call in between: the hot path).
         self._line = fanout.line
         #: What the other servers publish, as the core's effects.
-        self.intake = BusIntake(core, self._conns, self.stats, self._moderated)
+        self.intake = BusIntake(core, self._conns, self.stats, self._moderated, self._now)
+        #: Resume tickets every server shares (with a bus), and the lookups in them.
+        self.sessions = sessions
+        self.desk = ResumeDesk(core, self._conns, self.apply, self._now, sessions)
         #: Guest numbers reserved across servers (with a bus).
         self.guests = GuestBlocks(core, self.bus.reserve, self.on_connect)
         # What to do with each kind of effect.
@@ -189,6 +197,8 @@ class ChatService(LineService):
             Presence: publish,
             Gone: publish,
             TopicSet: publish,
+            Held: publish,
+            Lookup: self.desk.lookup,
         }
 
     async def on_start(self, server: Listening) -> None:
@@ -196,6 +206,9 @@ class ChatService(LineService):
         self._loop = asyncio.get_running_loop()
         await self.bus.start(self)
         self._node_bits = self.bus.node << 32
+        where = getattr(self.bus, "where", None)
+        if self.sessions is not None and where is not None:
+            self.sessions.where = where  # a ticket says where its client was in the log
         if self.store is not None:
             self.store.on_failure = _store_failed
             self.store.start()
@@ -217,7 +230,10 @@ class ChatService(LineService):
         self.fanout.flush()
         if self._expiry is not None:
             self._expiry.cancel()
+        await self.desk.close()
         await self.bus.stop()
+        if self.sessions is not None:  # the tickets of the last departures, written
+            await asyncio.get_running_loop().run_in_executor(None, self.sessions.close)
         if self.store is not None:
             # What was said is written before the process ends (a SIGTERM loses nothing).
             await asyncio.get_running_loop().run_in_executor(None, self.store.close)
@@ -351,6 +367,11 @@ class ChatService(LineService):
         notice = f"error: idle for {conn.options.idle_timeout:g} s, disconnecting"
         self._kick(conn, notice, "idle")
 
+    def on_shutdown(self, conn: Conn, reason: str) -> None:
+        """The server is stopping: tell the client why and let it go now, as a departure
+        for ``reason`` (its nick held: its session is kept, to resume after the restart)."""
+        self._kick(conn, reason, reason)
+
     def on_slow(self, conn: Conn) -> None:
         # Called while the net layer flushes a fan-out: the departure is announced from the
         # next loop iteration, so the notice cannot overtake lines still being flushed to
@@ -436,7 +457,7 @@ class ChatService(LineService):
     def _log(self, effect: Log) -> None:
         log.info("%s", effect.message)
 
-    def _publish(self, effect: Said | Presence | Gone | TopicSet) -> None:
+    def _publish(self, effect: Said | Presence | Gone | TopicSet | Held) -> None:
         self.bus.publish(effect)  # only the other servers need these
 
     def _apply_presence(self, effects: list[Effect]) -> None:

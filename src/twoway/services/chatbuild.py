@@ -64,4 +64,5 @@ def build_chat(settings: Settings) -> ChatService:
         store=memory.store,
         records=memory.records,
         describe_store=memory.describe,
+        sessions=memory.sessions,
     )

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from twoway.bus import Backfill, BusEvent, Missed, NodeLost, Overflow
 from twoway.sansio.bus import Hello, Lost, Moderated, Received, RecordSet, RoomGap
-from twoway.sansio.chat import ChatCore, Effect, Gone, Presence, Said, Send, TopicSet
+from twoway.sansio.chat import ChatCore, Effect, Gone, Held, Presence, Said, Send, TopicSet
 from twoway.sansio.text import escape_controls
 
 if TYPE_CHECKING:
@@ -30,7 +30,8 @@ class BusIntake:
 
     ``conns`` is the chat's map of local client id to connection (a private message is only
     for a local client); ``stats`` counts the gap notices; ``moderated`` gets the moderation
-    items (accounts, bans, mutes...).
+    items (accounts, bans, mutes...); ``now`` is the event loop's clock (a nick held for a
+    resume elsewhere is held for a window from when it is heard of).
     """
 
     def __init__(
@@ -39,8 +40,10 @@ class BusIntake:
         conns: dict[int, Conn],
         stats: ChatStats,
         moderated: Callable[[Moderated | RecordSet], None],
+        now: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.core = core
+        self.now = now
         self.conns = conns
         self.stats = stats
         self.moderated = moderated
@@ -63,6 +66,7 @@ class BusIntake:
             Lost: self._lost,
             Moderated: self._moderated,
             RecordSet: self._moderated,
+            Held: self._held,
         }
 
     def effects(self, events: Sequence[BusEvent]) -> list[Effect]:
@@ -117,6 +121,9 @@ class BusIntake:
     def _moderated(self, node: int, item: Moderated | RecordSet) -> list[Effect]:
         self.moderated(item)
         return []
+
+    def _held(self, node: int, item: Held) -> list[Effect]:
+        return self.core.remote_held(item.nick, item.key, item.on, self.now())
 
     def _hello(self, node: int, item: Hello) -> list[Effect]:
         return self.core.remote_snapshot(node, item.members, item.topics)

@@ -11,22 +11,50 @@
 :func:`open_memory` opens it (a database that cannot be used is a
 :class:`~twoway.errors.ServiceError`: the server does not start) and loads what it holds into
 the chat core; the ready line says which store is in use.
+
+**Resume sessions** outlive a restart too. With a bus they are in Redis
+(:class:`~twoway.bus.sessions.RedisSessions`: any server takes a ticket, once). With SQLite
+each departed client's ticket is a record of kind ``"session"`` (:class:`RecordSessions`,
+keyed by the token's hash: the file holds no usable token), written when its connection is
+lost — a graceful stop ends every connection, so it writes every live client's session —
+and removed when it is claimed or expires; :func:`load_sessions` gives them back to the core
+at the next start, with what is left of their window. ``kill -9`` keeps the tickets already
+written. With ``--ephemeral`` they live in memory, as the history does.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from twoway.config import Settings
 from twoway.errors import ConfigError
 from twoway.sansio.chat import ChatCore
 from twoway.sansio.chat.keep import KeepPolicy, parse_keep
+from twoway.sansio.chat.resume import Ticket, ticket_from_record, ticket_record
 from twoway.store import MemoryRecords, Records
 from twoway.store.sqlite import SqliteStore
 
-__all__ = ["DB_NAME", "ChatMemory", "default_data_dir", "keep_policy", "open_memory"]
+if TYPE_CHECKING:
+    from twoway.bus.sessions import RedisSessions
+
+__all__ = [
+    "DB_NAME",
+    "SESSION_KIND",
+    "ChatMemory",
+    "RecordSessions",
+    "default_data_dir",
+    "keep_policy",
+    "load_sessions",
+    "open_memory",
+]
+
+#: The records kind of resume sessions.
+SESSION_KIND = "session"
 
 #: The database file in the data directory.
 DB_NAME = "chat.db"
@@ -34,12 +62,14 @@ DB_NAME = "chat.db"
 
 @dataclass(slots=True)
 class ChatMemory:
-    """The store chosen: ``store`` (None: nothing on disk), the records moderation uses, and
-    the words for the ready line."""
+    """The store chosen: ``store`` (None: nothing on disk), the records moderation uses, the
+    words for the ready line, and the shared resume sessions (with a bus)."""
 
     store: SqliteStore | None
     records: Records
     describe: str
+    #: Resume tickets every server shares (with a bus), None otherwise.
+    sessions: RedisSessions | None = None
 
 
 def default_data_dir() -> Path:
@@ -58,6 +88,39 @@ def keep_policy(settings: Settings) -> KeepPolicy:
         raise ConfigError(str(exc)) from None
 
 
+class RecordSessions:
+    """A :class:`~twoway.sansio.chat.resume.SessionSink` that keeps resume tickets as
+    :class:`~twoway.store.records.Records` of kind :data:`SESSION_KIND` (a write is queued:
+    the event loop never waits). ``wall`` is the wall clock (a ticket is saved when it is
+    made, so its time is now)."""
+
+    def __init__(self, records: Records, wall: Callable[[], float] = time.time) -> None:
+        self.records = records
+        self.wall = wall
+
+    def saved(self, ticket: Ticket) -> None:
+        """Write ``ticket`` (made now)."""
+        self.records.put(SESSION_KIND, ticket.key, ticket_record(ticket, self.wall()))
+
+    def dropped(self, key: str) -> None:
+        """Remove the ticket ``key``."""
+        self.records.delete(SESSION_KIND, key)
+
+
+def load_sessions(records: Records, core: ChatCore, window: float, wall: float) -> int:
+    """Give ``core`` the resume tickets ``records`` kept (start-up), at wall-clock time
+    ``wall``: those still within ``window``; the others, and records that are not tickets,
+    are removed. Returns how many were restored."""
+    tickets: list[Ticket] = []
+    for key, value in records.load(SESSION_KIND).items():
+        ticket = ticket_from_record(key, value, wall)
+        if ticket is None or -ticket.left_at > window:
+            records.delete(SESSION_KIND, key)
+            continue
+        tickets.append(ticket)
+    return core.restore_sessions(tickets)
+
+
 def open_memory(settings: Settings, core: ChatCore, tail: int) -> ChatMemory:
     """Open the store ``settings`` choose, load its rooms (their newest ``tail`` lines) into
     ``core`` and journal the core's lines to it. Raises ConfigError / ServiceError."""
@@ -65,13 +128,22 @@ def open_memory(settings: Settings, core: ChatCore, tail: int) -> ChatMemory:
     if settings.ephemeral:
         return ChatMemory(None, MemoryRecords(), "history in memory (--ephemeral)")
     if settings.bus != "local":
-        # Accounts and bans where every server sees them and they outlive a restart.
+        # Accounts and bans where every server sees them and they outlive a restart; resume
+        # tickets too, taken once by whichever server the client comes back to.
         from twoway.bus.records import RedisRecords
+        from twoway.bus.sessions import RedisSessions
 
-        return ChatMemory(None, RedisRecords(settings.bus), "history in redis")
+        sessions = RedisSessions(settings.bus, settings.resume_window)
+        core.set_sessions(sessions, shared=True)
+        return ChatMemory(None, RedisRecords(settings.bus), "history in redis", sessions)
     data_dir = Path(settings.data_dir).expanduser() if settings.data_dir else default_data_dir()
     store = SqliteStore.open(data_dir / DB_NAME, keep)
     for room in store.load_rooms(tail):
         core.restore(room.name, room.epoch, room.last, room.lines)
     core.set_journal(store.journal)
-    return ChatMemory(store, store, f"history in {store.path} (keep {keep.describe()})")
+    restored = load_sessions(store, core, settings.resume_window, time.time())
+    core.set_sessions(RecordSessions(store))
+    describe = f"history in {store.path} (keep {keep.describe()})"
+    if restored:  # (said in the ready line: logging is not set up yet)
+        describe += f", {restored} resume session(s) kept from the last run"
+    return ChatMemory(store, store, describe)

@@ -222,21 +222,26 @@ def test_reconnects_after_a_server_restart(
 
 
 def test_resume_shows_the_replayed_count(
-    browser: Any, tabs: list[Tab], servers: list[CliServer]
+    browser: Any, tabs: list[Tab], servers: list[CliServer], tmp_path: Path
 ) -> None:
     tcp_port, ws_port = free_port(), free_port()
     ws = f"127.0.0.1:{ws_port}"
-    server, _ = start_ws(servers, "chat", port=tcp_port, ws=ws)
+    # One data directory for both runs: the sessions (and history) outlive the restart.
+    store = ("--data-dir", str(tmp_path))
+    server, _ = start_ws(servers, "chat", *store, port=tcp_port, ws=ws)
     with RawWs(ws_port) as probe:
-        probe.expect("type /help")
-        if not any("resume token:" in line for line in probe.lines()):
-            pytest.skip("the server gives no resume token yet (the store issue's /resume)")
+        # The welcome's token line comes before "type /help" (expect() consumes what it
+        # read, so look for the token line itself).
+        try:
+            probe.expect("resume token:", timeout=2.0)
+        except AssertionError:
+            pytest.skip("the server gives no resume token (the store issue's /resume)")
     tab = Tab(browser, ws_port)
     tabs.append(tab)
     tab.page.wait_for_function("sessionStorage.getItem('twoway.token')", timeout=WAIT_MS)
     server.stop()
     tab.wait_state("reconnecting")
-    start_ws(servers, "chat", port=tcp_port, ws=ws)
+    start_ws(servers, "chat", *store, port=tcp_port, ws=ws)
     tab.wait_state("connected")
     # "*** replayed N lines; M missed" becomes "N replayed, M missed while away".
     tab.wait_line(" replayed, ")

@@ -28,7 +28,7 @@ from typing import Any
 
 from twoway.errors import BusProtocolError
 from twoway.sansio.bus.items import Ask, Bye, Heartbeat, Hello, Item, Lost, Moderated, RecordSet
-from twoway.sansio.chat import Gone, Presence, Said, Send, TopicSet
+from twoway.sansio.chat import Gone, Held, Presence, Said, Send, TopicSet
 
 __all__ = [
     "Entry",
@@ -87,6 +87,10 @@ def _record(i: RecordSet) -> list[Any]:
     return ["record", i.kind, i.key, i.value]
 
 
+def _held(i: Held) -> list[Any]:
+    return ["held", i.nick, i.key, i.on]
+
+
 # Each kind's encoder, by type (every value takes exactly its key's type).
 _ENCODERS: dict[type, Callable[[Any], list[Any]]] = {
     Said: _said,
@@ -99,6 +103,7 @@ _ENCODERS: dict[type, Callable[[Any], list[Any]]] = {
     Lost: _lost,
     Moderated: _moderated,
     RecordSet: _record,
+    Held: _held,
     Heartbeat: lambda _: ["heartbeat"],
     Bye: lambda _: ["bye"],
 }
@@ -204,6 +209,12 @@ def _list(v: Any) -> list[Any]:
     return v
 
 
+def _bool(v: Any) -> bool:
+    if type(v) is not bool:
+        raise BusProtocolError(f"expected true or false, got {v!r:.40}")
+    return v
+
+
 def _hello_in(a: list[Any]) -> Hello:
     members = tuple((_int(m[0]), _str(m[1]), _str(m[2])) for m in map(_list, _list(a[1])))
     topics = tuple((_str(t[0]), _str(t[1])) for t in map(_list, _list(a[2])))
@@ -221,6 +232,7 @@ _DECODERS: dict[str, Callable[[list[Any]], Item]] = {
     "lost": lambda a: Lost(tuple((_str(r[0]), _int(r[1])) for r in map(_list, _list(a[1])))),
     "mod": lambda a: Moderated(_str(a[1]), _str(a[2]), _until(a[3]), _str(a[4]), _str(a[5])),
     "record": lambda a: RecordSet(_str(a[1]), _str(a[2]), _str(a[3])),
+    "held": lambda a: Held(_str(a[1]), _str(a[2]), _bool(a[3])),
     "heartbeat": lambda a: _HEARTBEAT,
     "bye": lambda a: _BYE,
 }

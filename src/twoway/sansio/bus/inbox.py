@@ -205,6 +205,10 @@ class Inbox:
             for stale in list(rooms)[: len(rooms) - self.max_rooms]:
                 del rooms[stale]
 
+    def room_number(self, room: str) -> int | None:
+        """The number of the last line of ``room`` read from the log (None: none known)."""
+        return self._rooms.get(room)
+
     def expired(self, now: float) -> list[int]:
         """The nodes that fell silent for more than ``silence`` seconds since the last call:
         each is reported once, then counts as unknown (a new entry from it gives

@@ -8,14 +8,16 @@ bus's own :class:`Hello` (the complete state of a node), :class:`Ask` (please pu
 Hello), :class:`Lost` (lines that could not be published), :class:`Heartbeat` and
 :class:`Bye`; and for moderation, :class:`Moderated` (a ban, mute or kick every node applies
 to its own clients) and :class:`RecordSet` (a durable record changed: an account, a room's
-owner). A node that does not know a kind skips it (see the codec).
+owner); and for session resume, :class:`~twoway.sansio.chat.Held` (a nick kept for a
+departed client that may resume on any node). A node that does not know a kind skips it
+(see the codec).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from twoway.sansio.chat import Gone, Presence, Said, Send, TopicSet
+from twoway.sansio.chat import Gone, Held, Presence, Said, Send, TopicSet
 
 __all__ = [
     "USER_KINDS",
@@ -102,10 +104,11 @@ Item = (
     | Bye
     | Moderated
     | RecordSet
+    | Held
 )
 
 #: The chat's items: what counts as a "message" in logs and for the buffer limit. The bus's
 #: own (Hello, Ask, Lost, Heartbeat, Bye) are never dropped nor counted.
 USER_KINDS: frozenset[type] = frozenset(
-    {Said, Send, TopicSet, Presence, Gone, Moderated, RecordSet}
+    {Said, Send, TopicSet, Presence, Gone, Moderated, RecordSet, Held}
 )

@@ -38,10 +38,11 @@ from twoway.sansio.chat.cluster import (
 from twoway.sansio.chat.commands import handle_line
 from twoway.sansio.chat.effects import ChatCounters, Effect, Log, Presence, Send, ToRoom
 from twoway.sansio.chat.history import HistoryStore
-from twoway.sansio.chat.recall import depart_resumable, expire, resume, token_line
+from twoway.sansio.chat.memory import Memory
+from twoway.sansio.chat.recall import depart_resumable, resume, token_line
 from twoway.sansio.chat.resume import TokenTable
 from twoway.sansio.chat.rules import NAME, NOTICE
-from twoway.sansio.chat.state import ChatState, Journal
+from twoway.sansio.chat.state import ChatState
 from twoway.sansio.text import escape_controls
 
 __all__ = [
@@ -67,7 +68,7 @@ DEFAULT_MAX_NAMES = 100
 _EMPTY: frozenset[int] = frozenset()
 
 
-class ChatCore:
+class ChatCore(Memory):
     """The state of one chat server: clients, nicks, rooms, topics and history.
 
     Keyword arguments: ``history`` is how many messages each room keeps and replays to
@@ -317,58 +318,6 @@ class ChatCore:
                 state.counters.commands += 1
                 return resume(state, member, text[8:].strip())
         return handle_line(state, member, text)
-
-    # -- memory (see twoway.sansio.chat.recall) --------------------------------------------
-
-    def expire(self, now: float) -> None:
-        """Forget the sessions whose resume window has passed (their nicks are free again).
-        Call now and then (every second is plenty); idempotent."""
-        self._state.now = now
-        expire(self._state)
-
-    @property
-    def held_nicks(self) -> int:
-        """How many nicks are held for departed clients that may resume."""
-        return len(self._state.held)
-
-    def set_journal(self, journal: Journal | None, *, keep_rooms: bool = True) -> None:
-        """Tell ``journal(room, epoch, seq, text)`` of every line kept from now on (a
-        durable store: it must queue, never block). ``keep_rooms`` keeps the history and
-        numbering of emptied rooms (what is on disk stays numbered the same)."""
-        self._state.journal = journal
-        self._state.keep_rooms = keep_rooms
-
-    def restore(self, room: str, epoch: str, last: int, lines: Iterable[str]) -> None:
-        """History loaded from a store at start-up: ``lines`` are the newest of ``room``
-        (oldest first), the newest numbered ``last`` in ``epoch``. Delivered to nobody;
-        call before anyone connects. A room that is not valid is ignored."""
-        state = self._state
-        name = room if room[:1] == "#" and NAME.fullmatch(room[1:]) else None
-        if name is None or name != name.lower():
-            return
-        texts = [escape_controls(t) for t in lines]
-        r = state.rooms.get(name)
-        store = state.histories
-        if r is not None:
-            if r.history is None:
-                return
-            store.drop(r.history)
-            r.history = store.new(epoch, last - len(texts))
-            h = r.history
-        else:
-            h = store.new(epoch, last - len(texts))
-            if h is None:
-                return
-            state.park(name, h)
-        assert h is not None
-        for text in texts:
-            store.append(h, text)
-
-    def position(self, room: str) -> tuple[str, int] | None:
-        """``(epoch, seq of the newest line)`` of ``room``, if it has history in memory."""
-        r = self._state.rooms.get(room)
-        h = r.history if r is not None else self._state.backfill.get(room)
-        return None if h is None else (h.epoch, h.last)
 
     # -- the other servers (see twoway.sansio.chat.cluster) --------------------------------
 

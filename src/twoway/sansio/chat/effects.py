@@ -25,7 +25,9 @@ __all__ = [
     "Close",
     "Effect",
     "Gone",
+    "Held",
     "Log",
+    "Lookup",
     "Presence",
     "Said",
     "Send",
@@ -112,7 +114,30 @@ class TopicSet:
     nick: str
 
 
-Effect = Send | ToRoom | Close | Log | Presence | Gone | Said | TopicSet
+@dataclass(frozen=True, slots=True)
+class Held:
+    """For the bus: the nick ``nick`` is held (``on``) for the departed client whose resume
+    ticket is ``key`` (see :func:`~twoway.sansio.chat.resume.token_key`), or no longer
+    (``on`` False: resumed, expired). Other servers pass it to :meth:`ChatCore.remote_held`:
+    nobody takes the nick anywhere meanwhile. Returned by a ``cluster=True`` core only."""
+
+    nick: str
+    key: str
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """A ``cluster=True`` core with shared sessions: ``cid`` sent ``/resume`` with a token
+    whose ticket is ``key``; the ticket is in the store every server shares. Take it there
+    (once: a take that succeeds removes it), read nothing more from ``cid`` meanwhile, and
+    give the answer to :meth:`ChatCore.resumed`."""
+
+    cid: int
+    key: str
+
+
+Effect = Send | ToRoom | Close | Log | Presence | Gone | Said | TopicSet | Held | Lookup
 
 
 @dataclass(slots=True)

@@ -20,14 +20,21 @@ answered from there, so the event loop never waits for a disk. A replayed line r
 
 from __future__ import annotations
 
-from twoway.sansio.chat.effects import Close, Effect, Log, Presence, Send, ToRoom
-from twoway.sansio.chat.resume import Claim, Refused, Ticket
+from twoway.sansio.chat.effects import Close, Effect, Held, Log, Lookup, Presence, Send, ToRoom
+from twoway.sansio.chat.resume import Claim, Refused, Ticket, token_key
 from twoway.sansio.chat.rooms import Member, Room
 from twoway.sansio.chat.rules import NOTICE, quote
 from twoway.sansio.chat.sequence import MAX_REPLAY, select, summary
 from twoway.sansio.chat.state import ChatState
 
-__all__ = ["RECALL_COMMANDS", "depart_resumable", "replay", "resume", "token_line"]
+__all__ = [
+    "RECALL_COMMANDS",
+    "depart_resumable",
+    "replay",
+    "restore_tickets",
+    "resume",
+    "token_line",
+]
 
 _TOKEN_LINE = NOTICE + "resume token: "
 
@@ -79,19 +86,61 @@ def depart_resumable(state: ChatState, member: Member, why: str, out: list[Effec
     if tokens is not None and tokens.token_of(member.cid) is not None:
         h = member.room.history
         epoch, last = ("", 0) if h is None else (h.epoch, h.last)
-        ticket = tokens.depart(member.cid, member.nick, member.room.name, epoch, last, state.now)
+        held = why != "closed"
+        ticket = tokens.depart(
+            member.cid, member.nick, member.room.name, epoch, last, state.now, held=held
+        )
         state.depart(member, why, out)
-        if why != "closed":
-            state.hold(member.key, ticket.token)
+        if held:
+            state.hold(member.key, ticket.key)
+            if state.cluster:  # nobody takes it on another server either
+                out.append(Held(member.nick, ticket.key, True))
     else:
         state.depart(member, why, out)
 
 
+def restore_tickets(state: ChatState, tickets: list[Ticket]) -> int:
+    """Tickets a store kept through a restart (see :meth:`TokenTable.restore`): their nicks
+    are held again. Returns how many were taken (none if resume is off)."""
+    tokens = state.tokens
+    if tokens is None:
+        return 0
+    tokens.restore(tickets)
+    for ticket in tickets:
+        if ticket.held:
+            state.hold(ticket.nick.lower(), ticket.key)
+    return len(tickets)
+
+
 def expire(state: ChatState) -> None:
-    """Tickets past their window are gone: their nicks are free again."""
-    if state.tokens is not None:
-        for ticket in state.tokens.expire(state.now):
-            state.release_hold(ticket.nick.lower(), ticket.token)
+    """Tickets past their window are gone: their nicks are free again (those held on another
+    server's word too, a window after it was given)."""
+    tokens = state.tokens
+    if tokens is None:
+        return
+    for ticket in tokens.expire(state.now):
+        state.release_hold(ticket.nick.lower(), ticket.key)
+    holds = state.remote_holds
+    while holds:
+        key, (nick, since) = next(iter(holds.items()))
+        if state.now - since <= tokens.window:
+            break
+        del holds[key]
+        state.release_hold(nick, key)
+
+
+def remote_held(state: ChatState, nick: str, key: str, on: bool) -> None:
+    """Another server holds ``nick`` for the ticket ``key`` (``on``), or no longer."""
+    if state.tokens is None or not nick.isascii():
+        return
+    lower = nick.lower()
+    if on:
+        state.remote_holds.pop(key, None)
+        state.remote_holds[key] = (lower, state.now)
+        state.hold(lower, key)
+    else:
+        state.remote_holds.pop(key, None)
+        state.release_hold(lower, key)
 
 
 def resume(state: ChatState, member: Member, token: str) -> list[Effect]:
@@ -100,6 +149,8 @@ def resume(state: ChatState, member: Member, token: str) -> list[Effect]:
     if tokens is None:
         return _error(state, member, "resume is not offered by this server")
     out: list[Effect] = []
+    if state.shared_sessions:
+        return _lookup(state, member, token)
     found = tokens.claim(token, state.now)
     if isinstance(found, Claim):
         # The old connection is still open here (the server has not seen it go yet): it
@@ -119,10 +170,61 @@ def resume(state: ChatState, member: Member, token: str) -> list[Effect]:
     return out + _restore(state, member, found)
 
 
-def _restore(state: ChatState, member: Member, ticket: Ticket) -> list[Effect]:
+def _lookup(state: ChatState, member: Member, token: str) -> list[Effect]:
+    """``/resume`` with shared sessions: the ticket is taken from the store every server
+    shares (the I/O layer answers with :func:`resumed`), once, wherever it was made."""
+    tokens = state.tokens
+    assert tokens is not None
+    out: list[Effect] = []
+    cid = tokens.cid_of(token)
+    if cid is not None:
+        old = state.clients.get(cid)
+        if old is None or old is member:
+            return _error(state, member, "resume refused (already used)")
+        # The old connection is still open here: it ends now, its ticket goes to the store
+        # (in order: the take comes after), and the session moves to this one.
+        out.append(Send(old.cid, "error: resumed elsewhere, disconnecting"))
+        depart_resumable(state, old, "resumed elsewhere", out)
+        out.append(Close(old.cid, "resumed elsewhere"))
+    out.append(Lookup(member.cid, token_key(token)))
+    return out
+
+
+def resumed(
+    state: ChatState,
+    member: Member,
+    key: str,
+    ticket: Ticket | None,
+    missed: tuple[list[str], int, int] | None,
+) -> list[Effect]:
+    """The answer to a :class:`Lookup`: ``ticket`` as the shared store had it (None: it had
+    none), and, when the client left another server (or another run of this one), what it
+    missed there as ``(lines, not kept, more)``; None to replay from this server's history
+    (the ticket was made here, in this room's numbering)."""
+    tokens = state.tokens
+    assert tokens is not None
+    if ticket is None:
+        return _error(state, member, f"resume refused ({tokens.refusal(key, state.now)})")
+    if state.now - ticket.left_at > tokens.window:
+        tokens.discard(key, state.now)
+        return _error(state, member, "resume refused (expired)")
+    tokens.discard(key, state.now)
+    state.remote_holds.pop(key, None)
+    out = _restore(state, member, ticket, missed)
+    if state.cluster and ticket.held:
+        out.append(Held(ticket.nick, key, False))  # the other servers let go of the nick
+    return out
+
+
+def _restore(
+    state: ChatState,
+    member: Member,
+    ticket: Ticket,
+    missed: tuple[list[str], int, int] | None = None,
+) -> list[Effect]:
     out: list[Effect] = []
     key = ticket.nick.lower()
-    state.release_hold(key, ticket.token)
+    state.release_hold(key, ticket.key)
     cid = member.cid
     if member.key != key and key not in state.nicks and key not in state.remote.nicks:
         old = member.nick
@@ -138,6 +240,11 @@ def _restore(state: ChatState, member: Member, ticket: Ticket) -> list[Effect]:
         out += state.move(member, name, replay=False)
     room = member.room
     out.append(Send(cid, f"{NOTICE}resumed as {member.nick} in {room.name}"))
+    if missed is not None and room.name == ticket.room:
+        replayed, lost = _replay_lines(member, room, missed, out)
+        out += token_line(state, member)
+        out.append(Log(f"{member.nick} resumed in {room.name}: {replayed} replayed, {lost} missed"))
+        return out
     after = ticket.last
     h = room.history
     if room.name != ticket.room or h is None or h.epoch != ticket.epoch:
@@ -148,6 +255,21 @@ def _restore(state: ChatState, member: Member, ticket: Ticket) -> list[Effect]:
     out += token_line(state, member)
     out.append(Log(f"{member.nick} resumed in {room.name}: {replayed} replayed, {lost} missed"))
     return out
+
+
+def _replay_lines(
+    member: Member, room: Room, missed: tuple[list[str], int, int], out: list[Effect]
+) -> tuple[int, int]:
+    """Replay lines read from the shared log (see :class:`~twoway.sansio.bus.StreamReplay`)
+    and the summary; ``(replayed, not kept)``."""
+    lines, not_kept, more = missed
+    cid = member.cid
+    out.extend(Send(cid, "[history] " + text) for text in lines)
+    # Past the limit, the rest cannot be asked for with /since (numbers are this server's):
+    # counted as not kept, so the summary never says "0 missed" when lines were left out.
+    lost = not_kept + more
+    out.append(Send(cid, NOTICE + summary(len(lines), lost)))
+    return len(lines), lost
 
 
 def _seq(state: ChatState, member: Member, arg: str) -> list[Effect]:

@@ -65,8 +65,10 @@ class ChatState:
         "nicks",
         "now",
         "remote",
+        "remote_holds",
         "replay",
         "rooms",
+        "shared_sessions",
         "tokens",
     )
 
@@ -101,6 +103,11 @@ class ChatState:
         self.dormant: dict[str, tuple[str, int]] = {}
         #: Nicks held for departed clients that may resume (lower-case nick -> token).
         self.held: dict[str, str] = {}
+        #: Nicks held on another server's word (a Held item): ticket key -> (nick, since).
+        self.remote_holds: dict[str, tuple[str, float]] = {}
+        #: Tickets live in a store every server shares (a cluster): a ``/resume`` this
+        #: server cannot answer from its own table becomes a Lookup.
+        self.shared_sessions = False
         #: Resume tokens (None: resume is off) and where new ones come from.
         self.tokens: TokenTable | None = None
         self.new_token: Callable[[], str] = lambda: ""
