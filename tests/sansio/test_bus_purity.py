@@ -10,7 +10,15 @@ from pathlib import Path
 import twoway.sansio.bus
 
 PACKAGE = Path(twoway.sansio.bus.__file__).parent
-ALLOWED_STDLIB = {"__future__", "collections", "collections.abc", "dataclasses", "json", "typing"}
+ALLOWED_STDLIB = {
+    "__future__",
+    "collections",
+    "collections.abc",
+    "dataclasses",
+    "json",
+    "math",
+    "typing",
+}
 
 
 def _imports(path: Path) -> set[str]:

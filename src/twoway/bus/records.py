@@ -66,8 +66,8 @@ class RedisRecords:
             # what only Redis remembers is unknown here meanwhile, and that is said once.
             if not self._unread:
                 log.warning(
-                    "bus: moderation records not loaded, redis out of reach (%s): accounts, "
-                    "bans and owners kept there are unknown here until a restart with redis up",
+                    "bus: records not loaded, redis out of reach (%s): topics, accounts, bans "
+                    "and owners kept there are unknown here until a restart with redis up",
                     str(exc) or type(exc).__name__,
                 )
             self._unread.add(kind)
