@@ -215,3 +215,48 @@ def test_resume_takes_over_a_connection_not_yet_seen_gone() -> None:
     assert "error: resumed elsewhere, disconnecting" in _texts(effects, 1)
     assert "*** resumed as alice in #lobby" in _texts(effects, 2)
     assert core.nick(1) is None and core.nick(2) == "alice"
+
+
+def _shown(effects: list[object]) -> list[str]:
+    return [e.text for e in effects if isinstance(e, (Send, ToRoom))]
+
+
+def test_topics_are_told_to_the_sink_and_kept_for_emptied_rooms() -> None:
+    core = ChatCore()
+    told: list[tuple[str, str | None, str]] = []
+    assert core.restore_topics([("#old", "from the store"), ("bad name", "x"), ("#UP", "x")]) == 1
+    core.set_topics(lambda room, topic, nick: told.append((room, topic, nick)))
+    core.connect(1, 0.0)
+    core.line(1, "/nick ann", 0.0)
+    assert "*** topic: from the store" in _shown(core.line(1, "/join old", 0.0))
+    core.line(1, "/join dev", 0.0)
+    core.line(1, "/topic hello\x07", 0.0)
+    assert told == [("#dev", "hello^G", "ann")]  # escaped, as shown
+    core.line(1, "/join lobby", 0.0)  # #dev empties: its topic is kept
+    assert "*** topic: hello^G" in _shown(core.line(1, "/join dev", 0.0))
+    # A topic set on another server for a room this one does not have is kept too.
+    core.remote_topic("#far", "over there", "bob")
+    assert "*** topic: over there" in _shown(core.line(1, "/join far", 0.0))
+    assert len(told) == 1  # the other server wrote it
+
+
+def test_without_a_sink_a_topic_goes_with_its_room() -> None:
+    core = ChatCore()
+    core.connect(1, 0.0)
+    core.line(1, "/join dev", 0.0)
+    core.line(1, "/topic hello", 0.0)
+    core.line(1, "/join lobby", 0.0)
+    assert not any(t.startswith("*** topic:") for t in _shown(core.line(1, "/join dev", 0.0)))
+
+
+def test_kept_topics_are_bounded_and_the_store_forgets_the_oldest() -> None:
+    from twoway.sansio.chat.state import MAX_KEPT_TOPICS
+
+    core = ChatCore()
+    told: list[tuple[str, str | None, str]] = []
+    core.set_topics(lambda room, topic, nick: told.append((room, topic, nick)))
+    core.restore_topics((f"#r{i}", f"t{i}") for i in range(MAX_KEPT_TOPICS + 2))
+    assert told == [("#r0", None, ""), ("#r1", None, "")]
+    core.connect(1, 0.0)
+    assert not any("topic:" in t for t in _shown(core.line(1, "/join r0", 0.0)))
+    assert "*** topic: t2" in _shown(core.line(1, "/join r2", 0.0))

@@ -20,6 +20,12 @@ lost — a graceful stop ends every connection, so it writes every live client's
 and removed when it is claimed or expires; :func:`load_sessions` gives them back to the core
 at the next start, with what is left of their window. ``kill -9`` keeps the tickets already
 written. With ``--ephemeral`` they live in memory, as the history does.
+
+**Topics** are records of kind ``"topic"`` keyed by room name (``{"topic", "by", "at"}``:
+the text, who set it and when, wall clock), in SQLite or, with a bus, in Redis where every
+server reads them at start-up. A topic set on one server reaches the others on the bus as
+before; only its server writes it. :func:`load_topics` gives them to the core at start.
+With ``--ephemeral`` a topic goes with its room, as it always did.
 """
 
 from __future__ import annotations
@@ -45,16 +51,22 @@ if TYPE_CHECKING:
 __all__ = [
     "DB_NAME",
     "SESSION_KIND",
+    "TOPIC_KIND",
     "ChatMemory",
     "RecordSessions",
+    "RecordTopics",
     "default_data_dir",
     "keep_policy",
     "load_sessions",
+    "load_topics",
     "open_memory",
 ]
 
 #: The records kind of resume sessions.
 SESSION_KIND = "session"
+
+#: The records kind of room topics (keyed by room name).
+TOPIC_KIND = "topic"
 
 #: The database file in the data directory.
 DB_NAME = "chat.db"
@@ -107,6 +119,35 @@ class RecordSessions:
         self.records.delete(SESSION_KIND, key)
 
 
+class RecordTopics:
+    """A :data:`~twoway.sansio.chat.state.TopicSink` that keeps room topics as
+    :class:`~twoway.store.records.Records` of kind :data:`TOPIC_KIND` (queued writes)."""
+
+    def __init__(self, records: Records, wall: Callable[[], float] = time.time) -> None:
+        self.records = records
+        self.wall = wall
+
+    def __call__(self, room: str, topic: str | None, nick: str) -> None:
+        """``nick`` set the topic of ``room`` now (None: the topic is forgotten)."""
+        if topic is None:
+            self.records.delete(TOPIC_KIND, room)
+        else:
+            self.records.put(TOPIC_KIND, room, {"topic": topic, "by": nick, "at": self.wall()})
+
+
+def load_topics(records: Records, core: ChatCore) -> int:
+    """Give ``core`` the topics ``records`` kept (start-up) and keep the topics it sets from
+    now on; a record that is not a topic is ignored. Returns how many were restored."""
+    topics: list[tuple[str, str]] = []
+    for room, value in records.load(TOPIC_KIND).items():
+        text = value.get("topic") if isinstance(value, dict) else None
+        if isinstance(text, str):
+            topics.append((room, text))
+    restored = core.restore_topics(topics)
+    core.set_topics(RecordTopics(records))
+    return restored
+
+
 def load_sessions(records: Records, core: ChatCore, window: float, wall: float) -> int:
     """Give ``core`` the resume tickets ``records`` kept (start-up), at wall-clock time
     ``wall``: those still within ``window``; the others, and records that are not tickets,
@@ -135,12 +176,15 @@ def open_memory(settings: Settings, core: ChatCore, tail: int) -> ChatMemory:
 
         sessions = RedisSessions(settings.bus, settings.resume_window)
         core.set_sessions(sessions, shared=True)
-        return ChatMemory(None, RedisRecords(settings.bus), "history in redis", sessions)
+        records = RedisRecords(settings.bus)
+        load_topics(records, core)
+        return ChatMemory(None, records, "history in redis", sessions)
     data_dir = Path(settings.data_dir).expanduser() if settings.data_dir else default_data_dir()
     store = SqliteStore.open(data_dir / DB_NAME, keep)
     for room in store.load_rooms(tail):
         core.restore(room.name, room.epoch, room.last, room.lines)
     core.set_journal(store.journal)
+    load_topics(store, core)
     restored = load_sessions(store, core, settings.resume_window, time.time())
     core.set_sessions(RecordSessions(store))
     describe = f"history in {store.path} (keep {keep.describe()})"

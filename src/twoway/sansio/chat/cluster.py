@@ -88,6 +88,10 @@ def merge_topic(state: ChatState, room: str, topic: str, nick: str) -> list[Effe
     """``nick`` on another server set the topic of ``room``."""
     r = state.rooms.get(room)
     if r is None:
+        if state.topic_sink is not None and room[:1] == "#" and NAME.fullmatch(room[1:]):
+            # Kept where every server sees it (its server wrote it): this server shows it
+            # when the room is created here, as it would after a restart.
+            state.keep_topic(room, escape_controls(topic[:MAX_TOPIC]))
         return []
     r.topic = escape_controls(topic[:MAX_TOPIC])
     return [ToRoom(room, f"{NOTICE}{escape_controls(nick)} set the topic: {r.topic}", None)]

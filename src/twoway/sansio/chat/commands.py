@@ -201,6 +201,8 @@ def _topic(state: ChatState, member: Member, arg: str) -> list[Effect]:
     text = f"{NOTICE}{member.nick} set the topic: {room.topic}"
     out: list[Effect] = [ToRoom(room.name, text, None)]
     out.append(Log(f"{member.nick} set the topic of {room.name}"))
+    if state.topic_sink is not None:
+        state.topic_sink(room.name, room.topic, member.nick)
     if state.cluster:
         out.append(TopicSet(room.name, room.topic, member.nick))
     return out

@@ -9,8 +9,8 @@ from collections.abc import Iterable
 from twoway.sansio.chat.effects import Effect
 from twoway.sansio.chat.recall import expire, remote_held, restore_tickets, resumed
 from twoway.sansio.chat.resume import SessionSink, Ticket
-from twoway.sansio.chat.rules import NAME
-from twoway.sansio.chat.state import ChatState, Journal
+from twoway.sansio.chat.rules import MAX_TOPIC, NAME
+from twoway.sansio.chat.state import ChatState, Journal, TopicSink
 from twoway.sansio.text import escape_controls
 
 __all__ = ["Memory"]
@@ -89,6 +89,31 @@ class Memory:
         numbering of emptied rooms (what is on disk stays numbered the same)."""
         self._state.journal = journal
         self._state.keep_rooms = keep_rooms
+
+    def set_topics(self, sink: TopicSink | None) -> None:
+        """Tell ``sink(room, topic, nick)`` of every topic set by a client here from now on
+        (a durable store: it must queue, never block), and ``sink(room, None, "")`` of one
+        forgotten. While a sink is set, the topic of a room that empties is kept for when
+        the room comes back (as the store keeps it through a restart)."""
+        self._state.topic_sink = sink
+
+    def restore_topics(self, topics: Iterable[tuple[str, str]]) -> int:
+        """Topics loaded from a store at start-up, as ``(room, topic)``: each room shows its
+        topic when it is created (the lobby at once). Call before anyone connects; rooms
+        that are not valid are ignored. Returns how many were taken."""
+        state = self._state
+        taken = 0
+        for room, topic in topics:
+            if room[:1] != "#" or not NAME.fullmatch(room[1:]) or room != room.lower():
+                continue
+            text = escape_controls(topic[:MAX_TOPIC])
+            r = state.rooms.get(room)
+            if r is not None:
+                r.topic = text
+            else:
+                state.keep_topic(room, text)
+            taken += 1
+        return taken
 
     def restore(self, room: str, epoch: str, last: int, lines: Iterable[str]) -> None:
         """History loaded from a store at start-up: ``lines`` are the newest of ``room``

@@ -24,7 +24,7 @@ from twoway.sansio.chat.resume import TokenTable
 from twoway.sansio.chat.rooms import Member, Remote, Room
 from twoway.sansio.chat.rules import NOTICE, guest_number
 
-__all__ = ["MAX_PARKED", "ChatState", "Journal"]
+__all__ = ["MAX_KEPT_TOPICS", "MAX_PARKED", "ChatState", "Journal", "TopicSink"]
 
 #: Called with ``(room, epoch, seq, text)`` for every line kept in a room's history: how a
 #: durable store learns of them (it must not block: it queues).
@@ -32,6 +32,13 @@ Journal = Callable[[str, str, int, str], None]
 #: Histories of emptied rooms kept in memory when ``keep_rooms`` is on (beyond it, the
 #: oldest goes; its numbering is remembered, its lines are on disk).
 MAX_PARKED = 1000
+#: Called with ``(room, topic, nick)`` when a client here sets a room's topic, and with
+#: ``(room, None, "")`` when a kept topic is forgotten: how a durable store learns of them
+#: (it must not block: it queues).
+TopicSink = Callable[[str, "str | None", str], None]
+#: Topics of rooms nobody is in, kept in memory while a store keeps topics (beyond it, the
+#: oldest is forgotten, in the store too).
+MAX_KEPT_TOPICS = 10000
 
 
 class ChatState:
@@ -57,6 +64,7 @@ class ChatState:
         "histories",
         "journal",
         "keep_rooms",
+        "kept_topics",
         "lobby",
         "max_names",
         "max_rooms",
@@ -70,6 +78,7 @@ class ChatState:
         "rooms",
         "shared_sessions",
         "tokens",
+        "topic_sink",
     )
 
     def __init__(
@@ -99,6 +108,10 @@ class ChatState:
         #: Keep the history of emptied rooms (in ``backfill``, at most MAX_PARKED) and the
         #: numbering of every room seen: on with a durable store.
         self.keep_rooms = False
+        #: Told of every topic set here (a durable store), or None: then topics of rooms
+        #: that empty are kept in ``kept_topics`` (room -> topic) for when they come back.
+        self.topic_sink: TopicSink | None = None
+        self.kept_topics: dict[str, str] = {}
         #: ``(epoch, last)`` of rooms whose history is not in memory (keep_rooms).
         self.dormant: dict[str, tuple[str, int]] = {}
         #: Nicks held for departed clients that may resume (lower-case nick -> token).
@@ -151,18 +164,34 @@ class ChatState:
             elif not history.epoch:  # backfilled from other servers: numbered from here
                 history.epoch, history.last = self.new_epoch(), len(history)
             room = self.rooms[name] = Room(name, history)
+            room.topic = self.kept_topics.pop(name, None)
         return room
 
     def drop_if_empty(self, room: Room) -> None:
         """Remove ``room`` if nobody is in it, here or elsewhere (never the lobby)."""
         if not room.members and not room.remote and room is not self.lobby:
-            # Nobody to keep it for: the room goes, with its topic; its history too unless
-            # a durable store keeps rooms (then it is parked, numbering and all).
+            # Nobody to keep it for: the room goes; its topic and history too unless a
+            # durable store keeps them (then they are parked, numbering and all).
             del self.rooms[room.name]
+            if self.topic_sink is not None and room.topic is not None:
+                self.keep_topic(room.name, room.topic)
             if self.keep_rooms and room.history is not None:
                 self.park(room.name, room.history)
             else:
                 self.histories.drop(room.history)
+
+    def keep_topic(self, name: str, topic: str) -> None:
+        """Keep ``topic`` of the room ``name`` (which does not exist now) for when it is
+        created again; past MAX_KEPT_TOPICS the oldest kept topic is forgotten, and the
+        store told."""
+        kept = self.kept_topics
+        kept.pop(name, None)
+        if len(kept) >= MAX_KEPT_TOPICS:
+            oldest = next(iter(kept))
+            del kept[oldest]
+            if self.topic_sink is not None:
+                self.topic_sink(oldest, None, "")
+        kept[name] = topic
 
     def park(self, name: str, history: RoomHistory) -> None:
         """Keep ``history`` of the room ``name`` (which does not exist now) for when it is
