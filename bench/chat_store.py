@@ -82,11 +82,15 @@ def run(name: str, repeat: int, extra: list[str], out: Path) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("names", nargs="*", choices=[*NAMES, []], default=list(NAMES))
+    # No choices= with nargs="*": argparse checks the whole default list against them.
+    p.add_argument("names", nargs="*", metavar="WORKLOAD", help=f"of {', '.join(NAMES)}")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--duration", help="measured seconds per run (compare's default if unset)")
     p.add_argument("--json", type=Path, help="write every workload's result here")
     opts = p.parse_args()
+    unknown = [n for n in opts.names if n not in NAMES]
+    if unknown:
+        p.error(f"unknown workload {unknown[0]!r} (choose from {', '.join(NAMES)})")
     extra = ["--duration", opts.duration] if opts.duration else []
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
