@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
+from twoway.net.groups import Group
 from twoway.net.options import ConnectionOptions
 
 __all__ = ["Conn", "Listening"]
@@ -37,6 +38,11 @@ class Conn(Protocol):
     #: The transport carrying the bytes (``None`` once gone). For zero-copy paths (sendfile,
     #: splice) that need the socket behind it; everything else uses the methods below.
     transport: asyncio.Transport | None
+    #: The write group the connection is in (a chat room) and its key there, set by
+    #: :meth:`Group.add <twoway.net.groups.Group.add>`: a write takes the group's lines
+    #: queued for it first, so they keep their order (see :mod:`twoway.net.groups`).
+    group: Group | None
+    group_key: int
 
     @property
     def peer(self) -> str:

@@ -36,6 +36,7 @@ from twoway.errors import ConnectionClosed, ConnectionClosedLocally, ConnectionL
 from twoway.net.address import format_address
 from twoway.net.coalesce import READY, coalescer
 from twoway.net.flow import FlowControl, Pause
+from twoway.net.groups import Group
 from twoway.net.idle import set_keepalive, sweeper_for
 from twoway.net.options import ConnectionOptions
 from twoway.net.registry import Registry
@@ -78,6 +79,8 @@ class Connection(FlowControl, asyncio.Protocol):
         "bytes_read",
         "bytes_written",
         "close_reason",
+        "group",
+        "group_key",
         "options",
         "phase",
         "queued",
@@ -116,6 +119,10 @@ class Connection(FlowControl, asyncio.Protocol):
         #: Writes coalesced until the end of the callback or loop iteration (see coalesce).
         self.queued: list[bytes] | None = None
         self.queued_size = 0
+        #: The write group this connection is in (a chat room), and its key there: set by
+        #: the group (see :mod:`twoway.net.groups`). A write takes the group's lines first.
+        self.group: Group | None = None
+        self.group_key = 0
         self._inbox: collections.deque[Any] | None = None
         self._inbox_bytes = 0
         self._inbox_waiter: asyncio.Future[None] | None = None
@@ -277,6 +284,10 @@ class Connection(FlowControl, asyncio.Protocol):
         """
         if self.phase >= _ENDED:
             return READY
+        group = self.group
+        if group is not None and group.batch is not None:
+            # Lines its group queued for it before this write come first (see groups).
+            data = group.take(self.group_key, self._newline) + data
         self.bytes_written += len(data)
         queued = self.queued
         if queued is not None:  # keep the order: queued replies go out first
@@ -346,6 +357,11 @@ class Connection(FlowControl, asyncio.Protocol):
             self.check_queue()
 
     def _flush_own(self) -> None:
+        group = self.group
+        if group is not None and group.batch is not None:
+            pending = group.take(self.group_key, self._newline)
+            if pending:
+                self.write(pending)
         queued = self.queued
         if queued and self.transport is not None and not self.transport.is_closing():
             self.queued = None

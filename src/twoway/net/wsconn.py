@@ -43,6 +43,7 @@ from websockets.server import ServerProtocol
 
 from twoway.errors import ConnectionClosed, ConnectionClosedLocally, ConnectionLost
 from twoway.net.address import format_address
+from twoway.net.groups import Group
 from twoway.net.idle import sweeper_for
 from twoway.net.options import ConnectionOptions
 from twoway.net.registry import Registry
@@ -179,6 +180,8 @@ class WsConnection(asyncio.Protocol):
         "bytes_read",
         "bytes_written",
         "close_reason",
+        "group",
+        "group_key",
         "options",
         "remote_address",
         "service",
@@ -221,6 +224,9 @@ class WsConnection(asyncio.Protocol):
         self._seen_at = 0.0
         self._ping_due = 0.0
         self._pong_wanted = False
+        #: The write group (a chat room) and the key in it: see :mod:`twoway.net.groups`.
+        self.group: Group | None = None
+        self.group_key = 0
 
     # ------------------------------------------------------------------ Conn properties
 
@@ -555,6 +561,10 @@ class WsConnection(asyncio.Protocol):
         if transport.is_closing():
             self._closing = True
             return _READY
+        group = self.group
+        if group is not None and group.batch is not None:
+            # Lines its group queued for it before this write come first (see groups).
+            data = group.take(self.group_key, b"\n") + data
         frame = text_frame(data)
         self.bytes_written += len(frame)
         self._traffic += 1

@@ -4,8 +4,10 @@ All chat logic lives in :class:`twoway.sansio.chat.ChatCore`; this module only m
 connections to client ids, applies the effects the core returns, enforces flood control and
 turns transport events (closed, idle, too slow) into departures.
 
-Fan-out never waits for the slowest peer: a room's lines of one loop iteration go out as one
-write per member (:mod:`twoway.services.chatfanout`). A peer whose queue passes
+Fan-out never waits for the slowest peer: each room is a write group
+(:class:`~twoway.net.groups.Group`), kept in step with the core's rooms as clients move
+(:meth:`ChatCore.watch_rooms`); a room's lines of one loop iteration go out as one write per
+member, in order with everything else the member is sent, by construction. A peer whose queue passes
 ``max_queued`` (or stays above a quarter of it for ``slow_grace`` seconds) gets ``error: too
 slow, disconnecting`` and is dropped; the room reads ``*** nick left #room (too slow)``.
 
@@ -29,6 +31,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from twoway.bus import Bus, BusEvent, LocalBus
 from twoway.errors import describe_oserror
+from twoway.net.coalesce import coalescer
+from twoway.net.groups import Group
 from twoway.net.service import LineService
 from twoway.sansio.bus import Hello, Moderated, RecordSet
 from twoway.sansio.chat import (
@@ -48,7 +52,7 @@ from twoway.sansio.chat import (
 from twoway.sansio.chat.sequence import MAX_REPLAY
 from twoway.sansio.flood import DEFAULT_PASTE_LINES, FloodControl, Verdict
 from twoway.services.chatbus import BusIntake
-from twoway.services.chatfanout import ChatStats, RoomFanout
+from twoway.services.chatfigures import ChatStats, chat_figures
 from twoway.services.chatguests import GuestBlocks
 from twoway.services.chatresume import ResumeDesk
 from twoway.store import MemoryRecords, Records
@@ -168,17 +172,13 @@ class ChatService(LineService):
         self._next_cid = 0
         self._node_bits = 0  # this server's node number, shifted into place in client ids
         self._loop: asyncio.AbstractEventLoop | None = None
-        #: The room lines of this loop iteration and their delivery.
-        self.fanout = fanout = RoomFanout(
-            self._conns,
-            members=core.members,
-            room_of=core.room_of,
-            feed=core.line,
-            apply=self.apply,
-            stats=self.stats,
-        )
-        # A plain line goes straight to the fan-out (no call in between: the hot path).
-        self._line = fanout.line
+        #: The rooms with members here, as write groups (kept in step by the core).
+        self.groups: dict[str, Group] = {}
+        core.watch_rooms(self._entered, self._left)
+        #: True while the effects of a join or a departure are carried out: their room
+        #: lines may wait a little to be gathered (see :mod:`twoway.net.coalesce`).
+        self.presence = False
+        self._feed = core.line
         #: What the other servers publish, as the core's effects.
         self.intake = BusIntake(core, self._conns, self.stats, self._moderated, self._now)
         #: Resume tickets every server shares (with a bus), and the lookups in them.
@@ -189,7 +189,7 @@ class ChatService(LineService):
         # What to do with each kind of effect.
         publish = self._publish
         self._effect_handlers: dict[type[Any], Callable[[Any], None]] = {
-            ToRoom: fanout.to_room,
+            ToRoom: self._to_room,
             Send: self._send,
             Close: self._close,
             Log: self._log,
@@ -227,7 +227,7 @@ class ChatService(LineService):
     async def on_stopped(self) -> None:
         """Every client is gone (their departures are queued for the bus): flush and stop it."""
         self.guests.cancel()
-        self.fanout.flush()
+        coalescer.deliver_groups()
         if self._expiry is not None:
             self._expiry.cancel()
         await self.desk.close()
@@ -272,11 +272,7 @@ class ChatService(LineService):
     def enter_chat(self, conn: Conn, cid: int) -> None:
         """Put the connected client ``cid`` into the chat (the lobby): at once, or after
         moderation admitted it (``/pass``)."""
-        effects = self.core.connect(cid, self._now(), conn.peer)
-        fanout = self.fanout
-        if fanout.batch:
-            fanout.moved(cid, None, None, self.core.lobby)
-        self._apply_presence(effects)
+        self._apply_presence(self.core.connect(cid, self._now(), conn.peer))
         if self.mod is not None:
             self.mod.joined(conn, cid)
 
@@ -295,16 +291,12 @@ class ChatService(LineService):
                 if verdict is Verdict.DROP:
                     self.stats.flood_drops += 1
                     if flood.fresh:  # once per message (a paste is dropped whole)
-                        if self.fanout.batch:
-                            self.fanout.catch_up(client.cid, conn)
                         conn.send_line("error: slow down (lines dropped)")
                 else:
                     self.stats.flood_kicks += 1
                     self._kick(conn, "error: flooding, disconnecting", "flooding")
                 return
         if self.stats_lines is not None and line.strip().lower() == "/stats":
-            if self.fanout.batch:
-                self.fanout.catch_up(client.cid, conn)
             mod = self.mod
             if self.stats_public or (mod is not None and mod.is_operator(client.cid)):
                 self._send_stats(conn, self.stats_lines())
@@ -318,13 +310,12 @@ class ChatService(LineService):
             and mod.line(conn, client.cid, line, now)
         ):
             return
-        self._line(conn, client.cid, line, now)
+        self.apply(self._feed(client.cid, line, now))
 
     def core_line(self, conn: Conn, line: str, now: float) -> None:
-        """Hand ``line`` of ``conn``'s client to the chat core and carry out the effects
-        (see :meth:`RoomFanout.line`)."""
+        """Hand ``line`` of ``conn``'s client to the chat core and carry out the effects."""
         client: _Client = conn.state
-        self.fanout.line(conn, client.cid, line, now)
+        self.apply(self._feed(client.cid, line, now))
 
     def _slow_down(self, conn: Conn, client: _Client, delay: float) -> None:
         """Fakelag: stop reading from ``conn`` for ``delay`` seconds (its kernel buffer, then
@@ -409,9 +400,7 @@ class ChatService(LineService):
         not read or does not close, and until then the departed client would still be in
         ``/who``, ``/peers`` and hold its nick.
         """
-        if self.fanout.batch and conn.state is not None:
-            self.fanout.catch_up(conn.state.cid, conn)  # what was queued for it comes first
-        conn.send_line(notice)
+        conn.send_line(notice)  # after the room lines queued for it (see net.groups)
         conn.close(timeout=timeout, reason=reason)
         client: _Client | None = conn.state
         if client is None or self._conns.pop(client.cid, None) is None:
@@ -439,10 +428,7 @@ class ChatService(LineService):
     def _send(self, effect: Send) -> None:
         conn = self._conns.get(effect.cid)
         if conn is not None:
-            fanout = self.fanout
-            if fanout.batch:
-                fanout.catch_up(effect.cid, conn)  # its room lines queued before
-            conn.send_line(effect.text)
+            conn.send_line(effect.text)  # after its room lines queued before (net.groups)
             self.stats.lines_out += 1
         elif self.core.is_remote(effect.cid):
             self.bus.publish(effect)  # a /msg to a client of another server
@@ -462,13 +448,33 @@ class ChatService(LineService):
 
     def _apply_presence(self, effects: list[Effect]) -> None:
         """:meth:`apply` for a join or a departure: its room lines may wait a little (see
-        :mod:`~twoway.services.chatfanout`)."""
-        fanout = self.fanout
-        fanout.presence = True
+        :mod:`twoway.net.coalesce`)."""
+        self.presence = True
         try:
             self.apply(effects)
         finally:
-            fanout.presence = False
+            self.presence = False
+
+    def _to_room(self, effect: ToRoom) -> None:
+        group = self.groups.get(effect.room)
+        if group is not None:  # else nobody is in it here (the others are on other servers)
+            group.send(effect.text, effect.exclude, soon=not self.presence)
+
+    def _entered(self, cid: int, room: str) -> None:
+        conn = self._conns.get(cid)
+        if conn is None:
+            return
+        group = self.groups.get(room)
+        if group is None:
+            group = self.groups[room] = Group(room, self.stats)
+        group.add(cid, conn)
+
+    def _left(self, cid: int, room: str) -> None:
+        group = self.groups.get(room)
+        if group is not None:
+            group.remove(cid)  # it gets what was queued for it there first
+            if not group:
+                del self.groups[room]
 
     # ------------------------------------------------------------------ the bus
 
@@ -510,32 +516,7 @@ class ChatService(LineService):
     def figures(self) -> dict[str, float]:
         """Members, rooms, history and traffic, and the bus's state (see
         :meth:`Service.figures`)."""
-        core, stats = self.core, self.stats
-        counters = core.counters
-        out: dict[str, float] = {
-            "chat_members": core.connection_count,
-            "chat_rooms": len(core.rooms()),
-            "chat_history_bytes": core.history_bytes,
-            "chat_lines_received_total": counters.lines_in,
-            "chat_messages_total": counters.messages,
-            "chat_private_messages_total": counters.private_messages,
-            "chat_commands_total": counters.commands,
-            "chat_lines_sent_total": stats.lines_out,
-            "chat_flood_drops_total": stats.flood_drops,
-            "chat_flood_kicks_total": stats.flood_kicks,
-            "chat_remote_messages_total": counters.remote_messages,
-            "chat_gap_notices_total": stats.gap_notices,
-        }
-        bus_stats = getattr(self.bus, "stats", None)
-        if isinstance(bus_stats, dict):  # a bus to other servers (Redis)
-            out["bus_up"] = 1 if getattr(self.bus, "up", False) else 0
-            out["bus_published_total"] = bus_stats.get("published", 0)
-            out["bus_read_total"] = bus_stats.get("entries_read", 0)
-            out["bus_dropped_total"] = bus_stats.get("dropped", 0)
-            out["bus_reconnections_total"] = bus_stats.get("reconnections", 0)
-            out["bus_gap_notices_total"] = bus_stats.get("gap_notices", 0)
-            out["bus_buffered"] = getattr(self.bus, "buffered", 0)
-        return out
+        return chat_figures(self.core, self.stats, self.bus)
 
     def bus_snapshot(self) -> Hello:
         """This server's clients and topics, for the other servers."""

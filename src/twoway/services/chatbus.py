@@ -20,7 +20,7 @@ from twoway.sansio.text import escape_controls
 
 if TYPE_CHECKING:
     from twoway.net.conn import Conn
-    from twoway.services.chatfanout import ChatStats
+    from twoway.services.chatfigures import ChatStats
 
 __all__ = ["BusIntake"]
 

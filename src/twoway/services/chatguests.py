@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from twoway.sansio.chat import ChatCore
-from twoway.services.chatfanout import is_gone
 
 if TYPE_CHECKING:
     from twoway.net.conn import Conn
@@ -83,8 +82,9 @@ class GuestBlocks:
             self._reserving = None
         waiting, self._awaiting = self._awaiting, []
         for conn in waiting:
-            if is_gone(conn):
-                continue
+            transport = conn.transport
+            if conn.is_closing or transport is None or transport.is_closing():
+                continue  # gone while it waited (perhaps not yet told: a reset)
             conn.resume_reading()
             self._unreserved = not reserved
             try:

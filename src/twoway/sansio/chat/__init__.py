@@ -6,8 +6,7 @@ other servers of a cluster :class:`Presence`, :class:`Gone`, :class:`Said`, :cla
 Inside, :mod:`.state` holds the rooms, members, the remote directory (:mod:`.directory`) and
 every transition; :mod:`.commands` is what a client can type; :mod:`.cluster` merges what the
 other servers publish; :mod:`.rules` says what a nick, a room, a command and a server line
-are; :mod:`.history` keeps the rooms' history under one budget; :mod:`.batch` gathers a room's
-lines of one loop iteration for the I/O layer.
+are; and :mod:`.history` keeps the rooms' history under one budget.
 """
 
 from __future__ import annotations

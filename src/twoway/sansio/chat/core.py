@@ -166,6 +166,17 @@ class ChatCore(Memory):
         """The lobby's room name, e.g. ``#lobby``."""
         return self._state.lobby.name
 
+    def watch_rooms(
+        self, on_enter: Callable[[int, str], None], on_leave: Callable[[int, str], None]
+    ) -> None:
+        """Call ``on_enter(cid, room)`` when a client of this server enters a room and
+        ``on_leave(cid, room)`` when it leaves one (a move is both), at the moment it
+        happens: before the call that moved it returns its effects. The I/O layer keeps its
+        write groups in step this way, so a client gets exactly the room lines sent while it
+        was in the room, in order."""
+        self._state.on_enter = on_enter
+        self._state.on_leave = on_leave
+
     def members(self, room: str) -> Collection[int]:
         """The ids of the clients in ``room`` (an exact room name as found in effects).
 

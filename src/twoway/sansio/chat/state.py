@@ -72,6 +72,8 @@ class ChatState:
         "new_token",
         "nicks",
         "now",
+        "on_enter",
+        "on_leave",
         "remote",
         "remote_holds",
         "replay",
@@ -124,6 +126,11 @@ class ChatState:
         #: Resume tokens (None: resume is off) and where new ones come from.
         self.tokens: TokenTable | None = None
         self.new_token: Callable[[], str] = lambda: ""
+        #: Told ``(cid, room)`` when a client here enters a room and when it leaves one, as
+        #: it happens (before the effects are carried out): the I/O layer keeps its write
+        #: groups in step (see ChatCore.watch_rooms).
+        self.on_enter: Callable[[int, str], None] | None = None
+        self.on_leave: Callable[[int, str], None] | None = None
         #: The time of the call being handled (passed in by the core's callers).
         self.now = 0.0
         self.lobby = Room(lobby, histories.new(new_epoch()))
@@ -240,6 +247,8 @@ class ChatState:
         room.members[cid] = member
         room.add_name(member)
         member.room = room
+        if self.on_enter is not None:
+            self.on_enter(cid, room.name)
         self.counters.joins += 1
         out.append(ToRoom(room.name, f"{NOTICE}{member.nick} joined {room.name}", cid))
         out.append(Send(cid, f"{NOTICE}you are in {room.name}"))
@@ -256,6 +265,8 @@ class ChatState:
         room = member.room
         del room.members[member.cid]
         room.remove_name(member)
+        if self.on_leave is not None:
+            self.on_leave(member.cid, room.name)
         self.counters.parts += 1
         self.drop_if_empty(room)
 

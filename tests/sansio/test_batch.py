@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twoway.sansio.chat.batch import RoomBatch
+from twoway.sansio.batch import RoomBatch
 
 
 def lines(data: bytes, newline: bytes = b"\n") -> list[str]:

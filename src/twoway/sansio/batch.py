@@ -1,9 +1,11 @@
-"""The room lines of one loop iteration, and who gets which of them.
+"""The lines of one loop iteration sent to a group of members (a chat room), and who gets
+which of them.
 
 A chat server does not write each room line to each member as it is said: it gathers a
-room's lines of one event-loop iteration in a :class:`RoomBatch` and writes each member all
-of its lines at once, at the end of the iteration (a hundred lines to a hundred members cost
-a hundred writes, not ten thousand). Membership changes inside the batch, and the batch
+room's lines of one event-loop iteration in a :class:`RoomBatch` (the net layer's
+:class:`~twoway.net.groups.Group` does) and writes each member all of its lines at once,
+at the end of the iteration (a hundred lines to a hundred members cost a hundred writes,
+not ten thousand). Membership changes inside the batch, and the batch
 itself keeps each member's lines exact, so nothing needs to be flushed early:
 
 * a member who joins during the batch gets only the lines queued after it joined
