@@ -184,8 +184,8 @@ def serve(
     then defaults. The server logs `listening on HOST:PORT` and its limits on stderr when it
     is ready, and shuts down gracefully on SIGINT/SIGTERM.
     """
-    from twoway.runner import serve_settings
     from twoway.services import build_service, connection_options
+    from twoway.serving import serve_settings
 
     family = choose_family(ipv4, ipv6)
     service, path, port = serve_positionals(args)
