@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from twoway.config import KeepaliveSetting, Settings
+from twoway.config import ENV_PREFIX, KeepaliveSetting, Settings
 from twoway.config.parse import split_host_port
 from twoway.errors import ConfigError
 from twoway.services import SERVICES
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from twoway.net.options import Keepalive
 
 __all__ = [
+    "CONNECT_ENV",
     "check_family",
     "choose_family",
     "connect_target",
@@ -32,6 +33,9 @@ __all__ = [
     "serve_positionals",
     "unknown_env",
 ]
+
+#: ``connect``'s environment variables: ``TWOWAY_CONNECT_EVERY`` for ``--every``.
+CONNECT_ENV = ENV_PREFIX + "CONNECT"
 
 
 def serve_positionals(args: Sequence[str]) -> tuple[str | None, str | None, str | None]:

@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from helpers import TWOWAY, CliServer, connect, recv_line, start_cli
-from twoway.runner import FD_RESERVE, fit_max_conns
+from twoway.proclimits import FD_RESERVE, fit_max_conns
 
 
 def test_fit_max_conns() -> None:

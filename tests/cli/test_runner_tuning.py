@@ -5,13 +5,13 @@ import sys
 
 import pytest
 
-from twoway.runner import tune_malloc
+from twoway.proclimits import tune_malloc
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt is Linux-only")
 def test_tune_malloc_applies_on_glibc() -> None:
     # In a child process: the setting is process-wide and must not leak into the test run.
-    code = "from twoway.runner import tune_malloc; print(tune_malloc())"
+    code = "from twoway.proclimits import tune_malloc; print(tune_malloc())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
 

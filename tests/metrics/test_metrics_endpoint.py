@@ -305,8 +305,9 @@ def test_metrics_port_in_use_is_one_line(servers: list[Any]) -> None:
 
 def test_prometheus_client_is_not_imported_without_metrics() -> None:
     code = (
-        "import sys, twoway, twoway.runner, twoway.metrics, twoway.metrics.source, "
-        "twoway.metrics.summary; print('prometheus_client' in sys.modules)"
+        "import sys, twoway, twoway.runner, twoway.serving, twoway.observe, twoway.metrics, "
+        "twoway.metrics.source, twoway.metrics.summary; "
+        "print('prometheus_client' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
