@@ -14,7 +14,8 @@ as a list of :data:`BusEvent`, in order: :class:`Received` items, :class:`RoomGa
 :mod:`twoway.sansio.bus.events`, the pure protocol, and exported here for listeners).
 
 Modules: :mod:`~twoway.bus.base` (the contract, :class:`LocalBus`),
-:mod:`~twoway.bus.redis` (supervision of the Redis connection), :mod:`~twoway.bus.options`,
+:mod:`~twoway.bus.redis` (supervision of the Redis connection), :mod:`~twoway.bus.uplink`
+(keeping it up: retries, the outage's log lines), :mod:`~twoway.bus.options`,
 :mod:`~twoway.bus.scripts` (keys and Lua), :mod:`~twoway.bus.handshake` (joining the log).
 """
 

@@ -3,9 +3,11 @@
 Each node delivers to its own clients itself and publishes what the others must know (the
 items of :mod:`twoway.sansio.bus.items`) into one Redis stream; every node reads that stream
 from the last id it read (the keys and scripts are in :mod:`twoway.bus.scripts`). This module
-is the supervision only: it connects, reconnects, reads and writes, and hands what it reads
-to an :class:`~twoway.sansio.bus.inbox.Inbox` and takes what it writes from an
-:class:`~twoway.sansio.bus.outbox.Outbox`, which hold the protocol.
+is the supervision only: it connects, reads and writes, and hands what it reads to an
+:class:`~twoway.sansio.bus.inbox.Inbox` and takes what it writes from an
+:class:`~twoway.sansio.bus.outbox.Outbox`, which hold the protocol; an
+:class:`~twoway.bus.uplink.Uplink` keeps the connection up (serving, retrying, the outage's
+log lines).
 
 What happens when Redis is not there — the point of this module:
 
@@ -16,10 +18,9 @@ What happens when Redis is not there — the point of this module:
   which of their rooms lost lines.
 * Every command has a timeout (``timeout``; ``block + timeout`` for the blocking read), so a
   Redis that stops answering (SIGSTOP, a blackhole) is noticed like one that refuses.
-* One log line when Redis becomes unreachable (``bus: redis unreachable (connection
-  refused), retrying in 0.5 s``) and one when it is back (``bus: redis back, 14 messages
-  sent``), whatever happens in between; retries follow
-  :func:`~twoway.sansio.backoff.backoff_delays`.
+* One log line when Redis becomes unreachable and one when it is back, whatever happens in
+  between; retries follow :func:`~twoway.sansio.backoff.backoff_delays`
+  (:mod:`twoway.bus.uplink`).
 * On every reconnection the node publishes its complete state (a Hello), so every directory
   is repaired. If Redis lost its data (the epoch token changed) or trimmed the stream past
   this node's position, the local rooms read ``* notice: messages from other servers may
@@ -46,15 +47,16 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from twoway.bus.base import BusListener
-from twoway.bus.clients import Clients, describe, expected_errors, refusal, safe_url
+from twoway.bus.clients import Clients, describe, refusal
 from twoway.bus.handshake import RANDOM_NODES, join, take_node
 from twoway.bus.options import RedisBusOptions
 from twoway.bus.scripts import Keys
+from twoway.bus.uplink import Uplink
 from twoway.errors import ConfigError
-from twoway.sansio.backoff import backoff_delays
 from twoway.sansio.buckets import LAG_BOUNDS, Buckets
 from twoway.sansio.bus import (
     Ask,
@@ -106,12 +108,15 @@ class RedisBus:
         )
         self._wake = asyncio.Event()
         self._flushed = asyncio.Event()
-        self._halt = asyncio.Event()  # stop() was called
-        self._session_over = False  # the current connection is being given up
-        self._up = False
-        self._down_since: float | None = None
-        self._backlog: int | None = None  # messages queued when redis came back
-        self._backlog_done = 0
+        self._uplink = Uplink(
+            url,
+            o,
+            connect=self._handshake,
+            loops=self._loops,
+            abort=self._clients.abort,
+            close=self._clients.close,
+            wake=self._wake.set,
+        )
         self._epoch: bytes | None = None
         self._last_id = b"0-0"
         self._caught_up = False
@@ -120,7 +125,6 @@ class RedisBus:
         self._main: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._stopped = False
-        self._refusal: str | None = None  # the refusal last logged (one line per cause)
         #: Counters, for logs and tests.
         self.stats: dict[str, int] = {
             "published": 0,
@@ -136,7 +140,7 @@ class RedisBus:
     @property
     def up(self) -> bool:
         """Whether Redis is connected now (for metrics and readiness)."""
-        return self._up
+        return self._uplink.up
 
     @property
     def buffered(self) -> int:
@@ -170,9 +174,9 @@ class RedisBus:
             if self._inbox is None:
                 self._inbox = Inbox(self.node, silence=self.options.silence)
             await self._clients.close()
-            self._main = self._loop.create_task(self._run(exc))
+            self._main = self._loop.create_task(self._uplink.run(exc))
         else:
-            self._main = self._loop.create_task(self._run(None))
+            self._main = self._loop.create_task(self._uplink.run(None))
         self._ticker = self._loop.create_task(self._tick_loop())
 
     def publish(self, item: Item) -> None:
@@ -203,7 +207,7 @@ class RedisBus:
         """Reserve ``count`` numbers of the counter ``name`` in Redis (``INCRBY``, one round
         trip): the first, or None while Redis is unreachable or the command fails (within
         ``timeout``)."""
-        if not self._up or self._halt.is_set():
+        if not self._uplink.up or self._uplink.halted:
             return None
         client = self._clients.client
         try:
@@ -224,7 +228,7 @@ class RedisBus:
         if self._main is None:
             return
         o = self.options
-        if self._up:
+        if self._uplink.up:
             self._control(Bye())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flushed.wait(), o.stop_timeout)
@@ -236,7 +240,7 @@ class RedisBus:
         # Python 3.11 swallows a cancellation that coincides with the send's completion),
         # and the task would go on reading forever. Closing the sockets ends what is in
         # flight; every wait is bounded anyway.
-        self._halt.set()
+        self._uplink.halt()
         self._wake.set()
         await self._clients.abort()
         tasks = [t for t in (self._main, self._ticker) if t is not None]
@@ -296,17 +300,10 @@ class RedisBus:
     def _came_up(self, *, missed: bool, ask: bool) -> None:
         assert self._loop is not None and self._inbox is not None
         now = self._loop.time()
-        self._up = True
         self._last_read = now
         self._inbox.resume(now)
-        if self._down_since is None:
-            log.info("bus: redis at %s, node %d", safe_url(self.url), self.node)
-        else:
+        if self._uplink.came_up(self.node, self._outbox.pending):
             self.stats["reconnections"] += 1
-            self._backlog = self._outbox.pending
-            self._backlog_done = 0
-            if not self._backlog:
-                self._back()
         if missed:
             self.stats["gap_notices"] += 1
             self._deliver([Missed()])
@@ -315,106 +312,17 @@ class RedisBus:
             self._control(Ask(0))
             self._inbox.asked_all(now)
 
-    def _back(self) -> None:
-        assert self._loop is not None and self._down_since is not None
-        down = self._loop.time() - self._down_since
-        log.info("bus: redis back, %d messages sent (down %.1f s)", self._backlog or 0, down)
-        self._backlog = None
-        self._down_since = None
-
     # ------------------------------------------------------------------ tasks
 
-    async def _run(self, down: BaseException | None) -> None:
-        """Keep the bus connected until :meth:`stop`: serve while up, reconnect with backoff
-        when down (``down``: why the connection is down, None while it is up)."""
-        up = down is None
-        while not self._halt.is_set():
-            if not up and not await self._reconnect(down):
-                return
-            down = await self._serve()
-            up = False  # whatever ended the session, the connection is gone
-
-    def _refused(self, exc: BaseException | None) -> bool:
-        """Log a refusal of the credentials or of a permission (one error line per distinct
-        cause): the operator must change something, retrying alone will not do."""
-        problem = None if exc is None else refusal(exc, self.url, self.options.prefix)
-        if problem is None:
-            return False
-        if problem != self._refusal:
-            self._refusal = problem
-            log.error("bus: %s; retrying until it is fixed", problem)
-        return True
-
-    async def _reconnect(self, down: BaseException | None) -> bool:
-        """Retry until connected (True) or stopped (False)."""
-        assert self._loop is not None
-        o = self.options
-        self._up = False
-        delays = backoff_delays(o.retry_initial, 2.0, o.retry_max, 0.1, random.random)
-        delay = next(delays)
-        if self._down_since is None:  # not yet reported (a failed reconnection is not news)
-            self._down_since = self._loop.time()
-            if not self._refused(down):
-                log.warning(
-                    "bus: redis unreachable (%s), retrying in %.1f s", describe(down), delay
-                )
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._halt.wait(), delay)
-            if self._halt.is_set():
-                return False
-            try:
-                await self._handshake()
-            except Exception as exc:
-                await self._clients.close()
-                if not self._refused(exc):
-                    log.debug("bus: redis still unreachable (%s)", describe(exc))
-                delay = next(delays)
-            else:
-                self._refusal = None
-                return True
-
-    async def _serve(self) -> BaseException | None:
-        """Read and write until one of them fails (or :meth:`stop`); return why (None: the
-        connection was closed, by :meth:`stop` or by Redis)."""
-        assert self._loop is not None
-        o = self.options
-        self._session_over = False
-        tasks = [
-            self._loop.create_task(self._read_loop()),
-            self._loop.create_task(self._write_loop()),
-        ]
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        # What ended first says why; what the other one raises once we close its socket
-        # under it does not.
-        exc = next((t.exception() for t in done if not t.cancelled() and t.exception()), None)
-        # End the other one without cancelling it (see stop()).
-        self._up = False
-        self._session_over = True
-        self._wake.set()
-        await self._clients.abort()
-        _, pending = await asyncio.wait(tasks, timeout=o.block + o.timeout)
-        for task in pending:  # a last resort: every command has a timeout
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=o.timeout)
-        for task in tasks:  # retrieved, so that asyncio does not log them
-            if task.done() and not task.cancelled():
-                task.exception()
-        if self._halt.is_set():
-            exc = None  # stop() closed the connections
-        elif exc is not None and not isinstance(exc, expected_errors()):
-            log.error("bus: unexpected error (handled as a lost connection)", exc_info=exc)
-        await self._clients.close()
-        return exc
-
-    def _over(self) -> bool:
-        return self._session_over or self._halt.is_set()
+    def _loops(self) -> list[Coroutine[Any, Any, None]]:
+        """One session's loops, for the uplink: they run until one fails or it is over."""
+        return [self._read_loop(), self._write_loop()]
 
     async def _write_loop(self) -> None:
         assert self._loop is not None
         outbox = self._outbox
-        while not self._over():
+        over = self._uplink.over
+        while not over():
             batch = outbox.batch()
             if batch is None:
                 self._flushed.set()
@@ -439,23 +347,17 @@ class RedisBus:
         count = outbox.sent()
         self._last_publish = self._loop.time()
         self.stats["published"] += count
-        if self._backlog is not None:
-            self._backlog_sent(count)
+        self._uplink.sent(count, len(outbox))
         overflow = outbox.overflow()
         if overflow is not None:
             self._announce_overflow(*overflow)
-
-    def _backlog_sent(self, count: int) -> None:
-        assert self._backlog is not None
-        self._backlog_done += count
-        if self._backlog_done >= self._backlog or not len(self._outbox):
-            self._back()  # everything queued during the outage is out
 
     async def _read_loop(self) -> None:
         assert self._loop is not None and self._inbox is not None
         inbox, stream, read_count = self._inbox, self._keys.log, self.options.read_count
         block_ms = max(1, int(self.options.block * 1000))
-        while not self._over():
+        over = self._uplink.over
+        while not over():
             reply = await self._clients.reader.xread(
                 {stream: self._last_id}, count=read_count, block=block_ms
             )
@@ -494,7 +396,7 @@ class RedisBus:
 
     def _tick(self) -> None:
         assert self._loop is not None
-        if not self._up or self._inbox is None:
+        if not self._uplink.up or self._inbox is None:
             return
         o = self.options
         now = self._loop.time()

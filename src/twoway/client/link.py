@@ -3,8 +3,9 @@
 The link owns what must outlive a single TCP connection: its name, the bounded buffer of
 lines sent while disconnected, the counters, and the reason the last connection ended. It
 connects through :class:`twoway.net.client.connect` (the reconnecting iterator and its
-backoff) and receives through a callback :class:`LinkService`, so received bytes go from
-``data_received`` straight to the output sink, with no task or queue per chunk.
+backoff; :class:`~twoway.client.dial.LinkTarget`) and receives through a callback
+:class:`~twoway.client.dial.LinkService`, so received bytes go from ``data_received``
+straight to the output sink, with no task or queue per chunk.
 
 Sending (:meth:`Link.send`) awaits the connection's drain, so a producer never runs ahead of
 the peer. While disconnected (or connecting), a send is kept in the buffer; beyond
@@ -17,22 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import socket
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
+from twoway.client.dial import LinkService, LinkTarget
 from twoway.client.resume import ResumeWatch
-from twoway.errors import (
-    ConnectError,
-    FatalConnectError,
-    RetryableConnectError,
-    describe_oserror,
-)
-from twoway.net.client import connect, is_ip_address
+from twoway.errors import ConnectError, describe_oserror
 from twoway.net.options import ConnectionOptions
-from twoway.net.service import Service
 from twoway.sansio.hexdump import HexDump
 
 if TYPE_CHECKING:
@@ -40,81 +34,8 @@ if TYPE_CHECKING:
     from twoway.client.output import Sink
     from twoway.client.status import Status
     from twoway.net.conn import Conn
-    from twoway.net.connection import Connection
 
-__all__ = ["Link", "LinkService", "all_done"]
-
-
-class LinkService(Service):
-    """The callbacks of a link's connections, handed down by the link: raw bytes to
-    ``on_data``, lifecycle to the others."""
-
-    framing = "raw"
-    name = "client"
-
-    def __init__(
-        self,
-        *,
-        on_connect: Callable[[Conn], None],
-        on_data: Callable[[bytes], None],
-        on_eof: Callable[[Conn], None],
-        on_close: Callable[[Conn, BaseException | None], None],
-    ) -> None:
-        self._on_connect = on_connect
-        self._on_data = on_data
-        self._on_eof = on_eof
-        self._on_close = on_close
-
-    def on_connect(self, conn: Conn) -> None:
-        self._on_connect(conn)
-
-    def on_data(self, conn: Conn, data: bytes) -> None:
-        self._on_data(data)
-
-    def on_eof(self, conn: Conn) -> None:
-        self._on_eof(conn)
-
-    def on_close(self, conn: Conn, exc: BaseException | None) -> None:
-        self._on_close(conn, exc)
-
-
-class _Target(connect):
-    """``connect`` that reports each attempt's name lookup through ``on_lookup(host)``, and
-    with ``family`` (``-4``/``-6``) resolves a name to that family only, at every attempt."""
-
-    def __init__(self, on_lookup: Callable[[str], None], family: int = 0, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.on_lookup = on_lookup
-        self.family = family
-        self.name = self.host
-
-    async def open(self) -> Connection:
-        if self.unix is None and not is_ip_address(self.name):
-            self.on_lookup(self.name)
-            if self.family:
-                self.host = await self._resolve()
-        return await super().open()
-
-    async def _resolve(self) -> str:
-        # net's connect() takes no family yet: resolve here, and hand it the address.
-        loop = asyncio.get_running_loop()
-        version = 6 if self.family == socket.AF_INET6 else 4
-        try:
-            async with asyncio.timeout(self.connect_timeout):
-                infos = await loop.getaddrinfo(
-                    self.name, self.port, family=self.family, type=socket.SOCK_STREAM
-                )
-        except TimeoutError:
-            raise RetryableConnectError(f"cannot connect to {self.where}: timed out") from None
-        except socket.gaierror as exc:
-            if exc.errno == socket.EAI_AGAIN:
-                raise RetryableConnectError(
-                    f"cannot connect to {self.where}: name lookup failed"
-                ) from exc
-            raise FatalConnectError(
-                f"cannot connect to {self.where}: no IPv{version} address"
-            ) from exc
-        return str(infos[0][4][0])
+__all__ = ["Link", "all_done"]
 
 
 class Link:
@@ -180,7 +101,7 @@ class Link:
             on_eof=self._on_eof,
             on_close=self._on_close,
         )
-        self.target = _Target(
+        self.target = LinkTarget(
             self._on_lookup,
             family=opts.family,
             host=opts.host,

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from twoway.config.load import load_settings, read_config_file
 from twoway.config.parse import KeepaliveSetting, metrics_address, parse_duration, parse_size
+from twoway.config.server import MAX_LINE
 from twoway.config.spec import ENV_PREFIX, OptionSpec
-from twoway.config.table import BY_KEY, LIVE_KEYS, MAX_LINE, OPTIONS, Settings
+from twoway.config.table import BY_KEY, LIVE_KEYS, OPTIONS, Settings
 
 __all__ = [
     "BY_KEY",

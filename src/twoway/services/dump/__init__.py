@@ -14,15 +14,17 @@ too: creating a file on a stalled disk blocks like a write. Above ``buffer_high`
 waiting, reading from that client pauses, so memory stays bounded whatever the client sends.
 
 The package, by job: :mod:`.service` (the :class:`DumpService` callbacks and the
-per-service resources), :mod:`.sink` (one connection's upload: buffer, quota, whole lines,
+per-service resources), :mod:`.shared` (what the service hands every sink: settings, disk
+figures, splice slots), :mod:`.sink` (one connection's upload: buffer, quota, whole lines,
 fsync policy, splice pump), :mod:`.turn` (whose line a shared ``--lines`` file is
-writing), :mod:`.disk` (the blocking file work of the worker threads).
+writing), :mod:`.lines` (where its chunks are cut), :mod:`.disk` (the blocking file work of
+the worker threads).
 Moving a socket into a file without a copy is :mod:`twoway.net.splice`'s job.
 """
 
 from __future__ import annotations
 
 from twoway.services.dump.service import DumpService
-from twoway.services.dump.sink import FSYNC_POLICIES, FsyncPolicy
+from twoway.services.dump.shared import FSYNC_POLICIES, FsyncPolicy
 
 __all__ = ["FSYNC_POLICIES", "DumpService", "FsyncPolicy"]

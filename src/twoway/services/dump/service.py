@@ -15,14 +15,14 @@ from twoway.errors import ConfigError, describe_oserror
 from twoway.net.service import Service
 from twoway.net.splice import splice_supported
 from twoway.services.dump.disk import strerror, timed_fsync
-from twoway.services.dump.sink import (
+from twoway.services.dump.shared import (
     FSYNC_POLICIES,
     DiskFigures,
     FsyncPolicy,
-    Sink,
     SinkSettings,
     SpliceSlots,
 )
+from twoway.services.dump.sink import Sink
 from twoway.services.dump.turn import LineTurn
 
 if TYPE_CHECKING:

@@ -14,72 +14,22 @@ import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from twoway.errors import describe_oserror
 from twoway.net.splice import PumpResult, SpliceThread
-from twoway.sansio.buckets import LATENCY_BOUNDS, Buckets
 from twoway.services.dump.disk import WriteFailed, create_file, strerror, write_chunks
+from twoway.services.dump.lines import whole_lines, without_partial_line
+from twoway.services.dump.shared import DiskFigures, SinkSettings, SpliceSlots
 from twoway.services.dump.turn import LineTurn
 
 if TYPE_CHECKING:
     from twoway.net.conn import Conn
 
-__all__ = ["FSYNC_POLICIES", "DiskFigures", "FsyncPolicy", "Sink", "SinkSettings", "SpliceSlots"]
+__all__ = ["Sink"]
 
 log = logging.getLogger("twoway.dump")
-
-FsyncPolicy = Literal["never", "interval", "close", "always"]
-FSYNC_POLICIES: tuple[FsyncPolicy, ...] = ("never", "interval", "close", "always")
-
-
-@dataclass(frozen=True, slots=True)
-class SinkSettings:
-    """What every sink of one service follows (see :class:`~twoway.services.dump.
-    DumpService` for each)."""
-
-    directory: Path
-    fsync: FsyncPolicy
-    max_bytes: int | None
-    buffer_high: int
-    buffer_low: int
-    lines: bool
-
-
-class DiskFigures:
-    """What the sinks of one service count for the metrics, on the event loop only (a
-    worker thread hands its timing back with the write's result): how long each fsync
-    took, and the disk errors (a file not created, a write or sync that failed)."""
-
-    __slots__ = ("disk_errors", "fsync")
-
-    def __init__(self) -> None:
-        self.fsync = Buckets(LATENCY_BOUNDS)
-        self.disk_errors = 0
-
-
-class SpliceSlots:
-    """How many uploads may be spliced at once (``splice_max``): a sink takes a slot when
-    its first data arrives and gives it back when its pump stops (or never starts)."""
-
-    __slots__ = ("limit", "used")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-
-    def take(self) -> bool:
-        """A slot, if one is free."""
-        if self.used < self.limit:
-            self.used += 1
-            return True
-        return False
-
-    def give_back(self) -> None:
-        """Return a slot taken with :meth:`take`."""
-        self.used -= 1
 
 
 class Sink:
@@ -246,12 +196,9 @@ class Sink:
             self.conn.pause_reading()
 
     def _drop_partial_line(self) -> None:
-        """The quota cut a line: only whole lines are stored, so the part of the cut line
-        that is still buffered is dropped. (A line already partly written, being longer than
-        buffer_high, keeps what is buffered of it and is closed with a newline.)"""
-        joined = b"".join(self.buf)
-        cut = joined.rfind(b"\n") + 1
-        keep = joined[: cut if cut or not self.line_open else len(joined)]
+        """The quota cut a line: keep what :func:`~twoway.services.dump.lines.
+        without_partial_line` keeps of the buffer."""
+        keep = without_partial_line(self.buf, line_open=self.line_open)
         self.buf, self.buf_size = ([keep] if keep else []), len(keep)
 
     def finish(self) -> None:
@@ -296,33 +243,23 @@ class Sink:
             self.turn.release(self)
 
     def _whole_lines(self, final: bool) -> list[bytes]:
-        """Take from the buffer what may go to a shared file with ``--lines``: the whole
-        lines, keeping a line's start until its end arrives. At the end of the connection an
-        unterminated last line is closed with a newline, so the next connection's bytes
-        never glue onto it. Above buffer_high (where reading pauses) a line without its end
-        is written as it is: held back, it would hold the client forever."""
-        joined = b"".join(self.buf)
-        if final:
-            cut = len(joined)
-            if (joined and not joined.endswith(b"\n")) or (not joined and self.line_open):
-                joined += b"\n"
-                cut += 1
-        else:
-            cut = joined.rfind(b"\n") + 1
-            if not cut and self.cut_line and self.line_open:
-                joined += b"\n"  # the turn is up: end the line where it stands
-                cut = len(joined)
-            elif not cut and self.buf_size > self.settings.buffer_high:
-                cut = len(joined)
+        """Take from the buffer what may go to a shared file with ``--lines`` (see
+        :func:`~twoway.services.dump.lines.whole_lines`); the rest stays buffered."""
+        chunk, rest = whole_lines(
+            self.buf,
+            final=final,
+            line_open=self.line_open,
+            cut_line=self.cut_line,
+            over_high=self.buf_size > self.settings.buffer_high,
+        )
         self.cut_line = False
-        rest = joined[cut:]
         self.buf, self.buf_size = ([rest] if rest else []), len(rest)
-        if not cut:
+        if not chunk:
             return []
-        self.line_open = joined[cut - 1] != 0x0A
+        self.line_open = chunk[-1] != 0x0A
         if self.turn is not None and self.line_open:
             self.turn.take(self)
-        return [joined[:cut]]
+        return [chunk]
 
     @property
     def wants_turn(self) -> bool:
