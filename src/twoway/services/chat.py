@@ -47,6 +47,7 @@ from twoway.sansio.chat import (
 )
 from twoway.sansio.chat.sequence import MAX_REPLAY
 from twoway.sansio.flood import DEFAULT_PASTE_LINES, FloodControl, Verdict
+from twoway.services.chataudit import client_error, refuse
 from twoway.services.chatbus import BusIntake
 from twoway.services.chatfanout import ChatStats, RoomFanout
 from twoway.services.chatguests import GuestBlocks
@@ -297,7 +298,7 @@ class ChatService(LineService):
                     if flood.fresh:  # once per message (a paste is dropped whole)
                         if self.fanout.batch:
                             self.fanout.catch_up(client.cid, conn)
-                        conn.send_line("error: slow down (lines dropped)")
+                        refuse(self.core, conn, client.cid, "error: slow down (lines dropped)")
                 else:
                     self.stats.flood_kicks += 1
                     self._kick(conn, "error: flooding, disconnecting", "flooding")
@@ -309,7 +310,7 @@ class ChatService(LineService):
             if self.stats_public or (mod is not None and mod.is_operator(client.cid)):
                 self._send_stats(conn, self.stats_lines())
             else:
-                conn.send_line("error: not permitted")
+                refuse(self.core, conn, client.cid, "error: not permitted")
             return
         mod = self.mod
         if (
@@ -444,6 +445,8 @@ class ChatService(LineService):
                 fanout.catch_up(effect.cid, conn)  # its room lines queued before
             conn.send_line(effect.text)
             self.stats.lines_out += 1
+            if effect.text.startswith("error:"):  # the client's mistake: in the log too
+                client_error(self.core, conn, effect.cid, effect.text)
         elif self.core.is_remote(effect.cid):
             self.bus.publish(effect)  # a /msg to a client of another server
 
