@@ -43,6 +43,7 @@ from websockets.server import ServerProtocol
 
 from twoway.errors import ConnectionClosed, ConnectionClosedLocally, ConnectionLost
 from twoway.net.address import format_address
+from twoway.net.complaints import complain
 from twoway.net.idle import sweeper_for
 from twoway.net.options import ConnectionOptions
 from twoway.net.registry import Registry
@@ -521,7 +522,7 @@ class WsConnection(asyncio.Protocol):
 
     def _fail(self, code: CloseCode, reason: str) -> None:
         """Close for a protocol violation: one log line, a close frame with ``reason``."""
-        log.info("%s: WebSocket closed: %s", self.peer, reason)
+        complain(self.peer, f"WebSocket closed: {reason}")
         if self.close_reason is None:
             self.close_reason = reason
         proto = self._proto
@@ -539,7 +540,7 @@ class WsConnection(asyncio.Protocol):
         else:
             reason = f"protocol error: {exc}"
         if self._started:
-            log.info("%s: WebSocket closed: %s", self.peer, reason)
+            complain(self.peer, f"WebSocket closed: {reason}")
         if self.close_reason is None:
             self.close_reason = reason
         self._start_closing(self.options.close_timeout)
