@@ -135,7 +135,11 @@ class Complaints:
             "suppressed %d similar client errors in the last %.1f s",
             count,
             seconds,
-            extra={"event": "client_errors_suppressed", "suppressed": count, "seconds": seconds},
+            extra={
+                "event": "client_errors_suppressed",
+                "suppressed": count,
+                "seconds": round(seconds, 3),
+            },
         )
 
     def _arm(self, now: float) -> None:
