@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, ClassVar, Literal
 
+from twoway.net.complaints import complain
+
 if TYPE_CHECKING:
     from twoway.net.conn import Conn, Listening
     from twoway.sansio.buckets import Buckets
@@ -125,8 +127,11 @@ class LineService(Service):
         self.on_line(conn, line[:-1].decode("ascii"))
 
     def on_line_too_long(self, conn: Conn, limit: int) -> None:
-        """A line exceeded ``max_line``: tell the peer; the connection stays usable."""
-        conn.send_line(f"error: line too long (max {limit} bytes)")
+        """A line exceeded ``max_line``: tell the peer, and the log (see
+        :func:`~twoway.net.complaints.complain`); the connection stays usable."""
+        text = f"error: line too long (max {limit} bytes)"
+        conn.send_line(text)
+        complain(conn.peer, text)
 
     def on_quit(self, conn: Conn) -> None:
         """The peer sent ``quit``: say goodbye and close."""

@@ -43,6 +43,7 @@ from websockets.server import ServerProtocol
 
 from twoway.errors import ConnectionClosed, ConnectionClosedLocally, ConnectionLost
 from twoway.net.address import format_address
+from twoway.net.complaints import complain
 from twoway.net.groups import Group
 from twoway.net.idle import sweeper_for
 from twoway.net.options import ConnectionOptions
@@ -527,7 +528,7 @@ class WsConnection(asyncio.Protocol):
 
     def _fail(self, code: CloseCode, reason: str) -> None:
         """Close for a protocol violation: one log line, a close frame with ``reason``."""
-        log.info("%s: WebSocket closed: %s", self.peer, reason)
+        complain(self.peer, f"WebSocket closed: {reason}")
         if self.close_reason is None:
             self.close_reason = reason
         proto = self._proto
@@ -545,7 +546,7 @@ class WsConnection(asyncio.Protocol):
         else:
             reason = f"protocol error: {exc}"
         if self._started:
-            log.info("%s: WebSocket closed: %s", self.peer, reason)
+            complain(self.peer, f"WebSocket closed: {reason}")
         if self.close_reason is None:
             self.close_reason = reason
         self._start_closing(self.options.close_timeout)

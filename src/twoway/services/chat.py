@@ -51,6 +51,7 @@ from twoway.sansio.chat import (
 )
 from twoway.sansio.chat.sequence import MAX_REPLAY
 from twoway.sansio.flood import DEFAULT_PASTE_LINES, FloodControl, Verdict
+from twoway.services.chataudit import client_error, refuse
 from twoway.services.chatbus import BusIntake
 from twoway.services.chatfigures import ChatStats, chat_figures
 from twoway.services.chatguests import GuestBlocks
@@ -291,7 +292,7 @@ class ChatService(LineService):
                 if verdict is Verdict.DROP:
                     self.stats.flood_drops += 1
                     if flood.fresh:  # once per message (a paste is dropped whole)
-                        conn.send_line("error: slow down (lines dropped)")
+                        refuse(self.core, conn, client.cid, "error: slow down (lines dropped)")
                 else:
                     self.stats.flood_kicks += 1
                     self._kick(conn, "error: flooding, disconnecting", "flooding")
@@ -301,7 +302,7 @@ class ChatService(LineService):
             if self.stats_public or (mod is not None and mod.is_operator(client.cid)):
                 self._send_stats(conn, self.stats_lines())
             else:
-                conn.send_line("error: not permitted")
+                refuse(self.core, conn, client.cid, "error: not permitted")
             return
         mod = self.mod
         if (
@@ -430,6 +431,8 @@ class ChatService(LineService):
         if conn is not None:
             conn.send_line(effect.text)  # after its room lines queued before (net.groups)
             self.stats.lines_out += 1
+            if effect.text.startswith("error:"):  # the client's mistake: in the log too
+                client_error(self.core, conn, effect.cid, effect.text)
         elif self.core.is_remote(effect.cid):
             self.bus.publish(effect)  # a /msg to a client of another server
 

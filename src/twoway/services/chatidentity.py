@@ -26,7 +26,7 @@ from twoway.sansio.moderation import (
     nick_key,
     verify_password,
 )
-from twoway.services.chataudit import audit, peer_host
+from twoway.services.chataudit import audit, peer_host, refuse
 
 if TYPE_CHECKING:
     from twoway.net.conn import Conn
@@ -153,6 +153,10 @@ class Identity:
     async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
+    def _refuse(self, conn: Conn, cid: int | None, text: str) -> None:
+        # The error line to the client, and to the log (rate-limited): see chataudit.refuse.
+        refuse(self.chat.core, conn, cid, text)
+
     # ------------------------------------------------------------------ /pass
 
     def pass_line(self, conn: Conn, cid: int, line: str) -> None:
@@ -163,7 +167,7 @@ class Identity:
             if line.strip().lower() == "quit":
                 self.chat.kick(cid, "Bye Bye!", "quit")
                 return
-            conn.send_line("error: this server needs a password first: /pass PASSWORD")
+            self._refuse(conn, cid, "error: this server needs a password first: /pass PASSWORD")
             return
         self._spawn(self._check_pass(conn, cid, m.group(2).strip()))
 
@@ -172,7 +176,7 @@ class Identity:
         loop = asyncio.get_running_loop()
         wait = self.attempts.wait("ip " + ip, loop.time())
         if wait > 0:
-            conn.send_line(f"error: too many attempts, try again in {wait:.0f} s")
+            self._refuse(conn, cid, f"error: too many attempts, try again in {wait:.0f} s")
             return
         secret = self.password or ""
         if is_password_hash(secret):
@@ -217,7 +221,7 @@ class Identity:
         nick = parts[0]
         refusal = self._lookalike(cid, nick)
         if refusal is not None:
-            conn.send_line("error: " + refusal)
+            self._refuse(conn, cid, "error: " + refusal)
             return True
         if len(parts) > 1:
             self._spawn(self._identify(conn, cid, nick, " ".join(parts[1:])))
@@ -273,7 +277,7 @@ class Identity:
     async def _identify(self, conn: Conn, cid: int, name: str, password: str) -> None:
         account = self._accounts.get(name.lower())
         if account is None or not account.get("hash"):
-            conn.send_line(f"error: nick {quote(name)} is not registered with a password")
+            self._refuse(conn, cid, f"error: nick {quote(name)} is not registered with a password")
             return
         if not await self._verify(conn, account["name"], password, account["hash"]):
             return
@@ -286,7 +290,7 @@ class Identity:
         keys = ("ip " + peer_host(conn.peer), "name " + name.lower())
         wait = max(self.attempts.wait(k, loop.time()) for k in keys)
         if wait > 0:
-            conn.send_line(f"error: too many attempts, try again in {wait:.0f} s")
+            self._refuse(conn, None, f"error: too many attempts, try again in {wait:.0f} s")
             return False
         ok = bool(await self._in_thread(verify_password, password, phc))
         if not ok:
@@ -302,7 +306,7 @@ class Identity:
     def cmd_identify(self, conn: Conn, cid: int, arg: str) -> bool:
         """``/identify PASSWORD``: as the account of the current nick."""
         if not arg:
-            conn.send_line("error: usage: /identify PASSWORD")
+            self._refuse(conn, cid, "error: usage: /identify PASSWORD")
             return True
         self._spawn(self._identify(conn, cid, self.nick_of(cid), arg))
         return True
@@ -314,19 +318,23 @@ class Identity:
         password = " ".join(w for w in words if w != "--cert")
         nick = self.nick_of(cid)
         if not words:
-            conn.send_line("error: usage: /register PASSWORD [--cert]")
+            self._refuse(conn, cid, "error: usage: /register PASSWORD [--cert]")
         elif guest_number(nick.lower()) is not None:
-            conn.send_line("error: take a nick first (/nick NAME): guest nicks are not kept")
+            self._refuse(
+                conn, cid, "error: take a nick first (/nick NAME): guest nicks are not kept"
+            )
         elif nick.lower() in self._accounts:
-            conn.send_line(f"error: nick {quote(nick)} is already registered")
+            self._refuse(conn, cid, f"error: nick {quote(nick)} is already registered")
         elif password and len(password) < _MIN_PASSWORD:
-            conn.send_line(f"error: password too short (at least {_MIN_PASSWORD} characters)")
+            self._refuse(
+                conn, cid, f"error: password too short (at least {_MIN_PASSWORD} characters)"
+            )
         else:
             cert_print = None
             if cert:
                 pc = getattr(conn, "peer_certificate", None)
                 if pc is None:
-                    conn.send_line("error: --cert needs a TLS client certificate")
+                    self._refuse(conn, cid, "error: --cert needs a TLS client certificate")
                     return True
                 cert_print = pc.fingerprint
             self._spawn(self._register(conn, cid, nick, password, cert_print))
@@ -353,11 +361,13 @@ class Identity:
         parts = arg.split()
         name = self._identified.get(cid)
         if len(parts) != 2:
-            conn.send_line("error: usage: /password OLD NEW")
+            self._refuse(conn, cid, "error: usage: /password OLD NEW")
         elif name is None:
-            conn.send_line("error: identify first (/identify PASSWORD)")
+            self._refuse(conn, cid, "error: identify first (/identify PASSWORD)")
         elif len(parts[1]) < _MIN_PASSWORD:
-            conn.send_line(f"error: password too short (at least {_MIN_PASSWORD} characters)")
+            self._refuse(
+                conn, cid, f"error: password too short (at least {_MIN_PASSWORD} characters)"
+            )
         else:
             self._spawn(self._change_password(conn, name, parts[0], parts[1]))
         return True
@@ -378,7 +388,7 @@ class Identity:
         """``/unregister``: delete the account identified as."""
         name = self._identified.pop(cid, None)
         if name is None:
-            conn.send_line("error: identify first (/identify PASSWORD)")
+            self._refuse(conn, cid, "error: identify first (/identify PASSWORD)")
             return True
         self.set_account(name.lower(), None)
         self.put("account", name.lower(), None)
@@ -392,7 +402,7 @@ class Identity:
         """``/oper NAME [PASSWORD]``: by password, or by the client's certificate."""
         parts = arg.split(None, 1)
         if not parts:
-            conn.send_line("error: usage: /oper NAME [PASSWORD]")
+            self._refuse(conn, cid, "error: usage: /oper NAME [PASSWORD]")
             return True
         name = parts[0]
         secret = self.operators.get(name)
@@ -402,7 +412,7 @@ class Identity:
             if pc is not None and pc.fingerprint == wanted:
                 self._oper_up(conn, cid, name)
             else:
-                conn.send_line("error: not permitted")
+                self._refuse(conn, cid, "error: not permitted")
             return True
         if secret is None or len(parts) < 2:
             # Same answer whether or not the name exists: no hint for a guesser.
@@ -415,7 +425,7 @@ class Identity:
         if not phc:
             loop = asyncio.get_running_loop()
             self.attempts.failed("ip " + peer_host(conn.peer), loop.time())
-            conn.send_line("error: wrong password")
+            self._refuse(conn, cid, "error: wrong password")
             return
         if await self._verify(conn, "oper " + name, password, phc):
             self._oper_up(conn, cid, name)

@@ -33,7 +33,7 @@ from twoway.sansio.bus import Moderated, RecordSet
 from twoway.sansio.chat import NOTICE
 from twoway.sansio.chat.rules import COMMAND, room_key
 from twoway.sansio.moderation import JoinThrottle, is_password_hash
-from twoway.services.chataudit import audit, peer_host
+from twoway.services.chataudit import audit, peer_host, refuse
 from twoway.services.chatidentity import DEFAULT_IDENTIFY_GRACE, Identity, fingerprint
 from twoway.services.chatsanctions import ChatSanctions
 from twoway.store.records import MemoryRecords, Records
@@ -195,6 +195,10 @@ class ChatMod:
         """The account ``cid`` identified as, or None."""
         return self.identity.account_of(cid)
 
+    def _refuse(self, conn: Conn, cid: int | None, text: str) -> None:
+        # The error line to the client, and to the log (rate-limited): see chataudit.refuse.
+        refuse(self.chat.core, conn, cid, text)
+
     # ------------------------------------------------------------------ lines
 
     def line(self, conn: Conn, cid: int, line: str, now: float) -> bool:
@@ -205,14 +209,14 @@ class ChatMod:
         muted = self.sanctions.is_muted(cid)
         if line[:1] != "/" or line[:2] == "//":
             if muted:
-                conn.send_line("error: you are muted")
+                self._refuse(conn, cid, "error: you are muted")
                 return True
             return False
         m = COMMAND.fullmatch(line)
         assert m is not None
         word, arg = m.group(1).lower(), m.group(2).strip()
         if muted and word in ("me", "msg", "topic"):
-            conn.send_line("error: you are muted")
+            self._refuse(conn, cid, "error: you are muted")
             return True
         handler = self._commands.get(word)
         if handler is None:
@@ -251,7 +255,7 @@ class ChatMod:
         allowed = self.identity.is_operator(cid) or self.owns(cid, room)
         if word in ("lock", "unlock"):
             if not allowed:
-                conn.send_line("error: not permitted")
+                self._refuse(conn, cid, "error: not permitted")
                 return True
             value = dict(self._rooms.get(room) or {"owner": None}, locked=word == "lock")
             self._rooms[room] = value
@@ -261,7 +265,7 @@ class ChatMod:
             return True
         info = self._rooms.get(room)
         if info is not None and info.get("locked") and not allowed:
-            conn.send_line(f"error: the topic of {room} is locked")
+            self._refuse(conn, cid, f"error: the topic of {room} is locked")
             return True
         return False
 

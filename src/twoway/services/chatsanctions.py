@@ -25,7 +25,7 @@ from twoway.sansio.moderation import (
     parse_duration,
     parse_mask,
 )
-from twoway.services.chataudit import audit, peer_host
+from twoway.services.chataudit import audit, peer_host, refuse
 from twoway.store.records import Records
 
 if TYPE_CHECKING:
@@ -127,19 +127,23 @@ class ChatSanctions:
             return False
         return True
 
+    def _refuse(self, conn: Conn, cid: int | None, text: str) -> None:
+        # The error line to the client, and to the log (rate-limited): see chataudit.refuse.
+        refuse(self.chat.core, conn, cid, text)
+
     # ------------------------------------------------------------------ kick
 
     def cmd_kick(self, conn: Conn, cid: int, arg: str) -> bool:
         """``/kick NICK [reason]``: an operator anywhere, a room owner from their room."""
         parts = arg.split(None, 1)
         if not parts:
-            conn.send_line("error: usage: /kick NICK [reason]")
+            self._refuse(conn, cid, "error: usage: /kick NICK [reason]")
             return True
         nick, reason = parts[0], (parts[1] if len(parts) > 1 else "")
         core = self.chat.core
         target = core.cid_of(nick)
         if target is None:
-            conn.send_line(f"error: no such nick {quote(nick)}")
+            self._refuse(conn, cid, f"error: no such nick {quote(nick)}")
             return True
         who = self.who(cid)
         name = core.nick(target) or nick
@@ -159,7 +163,7 @@ class ChatSanctions:
             target_conn.send_line(f"{NOTICE}you were kicked from {room} by {who}{why}")
             self.chat.core_line(target_conn, "/part", asyncio.get_running_loop().time())
             return True
-        conn.send_line("error: not permitted")
+        self._refuse(conn, cid, "error: not permitted")
         return True
 
     def _kick_cid(self, cid: int, what: str, who: str, reason: str) -> None:
@@ -222,11 +226,13 @@ class ChatSanctions:
     ) -> tuple[Sanction, str] | None:
         parts = arg.split(None, 1)
         if not parts:
-            conn.send_line(f"error: usage: {usage}")
+            self._refuse(conn, cid, f"error: usage: {usage}")
             return None
         mask = parse_mask(parts[0])
         if mask is None:
-            conn.send_line(f"error: invalid mask {quote(parts[0])} (a nick, an IP or a CIDR)")
+            self._refuse(
+                conn, cid, f"error: invalid mask {quote(parts[0])} (a nick, an IP or a CIDR)"
+            )
             return None
         rest = parts[1] if len(parts) > 1 else ""
         words = rest.split(None, 1)
@@ -239,7 +245,7 @@ class ChatSanctions:
     def cmd_ban(self, conn: Conn, cid: int, arg: str) -> bool:
         """``/ban MASK [DURATION] [reason]`` (operators)."""
         if not self.is_operator(cid):
-            conn.send_line("error: not permitted")
+            self._refuse(conn, cid, "error: not permitted")
             return True
         parsed = self._parse_sanction(conn, cid, arg, "/ban MASK [DURATION] [reason]")
         if parsed is None:
@@ -260,11 +266,11 @@ class ChatSanctions:
     def cmd_unban(self, conn: Conn, cid: int, arg: str) -> bool:
         """``/unban MASK`` (operators)."""
         if not self.is_operator(cid):
-            conn.send_line("error: not permitted")
+            self._refuse(conn, cid, "error: not permitted")
             return True
         mask = parse_mask(arg)
         if mask is None or self.bans.remove(mask.text) is None:
-            conn.send_line(f"error: no ban on {quote(arg)}")
+            self._refuse(conn, cid, f"error: no ban on {quote(arg)}")
             return True
         self.records.delete("ban", mask.text)
         who = self.who(cid)
@@ -276,7 +282,7 @@ class ChatSanctions:
     def cmd_banned(self, conn: Conn, cid: int, arg: str) -> bool:
         """``/banned``: the bans in force (operators)."""
         if not self.is_operator(cid):
-            conn.send_line("error: not permitted")
+            self._refuse(conn, cid, "error: not permitted")
             return True
         now = time.time()
         expired: list[str] = []
@@ -306,7 +312,7 @@ class ChatSanctions:
             room = core.room_of(cid)
             ok = tcid is not None and self.owns(cid, room) and core.room_of(tcid) == room
             if not ok or tcid is None:
-                conn.send_line("error: not permitted")
+                self._refuse(conn, cid, "error: not permitted")
                 return True
             self._muted[tcid] = mute.until
             self.watched.add(tcid)
@@ -373,13 +379,13 @@ class ChatSanctions:
         core = self.chat.core
         mask = parse_mask(arg) if arg else None
         if mask is None:
-            conn.send_line("error: usage: /unmute NICK")
+            self._refuse(conn, cid, "error: usage: /unmute NICK")
             return True
         if not self.is_operator(cid):
             tcid = core.cid_of(arg)
             room = core.room_of(cid)
             if tcid is None or not self.owns(cid, room) or core.room_of(tcid) != room:
-                conn.send_line("error: not permitted")
+                self._refuse(conn, cid, "error: not permitted")
                 return True
             self._lift_mute_cid(tcid)
             conn.send_line(f"{NOTICE}unmuted {arg}")
