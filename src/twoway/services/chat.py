@@ -50,10 +50,11 @@ from twoway.sansio.chat import (
     ToRoom,
 )
 from twoway.sansio.chat.sequence import MAX_REPLAY
-from twoway.sansio.flood import DEFAULT_PASTE_LINES, FloodControl, Verdict
+from twoway.sansio.flood import DEFAULT_PASTE_LINES, Verdict
 from twoway.services.chataudit import client_error, refuse
 from twoway.services.chatbus import BusIntake
-from twoway.services.chatfigures import ChatStats, chat_figures
+from twoway.services.chatclient import ChatClient, flood_control
+from twoway.services.chatfigures import ChatStats, StatsAnswers, chat_figures
 from twoway.services.chatguests import GuestBlocks
 from twoway.services.chatresume import ResumeDesk
 from twoway.store import MemoryRecords, Records
@@ -93,18 +94,6 @@ class Moderator(Protocol):
 
     def is_operator(self, cid: int) -> bool:
         """Whether ``cid`` is an operator."""
-
-
-class _Client:
-    __slots__ = ("cid", "flood", "paused", "read_mark")
-
-    def __init__(self, cid: int, flood: FloodControl | None) -> None:
-        self.cid = cid
-        self.flood = flood
-        # bytes_read when the last line was seen: lines that see the same value arrived in
-        # one read (a paste, for flood control).
-        self.read_mark = -1
-        self.paused = False  # reading paused by flood control (fakelag)
 
 
 # Client ids: the low 32 bits count this server's connections, the bits above are its node.
@@ -166,7 +155,7 @@ class ChatService(LineService):
         #: and, with ``stats_public`` (``--stats-public``), for everyone; when None,
         #: ``/stats`` is an unknown command like any other.
         self.stats_lines: Callable[[], list[str] | Awaitable[list[str]]] | None = None
-        self._stats_asked: set[asyncio.Task[None]] = set()
+        self._stats_answers = StatsAnswers()
         self.stats_public = False
         self.server: Listening | None = None
         self._conns: dict[int, Conn] = {}
@@ -254,16 +243,8 @@ class ChatService(LineService):
             return  # welcomed once a block of guest numbers is reserved
         self._next_cid += 1
         cid = self._node_bits | (self._next_cid & _LOCAL_IDS)
-        flood = None
-        if self.flood_rate > 0:
-            # Slowing (fakelag) for up to a burst's worth of messages before dropping any.
-            flood = FloodControl(
-                self.flood_rate,
-                self.flood_burst,
-                paste_lines=self.paste_lines,
-                lag=self.flood_burst,
-            )
-        conn.state = _Client(cid, flood)
+        flood = flood_control(self.flood_rate, self.flood_burst, self.paste_lines)
+        conn.state = ChatClient(cid, flood)
         self._conns[cid] = conn
         mod = self.mod
         if mod is not None and not mod.admit(conn, cid):
@@ -278,7 +259,7 @@ class ChatService(LineService):
             self.mod.joined(conn, cid)
 
     def on_line(self, conn: Conn, line: str) -> None:
-        client: _Client = conn.state
+        client: ChatClient = conn.state
         flood = client.flood
         now = self._now()
         if flood is not None:
@@ -287,7 +268,8 @@ class ChatService(LineService):
             client.read_mark = mark
             verdict = flood.check(now, same_read)
             if verdict is Verdict.SLOW:
-                self._slow_down(conn, client, flood.delay)
+                self.stats.flood_slowed += 1
+                client.slow_down(conn, flood.delay)
             elif verdict is not Verdict.OK:
                 if verdict is Verdict.DROP:
                     self.stats.flood_drops += 1
@@ -300,7 +282,7 @@ class ChatService(LineService):
         if self.stats_lines is not None and line.strip().lower() == "/stats":
             mod = self.mod
             if self.stats_public or (mod is not None and mod.is_operator(client.cid)):
-                self._send_stats(conn, self.stats_lines())
+                self._stats_answers.send(conn, self.stats_lines())
             else:
                 refuse(self.core, conn, client.cid, "error: not permitted")
             return
@@ -315,24 +297,8 @@ class ChatService(LineService):
 
     def core_line(self, conn: Conn, line: str, now: float) -> None:
         """Hand ``line`` of ``conn``'s client to the chat core and carry out the effects."""
-        client: _Client = conn.state
+        client: ChatClient = conn.state
         self.apply(self._feed(client.cid, line, now))
-
-    def _slow_down(self, conn: Conn, client: _Client, delay: float) -> None:
-        """Fakelag: stop reading from ``conn`` for ``delay`` seconds (its kernel buffer, then
-        its sender, wait meanwhile); the line itself is delivered."""
-        self.stats.flood_slowed += 1
-        if client.paused:
-            return
-        client.paused = True
-        conn.pause_reading()
-        loop = self._loop or asyncio.get_running_loop()
-        loop.call_later(delay, self._resume, conn, client)
-
-    def _resume(self, conn: Conn, client: _Client) -> None:
-        client.paused = False
-        if not conn.is_closing:
-            conn.resume_reading()
 
     def is_operator(self, cid: int) -> bool:
         """Whether the client ``cid`` is an operator (``/oper``): for ``/stats`` and such."""
@@ -371,7 +337,7 @@ class ChatService(LineService):
         self._kick(conn, "error: too slow, disconnecting", "too slow", timeout=1.0, later=True)
 
     def on_close(self, conn: Conn, exc: BaseException | None) -> None:
-        client: _Client | None = conn.state
+        client: ChatClient | None = conn.state
         if client is None or self._conns.pop(client.cid, None) is None:
             return
         if conn.close_reason is not None:
@@ -403,7 +369,7 @@ class ChatService(LineService):
         """
         conn.send_line(notice)  # after the room lines queued for it (see net.groups)
         conn.close(timeout=timeout, reason=reason)
-        client: _Client | None = conn.state
+        client: ChatClient | None = conn.state
         if client is None or self._conns.pop(client.cid, None) is None:
             return
         if later:
@@ -492,23 +458,6 @@ class ChatService(LineService):
     def _moderated(self, item: Moderated | RecordSet) -> None:
         if self.mod is not None:
             self.mod.bus_item(item)
-
-    def _send_stats(self, conn: Conn, answer: list[str] | Awaitable[list[str]]) -> None:
-        """Send ``/stats``'s lines, now or once they are known."""
-        if isinstance(answer, list):
-            for text in answer:
-                conn.send_line(text)
-            return
-
-        async def later(pending: Awaitable[list[str]]) -> None:
-            lines = await pending
-            if not conn.is_closing:  # the asker may have left meanwhile
-                for text in lines:
-                    conn.send_line(text)
-
-        task = asyncio.get_running_loop().create_task(later(answer))
-        self._stats_asked.add(task)
-        task.add_done_callback(self._stats_asked.discard)
 
     def histograms(self) -> dict[str, Buckets]:
         """The bus's lag between servers, with a bus to other servers (see

@@ -1,17 +1,24 @@
-"""The chat's figures: its I/O-side counters and what it reports to the metrics.
+"""The chat's figures: its I/O-side counters, what it reports to the metrics, ``/stats``.
 
 :class:`ChatStats` counts what the chat's I/O side does (the core keeps its own counters in
 ``core.counters``); :func:`chat_figures` turns both, and the bus's state, into the flat
-figures :meth:`Service.figures <twoway.net.service.Service.figures>` returns.
+figures :meth:`Service.figures <twoway.net.service.Service.figures>` returns;
+:class:`StatsAnswers` sends the ``/stats`` lines.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from twoway.sansio.chat import ChatCore
 
-__all__ = ["ChatStats", "chat_figures"]
+if TYPE_CHECKING:
+    from twoway.net.conn import Conn
+
+__all__ = ["ChatStats", "StatsAnswers", "chat_figures"]
 
 
 @dataclass(slots=True)
@@ -55,3 +62,30 @@ def chat_figures(core: ChatCore, stats: ChatStats, bus: object) -> dict[str, flo
         out["bus_gap_notices_total"] = bus_stats.get("gap_notices", 0)
         out["bus_buffered"] = getattr(bus, "buffered", 0)
     return out
+
+
+class StatsAnswers:
+    """``/stats`` answers: sent now, or once the figures are known (with ``--workers`` they
+    come from every worker); the tasks waiting are kept until they are done."""
+
+    __slots__ = ("_waiting",)
+
+    def __init__(self) -> None:
+        self._waiting: set[asyncio.Task[None]] = set()
+
+    def send(self, conn: Conn, answer: list[str] | Awaitable[list[str]]) -> None:
+        """Send ``answer``'s lines to ``conn``, now or once they are known."""
+        if isinstance(answer, list):
+            for text in answer:
+                conn.send_line(text)
+            return
+
+        async def later(pending: Awaitable[list[str]]) -> None:
+            lines = await pending
+            if not conn.is_closing:  # the asker may have left meanwhile
+                for text in lines:
+                    conn.send_line(text)
+
+        task = asyncio.get_running_loop().create_task(later(answer))
+        self._waiting.add(task)
+        task.add_done_callback(self._waiting.discard)
