@@ -24,7 +24,6 @@ For the framed classes (the net package's own contract, not a service's): ``phas
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import socket
 import struct
@@ -35,9 +34,10 @@ from typing import Any, cast
 from twoway.errors import ConnectionClosed, ConnectionClosedLocally, ConnectionLost
 from twoway.net.address import format_address
 from twoway.net.coalesce import READY, coalescer
-from twoway.net.flow import FlowControl, Pause
+from twoway.net.flow import Pause
 from twoway.net.groups import Group
 from twoway.net.idle import set_keepalive, sweeper_for
+from twoway.net.inbox import AsyncInbox
 from twoway.net.options import ConnectionOptions
 from twoway.net.registry import Registry
 from twoway.net.service import Service
@@ -54,7 +54,7 @@ _CLOSING = Phase.CLOSING.value
 _CLOSED = Phase.CLOSED.value
 
 
-class Connection(FlowControl, asyncio.Protocol):
+class Connection(AsyncInbox, asyncio.Protocol):
     """A connection, server or client side. Use :class:`~twoway.net.framed.RawConnection`
     and friends.
 
@@ -69,9 +69,6 @@ class Connection(FlowControl, asyncio.Protocol):
         "_here",
         "_idle_seen",
         "_idle_since",
-        "_inbox",
-        "_inbox_bytes",
-        "_inbox_waiter",
         "_local",
         "_lost",
         "_newline",
@@ -123,9 +120,6 @@ class Connection(FlowControl, asyncio.Protocol):
         #: the group (see :mod:`twoway.net.groups`). A write takes the group's lines first.
         self.group: Group | None = None
         self.group_key = 0
-        self._inbox: collections.deque[Any] | None = None
-        self._inbox_bytes = 0
-        self._inbox_waiter: asyncio.Future[None] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._lost: asyncio.Future[None] | None = None
         self._idle_seen = 0
@@ -252,7 +246,7 @@ class Connection(FlowControl, asyncio.Protocol):
             self._close_timer.cancel()
             self._close_timer = None
         self.stop_flow()
-        self._wake_inbox()
+        self.wake_inbox()
         if self.options.idle_timeout is not None or self.options.line_timeout is not None:
             sweeper_for(asyncio.get_running_loop()).unwatch(self)
         if started:
@@ -284,10 +278,11 @@ class Connection(FlowControl, asyncio.Protocol):
         """
         if self.phase >= _ENDED:
             return READY
-        group = self.group
-        if group is not None and group.batch is not None:
-            # Lines its group queued for it before this write come first (see groups).
-            data = group.take(self.group_key, self._newline) + data
+        if self.group is not None:  # three bytecodes for connections in no group (echo)
+            group = self.group
+            if group.batch is not None:
+                # Lines its group queued for it before this write come first (see groups).
+                data = group.take(self.group_key, self._newline) + data
         self.bytes_written += len(data)
         queued = self.queued
         if queued is not None:  # keep the order: queued replies go out first
@@ -435,59 +430,6 @@ class Connection(FlowControl, asyncio.Protocol):
             self._lost = asyncio.get_running_loop().create_future()
         await asyncio.shield(self._lost)
 
-    # ------------------------------------------------------------------ async reading
-
-    async def _receive(self) -> Any:
-        """The next inbox item (``str`` line or ``bytes`` chunk), ``None`` at the end."""
-        while True:
-            inbox = self._inbox
-            if inbox:
-                item = inbox.popleft()
-                self._inbox_bytes -= len(item)
-                if self._inbox_bytes <= self.options.inbox_limit // 2:
-                    self.release_reading(Pause.INBOX)
-                return item
-            if self._eof or self.phase >= _CLOSING:
-                return None
-            waiter = self._inbox_waiter = asyncio.get_running_loop().create_future()
-            await waiter
-
-    async def readline(self) -> str | None:
-        """The next line (without terminator), or ``None`` once the peer has finished."""
-        item = await self._receive()
-        if item is None or isinstance(item, str):
-            return item
-        return bytes(item).decode("utf-8", "replace")
-
-    async def read(self) -> bytes:
-        """The next received chunk (raw framing), or ``b""`` once the peer has finished."""
-        item = await self._receive()
-        if item is None:
-            return b""
-        return item.encode() if isinstance(item, str) else bytes(item)
-
-    def __aiter__(self) -> Connection:
-        return self
-
-    async def __anext__(self) -> str:
-        line = await self.readline()
-        if line is None:
-            raise StopAsyncIteration
-        return line
-
-    def feed_inbox(self, item: str | bytes) -> None:
-        """Queue a received line (``str``) or chunk (``bytes``) for :meth:`readline`,
-        :meth:`read` and ``async for``; reading pauses while more than ``inbox_limit`` bytes
-        wait. What :class:`~twoway.net.asyncapi.AsyncService` does with every line."""
-        inbox = self._inbox
-        if inbox is None:
-            inbox = self._inbox = collections.deque()
-        inbox.append(item)
-        self._inbox_bytes += len(item)
-        if self._inbox_bytes > self.options.inbox_limit:
-            self.hold_reading(Pause.INBOX)
-        self._wake_inbox()
-
     # ------------------------------------------------------------------ for the framed classes
 
     def notify_shutdown(self, reason: str) -> None:
@@ -536,15 +478,8 @@ class Connection(FlowControl, asyncio.Protocol):
         return ConnectionLost(f"connection to {self.peer} was lost")
 
     def _at_eof(self, _conn: Connection) -> None:
-        self._wake_inbox()
+        self.wake_inbox()
         self.service.on_eof(self)
-
-    def _wake_inbox(self) -> None:
-        waiter = self._inbox_waiter
-        if waiter is not None:
-            self._inbox_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
 
     def _sweep(self, now: float) -> None:
         """The sweeper's callback (see net.idle): the idle timeout and the line deadline."""
