@@ -25,7 +25,7 @@ __all__ = [
 #: sent, and those the Lua scripts run. Said in the error for a user that lacks one.
 NEEDED_ACL = (
     "+ping +get +set +incrby +expire +xadd +xread +xrange +xrevrange +eval +evalsha +script|load"
-    " +hgetall +hset +hdel"
+    " +hgetall +hset +hdel +getdel +del +scan +mget"
 )
 
 

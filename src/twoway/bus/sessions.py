@@ -18,6 +18,10 @@ Writes go out on one thread, in order (the event loop never waits). One that fai
 unreachable: the bus says so too) is a warning, once per cause; that client then cannot
 resume (``unknown token``) and goes on as a new guest. Takes and reads of the
 log run on the same thread, awaited by the server, off the event loop.
+
+A server that starts (or missed some of the log) learns the nicks held for departed clients
+from here (:meth:`RedisSessions.held`: the tickets Redis has, ``SCAN`` then ``MGET``): the
+nicks held elsewhere before it could hear of them on the bus.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from twoway.bus.clients import describe, refusal
 from twoway.bus.scripts import Keys
 from twoway.errors import ServiceError
 from twoway.sansio.bus.inbox import RawEntry
-from twoway.sansio.chat.resume import Ticket, ticket_record
+from twoway.sansio.chat.resume import Ticket, ticket_from_record, ticket_record
 
 __all__ = ["RedisSessions", "Where"]
 
@@ -44,6 +48,20 @@ log = logging.getLogger("twoway.bus")
 #: Where a server is in the shared log for a room: ``(node, last entry id read, the room's
 #: number of the last line read or None)``.
 Where = tuple[int, str, int | None]
+
+
+#: Keys asked for per SCAN (and read per MGET) when reading every ticket: a hint to Redis,
+#: whose SCAN looks at every key of the database (those of other applications too).
+_SCAN_COUNT = 1000
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally in a SCAN pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _text(name: bytes | str) -> str:
+    return name.decode("utf-8", "replace") if isinstance(name, bytes) else name
 
 
 def _id(entry_id: bytes | str) -> tuple[int, int]:
@@ -144,6 +162,48 @@ class RedisSessions:
         except Exception as exc:
             self._failed("cannot read a resume session from redis", exc)
             return None
+
+    async def held(self) -> list[Ticket] | None:
+        """Every ticket Redis has whose nick is held (made by any server, this one's earlier
+        runs included), each ``left_at`` minus its age (see
+        :func:`~twoway.sansio.chat.resume.ticket_from_record`); None if Redis cannot be
+        read (one log line). Records that are not tickets are skipped."""
+        loop = asyncio.get_running_loop()
+        found = await loop.run_in_executor(self._thread, self._read_all)
+        if found is None:
+            return None
+        wall = self.wall()
+        tickets = []
+        for key, raw in found:
+            try:
+                record = json.loads(raw)
+            except (UnicodeDecodeError, ValueError):
+                continue
+            ticket = ticket_from_record(key, record, wall)
+            if ticket is not None and ticket.held and -ticket.left_at <= self.window:
+                tickets.append(ticket)
+        return tickets
+
+    def _read_all(self) -> list[tuple[str, bytes]] | None:
+        start = len(self._key(""))
+        pattern = _glob_escape(self._key("")) + "*"
+        found: list[tuple[str, bytes]] = []
+        try:
+            cursor: Any = 0
+            while True:
+                cursor, keys = self._client.scan(cursor, match=pattern, count=_SCAN_COUNT)
+                if keys:
+                    values: Any = self._client.mget(keys)
+                    for name, raw in zip(keys, values, strict=True):
+                        if isinstance(raw, bytes):  # (None: taken or expired meanwhile)
+                            found.append((_text(name)[start:], raw))
+                if not cursor:
+                    break
+        except Exception as exc:
+            self._failed("cannot read the resume sessions in redis", exc)
+            return None
+        self._failing = None
+        return found
 
     async def entries_after(self, at: str, count: int) -> tuple[list[RawEntry], bool] | None:
         """At most ``count`` entries of the log after entry ``at``, and whether the log was

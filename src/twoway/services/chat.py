@@ -205,6 +205,9 @@ class ChatService(LineService):
         self._expiry = self._loop.call_later(_EXPIRE_EVERY, self._expire)
         if self.bus.cluster:
             await self.guests.reserve()  # the first clients need not wait for a block
+        if self.sessions is not None:  # nicks held for resumes, whoever heard of them
+            self.intake.on_missed = self.desk.reload_holds
+            await self.desk.hold_nicks(lambda: bool(getattr(self.bus, "up", True)))
 
     def _expire(self) -> None:
         self.core.expire(self._now())

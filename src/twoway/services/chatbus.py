@@ -47,6 +47,9 @@ class BusIntake:
         self.conns = conns
         self.stats = stats
         self.moderated = moderated
+        #: Called when items may have been missed (a gap, a trimmed or emptied log): what
+        #: the items say can be read elsewhere (the held nicks, from the shared sessions).
+        self.on_missed: Callable[[], None] | None = None
         # What to do with each kind of bus event, and with each kind of item received.
         self._event_handlers: dict[type[Any], Callable[[Any], list[Effect]]] = {
             Received: self._received,
@@ -85,6 +88,8 @@ class BusIntake:
         return self.core.notice(missed_notice(event.missed), event.room)
 
     def _missed(self, event: Missed) -> list[Effect]:
+        if self.on_missed is not None:
+            self.on_missed()
         self.stats.gap_notices += 1
         n = f"{event.count} " if event.count is not None else ""
         return self.core.notice(f"*** notice: {n}messages from other servers may have been missed")

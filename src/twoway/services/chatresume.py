@@ -10,6 +10,12 @@ StreamReplay`: every missed line once, in log order, on any server). A ticket ma
 server in this run (the room's numbering is the ticket's) is replayed from memory instead,
 as without a bus. Then the core gets the answer (:meth:`ChatCore.resumed`), its effects are
 applied and reading goes on.
+
+The desk also tells the core which nicks are held for clients that may resume anywhere
+(:meth:`ResumeDesk.hold_nicks`): the held tickets Redis has, read when the server starts
+(before anyone connects) and again whenever the bus may have missed items — a server learns
+of a hold on the bus (a :class:`~twoway.sansio.chat.Held` item) only if it was there to hear
+it.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ log = logging.getLogger("twoway.chat")
 #: entries; the bound keeps one resume from reading the whole stream.
 _PAGE = 1000
 _MAX_PAGES = 100
+#: Seconds between two tries to read the held nicks while Redis cannot be read.
+_RETRY = 1.0
 
 
 class ResumeDesk:
@@ -63,6 +71,8 @@ class ResumeDesk:
         self.now = now
         self.sessions = sessions
         self._tasks: set[asyncio.Task[None]] = set()
+        self._up: Callable[[], bool] = lambda: True
+        self._holding: asyncio.Task[None] | None = None  # reading the held nicks
 
     def lookup(self, effect: Lookup) -> None:
         """Take the ticket ``effect.key`` for ``effect.cid`` (reading from it paused
@@ -122,7 +132,54 @@ class ResumeDesk:
             at = replay.last_id.decode()
         return ticket, (replay.lines, replay.not_kept, replay.more)
 
+    async def hold_nicks(self, up: Callable[[], bool]) -> None:
+        """Hold the nicks Redis keeps tickets for (:meth:`ChatCore.hold_shared`): call at
+        start-up, before anyone connects. ``up()`` says whether Redis is reachable (the
+        bus's word): if not, or if the read fails, it is tried again in the background
+        every second, for one resume window at most (by then every hold made before the
+        start has ended). Never raises."""
+        self._up = up
+        if self.sessions is None:
+            return
+        if not up() or not await self._hold_once():
+            self.reload_holds()
+
+    def reload_holds(self) -> None:
+        """Read the held nicks again, in the background: items of the bus may have been
+        missed (some :class:`~twoway.sansio.chat.Held` among them). Nothing if a read is
+        under way already."""
+        if self.sessions is None or self._holding is not None:
+            return
+        deadline = self.now() + self.sessions.window
+        self._holding = asyncio.get_running_loop().create_task(self._hold_until(deadline))
+
+    async def _hold_until(self, deadline: float) -> None:
+        try:
+            while not (self._up() and await self._hold_once()):
+                if self.now() >= deadline:
+                    return
+                await asyncio.sleep(_RETRY)
+        finally:
+            self._holding = None
+
+    async def _hold_once(self) -> bool:
+        """One read of the held nicks; False if Redis could not be read (to try again)."""
+        assert self.sessions is not None
+        try:
+            tickets = await self.sessions.held()
+        except Exception:  # a bug, not an outage: said once, not retried; the server goes on
+            log.exception("resume: error while reading the held nicks")
+            return True
+        if tickets is None:
+            return False
+        held = self.core.hold_shared(tickets, self.now())
+        if held:
+            log.info("resume: %d nick(s) held for clients that may resume (from redis)", held)
+        return True
+
     async def close(self) -> None:
-        """Wait (briefly) for the lookups in flight."""
+        """Stop reading held nicks; wait (briefly) for the lookups in flight."""
+        if self._holding is not None:
+            self._holding.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=2.0)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from twoway.sansio.chat.effects import Effect
-from twoway.sansio.chat.recall import expire, remote_held, restore_tickets, resumed
+from twoway.sansio.chat.recall import expire, hold_shared, remote_held, restore_tickets, resumed
 from twoway.sansio.chat.resume import SessionSink, Ticket
 from twoway.sansio.chat.rules import MAX_TOPIC, NAME
 from twoway.sansio.chat.state import ChatState, Journal, TopicSink
@@ -64,6 +64,18 @@ class Memory:
         self._state.now = now
         remote_held(self._state, nick, key, on)
         return []
+
+    def hold_shared(self, tickets: Iterable[Ticket], now: float) -> int:
+        """The resume tickets the store every server of a cluster shares holds, read at
+        ``now`` (each ``left_at`` minus its age: see
+        :func:`~twoway.sansio.chat.resume.ticket_from_record`), made on any server, this
+        one's earlier runs included: the nicks held for them are held here too (as if each
+        :class:`Held` item had been heard), each until a window after its client left or
+        until its client resumes. How a server that was not there when they were published
+        learns them: call at start-up (before anyone connects) and whenever items may have
+        been missed; idempotent. Returns how many nicks were held (0 if resume is off)."""
+        self._state.now = now
+        return hold_shared(self._state, tickets)
 
     def restore_sessions(self, tickets: list[Ticket]) -> int:
         """Resume tickets a store kept through a restart (each ``left_at`` minus its age:

@@ -20,6 +20,8 @@ answered from there, so the event loop never waits for a disk. A replayed line r
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from twoway.sansio.chat.effects import Close, Effect, Held, Log, Lookup, Presence, Send, ToRoom
 from twoway.sansio.chat.resume import Claim, Refused, Ticket, token_key
 from twoway.sansio.chat.rooms import Member, Room
@@ -30,6 +32,7 @@ from twoway.sansio.chat.state import ChatState
 __all__ = [
     "RECALL_COMMANDS",
     "depart_resumable",
+    "hold_shared",
     "replay",
     "restore_tickets",
     "resume",
@@ -127,6 +130,19 @@ def expire(state: ChatState) -> None:
             break
         del holds[key]
         state.release_hold(nick, key)
+    released = state.released
+    while released:
+        key, when = next(iter(released.items()))
+        if state.now - when <= tokens.window:
+            break
+        del released[key]
+
+
+def _ended(state: ChatState, key: str) -> None:
+    """The hold of the ticket ``key`` ended elsewhere (resumed): it is never held again."""
+    state.remote_holds.pop(key, None)
+    state.released.pop(key, None)
+    state.released[key] = state.now  # (at the end: oldest first)
 
 
 def remote_held(state: ChatState, nick: str, key: str, on: bool) -> None:
@@ -135,12 +151,47 @@ def remote_held(state: ChatState, nick: str, key: str, on: bool) -> None:
         return
     lower = nick.lower()
     if on:
+        if key in state.released:
+            return  # its end was heard first (keys are single-use)
         state.remote_holds.pop(key, None)
         state.remote_holds[key] = (lower, state.now)
         state.hold(lower, key)
     else:
-        state.remote_holds.pop(key, None)
+        _ended(state, key)
         state.release_hold(lower, key)
+
+
+def hold_shared(state: ChatState, tickets: Iterable[Ticket]) -> int:
+    """The tickets of the store every server shares, read now (each ``left_at`` minus its
+    age): the nicks held for them are held here too, each until a window after its client
+    left (as :func:`expire` ends a hold heard of on the bus) or until it resumes. Tickets
+    not held, this server's own, those whose end was heard of and those past their window
+    are skipped. Returns how many nicks were held."""
+    tokens = state.tokens
+    if tokens is None:
+        return 0
+    holds = state.remote_holds
+    now = state.now
+    taken = 0
+    for ticket in tickets:
+        key = ticket.key
+        since = now + ticket.left_at
+        if (
+            not ticket.held
+            or key in tokens.tickets
+            or key in state.released
+            or now - since > tokens.window
+            or not ticket.nick.isascii()
+        ):
+            continue
+        lower = ticket.nick.lower()
+        known = holds.get(key)
+        holds[key] = (lower, since if known is None else min(since, known[1]))
+        state.hold(lower, key)
+        taken += 1
+    if taken:  # oldest first, as expire() reads them (some were heard of before the read)
+        state.remote_holds = dict(sorted(holds.items(), key=lambda kv: kv[1][1]))
+    return taken
 
 
 def resume(state: ChatState, member: Member, token: str) -> list[Effect]:
@@ -209,7 +260,7 @@ def resumed(
         tokens.discard(key, state.now)
         return _error(state, member, "resume refused (expired)")
     tokens.discard(key, state.now)
-    state.remote_holds.pop(key, None)
+    _ended(state, key)
     out = _restore(state, member, ticket, missed)
     if state.cluster and ticket.held:
         out.append(Held(ticket.nick, key, False))  # the other servers let go of the nick

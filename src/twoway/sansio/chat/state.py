@@ -74,6 +74,7 @@ class ChatState:
         "now",
         "on_enter",
         "on_leave",
+        "released",
         "remote",
         "remote_holds",
         "replay",
@@ -120,6 +121,10 @@ class ChatState:
         self.held: dict[str, str] = {}
         #: Nicks held on another server's word (a Held item): ticket key -> (nick, since).
         self.remote_holds: dict[str, tuple[str, float]] = {}
+        #: Ticket keys whose hold ended on another server's word (resumed) -> when, oldest
+        #: first, kept a window: a key is single-use, so a late word that it is held (a
+        #: store read just before the resume) is ignored.
+        self.released: dict[str, float] = {}
         #: Tickets live in a store every server shares (a cluster): a ``/resume`` this
         #: server cannot answer from its own table becomes a Lookup.
         self.shared_sessions = False
