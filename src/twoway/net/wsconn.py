@@ -9,16 +9,16 @@ written here. What this module adds is what a twoway connection promises:
 
 - **admission** through the server's :class:`~twoway.net.registry.Registry` (allow/deny and
   the connection limits shared with TCP): the socket holds a ``pending`` slot during the
-  HTTP handshake, then is admitted like a TCP connection (``error: server full`` arrives
-  as a text message, then the close);
+  HTTP handshake (answered by :mod:`twoway.net.wshttp`: the upgrade, or the page's files),
+  then is admitted like a TCP connection (``error: server full`` arrives as a text message,
+  then the close);
 - **one text message in is one line** to the service (a message holding newlines is several
-  lines; the ``quit`` rule applies); **one write out is one text message**: the written
-  lines without their final newline (a chat batch of ten lines is one message with nine
-  ``\\n`` inside; the web page splits on them). The frame for a write is built once for all
-  the connections it goes to (chat writes the same batch object to every member);
+  lines; the ``quit`` rule applies); **one write out is one text message** (see
+  :mod:`twoway.net.wsframe`);
 - **limits**: a message longer than ``max_line`` bytes (fragments counted together) closes
   with 1009; binary messages on a text service with 1003; bad UTF-8 with 1007; more than
-  :data:`MAX_FRAGMENTS` fragments in one message with 1009. Each is one log line;
+  :data:`~twoway.net.wsframe.MAX_FRAGMENTS` fragments in one message with 1009. Each is one
+  log line;
 - **slow consumers** exactly as TCP: above the write high-water mark reading pauses; past
   ``max_queued`` bytes or ``slow_grace`` seconds the service's ``on_slow`` drops the tab;
 - **idle timeout** on messages (pings and pongs are not traffic), and **ping/pong**: a ping
@@ -31,8 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from websockets.exceptions import PayloadTooBig
@@ -43,107 +42,19 @@ from websockets.server import ServerProtocol
 
 from twoway.errors import ConnectionClosed, ConnectionClosedLocally, ConnectionLost
 from twoway.net.address import format_address
+from twoway.net.coalesce import READY
 from twoway.net.idle import sweeper_for
-from twoway.net.options import ConnectionOptions
-from twoway.net.registry import Registry
-from twoway.net.service import LineService, deliver_line
-from twoway.sansio.access import LogLimiter, normalize_ip
-from twoway.sansio.origin import OriginPolicy
+from twoway.net.service import deliver_line
+from twoway.net.wsconfig import WsConfig
+from twoway.net.wsframe import MAX_FRAGMENTS, close_code, text_frame
+from twoway.net.wshttp import answer_request
 
-__all__ = ["MAX_FRAGMENTS", "WsConfig", "WsConnection", "text_frame"]
+__all__ = ["WsConnection"]
 
 log = logging.getLogger("twoway.ws")
 # The library logs "connection open/closed" at INFO for every client: the access log does.
 _protocol_log = logging.getLogger("twoway.ws.protocol")
 _protocol_log.setLevel(logging.WARNING)
-
-#: Fragments one message may have: a flood of empty continuation frames is cut here.
-MAX_FRAGMENTS = 1024
-
-#: A page the gateway serves over plain HTTP GET: path -> (content type, body).
-Pages = Mapping[str, tuple[str, bytes]]
-
-# Security headers of every page response: no inline script (defence in depth behind the
-# page's own escaping), nothing framed, no content sniffing.
-_PAGE_HEADERS = (
-    ("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:; "
-     "img-src 'self' data:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'"),
-    ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "no-referrer"),
-    ("Cache-Control", "no-cache"),
-)  # fmt: skip
-
-
-@dataclass(slots=True)
-class WsConfig:
-    """What every WebSocket connection of one gateway shares (a gateway makes one)."""
-
-    service: LineService
-    options: ConnectionOptions
-    registry: Registry
-    origins: OriginPolicy = field(default_factory=OriginPolicy)
-    #: Send a ping this often (seconds); ``None``: never (the idle timeout still applies).
-    ping_interval: float | None = 20.0
-    #: Close a socket whose HTTP request is unfinished after this many seconds.
-    handshake_timeout: float = 10.0
-    #: The files served on GET (the web page); other paths are 404.
-    pages: Pages = field(default_factory=dict)
-    #: Whether the listener is TLS (wss://): the ``Host`` check of same-origin pages.
-    secure: bool = False
-    #: Refused handshakes log at most once per (address, reason) per minute.
-    limiter: LogLimiter = field(default_factory=LogLimiter)
-
-    def log_refusal(self, addr: Any, reason: str) -> None:
-        """One line for a refused handshake, rate-limited per address and reason."""
-        host = normalize_ip(str(addr[0])) if isinstance(addr, tuple) and addr else "?"
-        silenced = self.limiter.check((host, reason), time.monotonic())
-        if silenced is None:
-            return
-        more = f" ({silenced} more since the last line)" if silenced else ""
-        log.warning("%s: WebSocket handshake refused: %s%s", format_address(addr), reason, more)
-
-
-# The last write turned into a frame, and that frame: chat writes one batch object to every
-# member of a room, so the frame is built once per batch, not once per member.
-_last_data: bytes | None = None
-_last_frame = b""
-
-
-def text_frame(data: bytes) -> bytes:
-    """The unmasked text frame (the library's serializer) carrying ``data``: the lines
-    written, without the final newline; bytes that are not UTF-8 are replaced."""
-    global _last_data, _last_frame
-    if data is _last_data:
-        return _last_frame
-    payload = data[:-1] if data.endswith(b"\n") else data
-    try:
-        payload.decode()
-    except UnicodeDecodeError:
-        payload = payload.decode("utf-8", "replace").encode()
-    frame = Frame(Opcode.TEXT, payload).serialize(mask=False)
-    _last_data, _last_frame = data, frame
-    return frame
-
-
-class _Ready:
-    """An awaitable that is already done (what ``write`` returns without backpressure)."""
-
-    __slots__ = ()
-
-    def __await__(self) -> Generator[Any, None, None]:
-        return iter(())  # type: ignore[return-value]
-
-
-_READY = _Ready()
-
-#: The close code a close reason maps to (anything else: 1000, normal closure).
-_CLOSE_CODES = {
-    "server shutting down": CloseCode.GOING_AWAY,
-    "shutdown": CloseCode.GOING_AWAY,
-    "too slow": CloseCode.POLICY_VIOLATION,
-    "idle": CloseCode.POLICY_VIOLATION,
-    "no pong": CloseCode.POLICY_VIOLATION,
-}
 
 
 class WsConnection(asyncio.Protocol):
@@ -388,48 +299,13 @@ class WsConnection(asyncio.Protocol):
     def _request(self, request: Request) -> None:
         proto = self._proto
         assert proto is not None
-        cfg = self._cfg
         if self._hs_timer is not None:
             self._hs_timer.cancel()
             self._hs_timer = None
-        headers = request.headers
-        if "websocket" not in headers.get("Upgrade", "").lower():
-            self._page(request)
-            return
-        why = cfg.origins.refusal(headers.get("Origin"), headers.get("Host"), cfg.secure)
-        if why is not None:
-            cfg.log_refusal(self.remote_address, why)
-            self._respond(proto.reject(403, f"Forbidden: {why}\n"))
-            return
-        response = proto.accept(request)
-        if response.status_code != 101:
-            exc = proto.handshake_exc
-            cfg.log_refusal(self.remote_address, f"bad handshake: {exc}")
-            self._respond(response)
-            return
+        response = answer_request(self._cfg, proto, request, self.remote_address)
         self._respond(response)
-        self._open()
-
-    def _page(self, request: Request) -> None:
-        proto = self._proto
-        assert proto is not None
-        path = request.path.split("?", 1)[0]
-        page = self._cfg.pages.get(path)
-        if page is None:
-            response = proto.reject(404, "Not Found\n")
-        else:
-            kind, body = page
-            response = proto.reject(200, "")
-            response.body = body
-            headers = response.headers
-            del headers["Content-Type"]
-            del headers["Content-Length"]
-            headers["Content-Type"] = kind
-            headers["Content-Length"] = str(len(body))
-            for name, value in _PAGE_HEADERS:
-                headers[name] = value
-        log.debug("%s: GET %s %d", self.peer, path, response.status_code)
-        self._respond(response)
+        if response.status_code == 101:
+            self._open()
 
     def _respond(self, response: Response) -> None:
         proto = self._proto
@@ -551,10 +427,10 @@ class WsConnection(asyncio.Protocol):
         blocks; dropped once closing; the awaitable completes below the low-water mark."""
         transport = self.transport
         if self._closing or transport is None or not data or not self._ws_open:
-            return _READY
+            return READY
         if transport.is_closing():
             self._closing = True
-            return _READY
+            return READY
         frame = text_frame(data)
         self.bytes_written += len(frame)
         self._traffic += 1
@@ -564,7 +440,7 @@ class WsConnection(asyncio.Protocol):
             if limit is not None and not self._slow and transport.get_write_buffer_size() > limit:
                 self._too_slow()
             return self._drain_waiter()
-        return _READY
+        return READY
 
     def send_line(self, text: str) -> Awaitable[None]:
         """Send ``text`` as one text message."""
@@ -648,9 +524,7 @@ class WsConnection(asyncio.Protocol):
             self.close_reason = reason
         proto = self._proto
         if proto is not None and proto.state is State.OPEN:
-            code = _CLOSE_CODES.get(self.close_reason or "", CloseCode.NORMAL_CLOSURE)
-            if self._going_away:
-                code = CloseCode.GOING_AWAY
+            code = close_code(self.close_reason, self._going_away)
             proto.send_close(code, (self.close_reason or "")[:120])
             self._send_pending()
         elif self.transport is not None:
