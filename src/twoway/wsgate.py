@@ -53,7 +53,7 @@ def build_gateway(settings: Settings, server: Server, door: FrontDoor) -> WsGate
     """The gateway for ``server`` (not started): same service, registry, options, TLS."""
     from twoway.net.service import LineService
     from twoway.net.ws import WsGateway
-    from twoway.net.wsconn import WsConfig
+    from twoway.net.wsconfig import WsConfig
     from twoway.sansio.origin import OriginPolicy
     from twoway.web import pages
 

@@ -22,7 +22,8 @@ from typing import Any, cast
 
 from twoway.errors import ListenError, describe_oserror
 from twoway.net.accept import Acceptor
-from twoway.net.wsconn import WsConfig, WsConnection
+from twoway.net.wsconfig import WsConfig
+from twoway.net.wsconn import WsConnection
 
 __all__ = ["WsGateway"]
 

@@ -9,21 +9,25 @@ written here. What this module adds is what a twoway connection promises:
 
 - **admission** through the server's :class:`~twoway.net.registry.Registry` (allow/deny and
   the connection limits shared with TCP): the socket holds a ``pending`` slot during the
-  HTTP handshake, then is admitted like a TCP connection (``error: server full`` arrives
-  as a text message, then the close);
-- **one text message in is one line** to the service (a message holding newlines is several
-  lines; the ``quit`` rule applies); **one write out is one text message**: the written
-  lines without their final newline (a chat batch of ten lines is one message with nine
-  ``\\n`` inside; the web page splits on them). The frame for a write is built once for all
-  the connections it goes to (chat writes the same batch object to every member);
-- **limits**: a message longer than ``max_line`` bytes (fragments counted together) closes
-  with 1009; binary messages on a text service with 1003; bad UTF-8 with 1007; more than
-  :data:`MAX_FRAGMENTS` fragments in one message with 1009. Each is one log line;
-- **slow consumers** exactly as TCP: above the write high-water mark reading pauses; past
-  ``max_queued`` bytes or ``slow_grace`` seconds the service's ``on_slow`` drops the tab;
-- **idle timeout** on messages (pings and pongs are not traffic), and **ping/pong**: a ping
-  every ``ping_interval`` seconds, and a peer that has not answered the last ping by the
-  next one is closed (a tab whose laptop went to sleep).
+  HTTP handshake (answered by :mod:`twoway.net.wshttp`: the upgrade, or the page's files),
+  then is admitted like a TCP connection (``error: server full`` arrives as a text message,
+  then the close);
+- **one text message in is one line** to the service, **one write out is one text
+  message**, with the **message limits** (:mod:`twoway.net.wsframe`; its
+  :class:`~twoway.net.wsframe.WsReceiver` is a base class);
+- **slow consumers** exactly as TCP (:mod:`twoway.net.wsflow`, a base class): above the
+  write high-water mark reading pauses; past ``max_queued`` bytes or ``slow_grace`` seconds
+  the service's ``on_slow`` drops the tab;
+- **idle timeout** on messages and **ping/pong** (:mod:`twoway.net.wsalive`, a base class).
+
+The base classes are one chain (``WsConnection`` → ``WsReceiver`` → ``WsKeepalive`` →
+``WsFlow``), not mixins side by side: a class may have only one base with ``__slots__``, and
+the slots keep an idle WebSocket small. For them (the net package's own contract, not a
+service's): ``config``, ``protocol``, ``started``, the plain attributes ``is_closing`` and
+``is_closed`` (read on every message, so not properties), and the methods
+:meth:`~WsConnection.run_callback`, :meth:`~WsConnection.closed_error`,
+:meth:`~WsConnection.give_reason`, :meth:`~WsConnection.close_received`,
+:meth:`~WsConnection.send_pending` and :meth:`~WsConnection.start_closing`.
 """
 
 from __future__ import annotations
@@ -31,167 +35,64 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from websockets.exceptions import PayloadTooBig
-from websockets.frames import CloseCode, Frame, Opcode
+from websockets.frames import Frame
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from twoway.errors import ConnectionClosed, ConnectionClosedLocally, ConnectionLost
 from twoway.net.address import format_address
-from twoway.net.complaints import complain
+from twoway.net.coalesce import READY
 from twoway.net.groups import Group
-from twoway.net.idle import sweeper_for
-from twoway.net.options import ConnectionOptions
-from twoway.net.registry import Registry
-from twoway.net.service import LineService, deliver_line
-from twoway.sansio.access import LogLimiter, normalize_ip
-from twoway.sansio.origin import OriginPolicy
+from twoway.net.wsconfig import WsConfig
+from twoway.net.wsframe import WsReceiver, close_code, text_frame
+from twoway.net.wshttp import answer_request
 
-__all__ = ["MAX_FRAGMENTS", "WsConfig", "WsConnection", "text_frame"]
+__all__ = ["WsConnection"]
 
 log = logging.getLogger("twoway.ws")
 # The library logs "connection open/closed" at INFO for every client: the access log does.
 _protocol_log = logging.getLogger("twoway.ws.protocol")
 _protocol_log.setLevel(logging.WARNING)
 
-#: Fragments one message may have: a flood of empty continuation frames is cut here.
-MAX_FRAGMENTS = 1024
 
-#: A page the gateway serves over plain HTTP GET: path -> (content type, body).
-Pages = Mapping[str, tuple[str, bytes]]
-
-# Security headers of every page response: no inline script (defence in depth behind the
-# page's own escaping), nothing framed, no content sniffing.
-_PAGE_HEADERS = (
-    ("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:; "
-     "img-src 'self' data:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'"),
-    ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "no-referrer"),
-    ("Cache-Control", "no-cache"),
-)  # fmt: skip
-
-
-@dataclass(slots=True)
-class WsConfig:
-    """What every WebSocket connection of one gateway shares (a gateway makes one)."""
-
-    service: LineService
-    options: ConnectionOptions
-    registry: Registry
-    origins: OriginPolicy = field(default_factory=OriginPolicy)
-    #: Send a ping this often (seconds); ``None``: never (the idle timeout still applies).
-    ping_interval: float | None = 20.0
-    #: Close a socket whose HTTP request is unfinished after this many seconds.
-    handshake_timeout: float = 10.0
-    #: The files served on GET (the web page); other paths are 404.
-    pages: Pages = field(default_factory=dict)
-    #: Whether the listener is TLS (wss://): the ``Host`` check of same-origin pages.
-    secure: bool = False
-    #: Refused handshakes log at most once per (address, reason) per minute.
-    limiter: LogLimiter = field(default_factory=LogLimiter)
-
-    def log_refusal(self, addr: Any, reason: str) -> None:
-        """One line for a refused handshake, rate-limited per address and reason."""
-        host = normalize_ip(str(addr[0])) if isinstance(addr, tuple) and addr else "?"
-        silenced = self.limiter.check((host, reason), time.monotonic())
-        if silenced is None:
-            return
-        more = f" ({silenced} more since the last line)" if silenced else ""
-        log.warning("%s: WebSocket handshake refused: %s%s", format_address(addr), reason, more)
-
-
-# The last write turned into a frame, and that frame: chat writes one batch object to every
-# member of a room, so the frame is built once per batch, not once per member.
-_last_data: bytes | None = None
-_last_frame = b""
-
-
-def text_frame(data: bytes) -> bytes:
-    """The unmasked text frame (the library's serializer) carrying ``data``: the lines
-    written, without the final newline; bytes that are not UTF-8 are replaced."""
-    global _last_data, _last_frame
-    if data is _last_data:
-        return _last_frame
-    payload = data[:-1] if data.endswith(b"\n") else data
-    try:
-        payload.decode()
-    except UnicodeDecodeError:
-        payload = payload.decode("utf-8", "replace").encode()
-    frame = Frame(Opcode.TEXT, payload).serialize(mask=False)
-    _last_data, _last_frame = data, frame
-    return frame
-
-
-class _Ready:
-    """An awaitable that is already done (what ``write`` returns without backpressure)."""
-
-    __slots__ = ()
-
-    def __await__(self) -> Generator[Any, None, None]:
-        return iter(())  # type: ignore[return-value]
-
-
-_READY = _Ready()
-
-#: The close code a close reason maps to (anything else: 1000, normal closure).
-_CLOSE_CODES = {
-    "server shutting down": CloseCode.GOING_AWAY,
-    "shutdown": CloseCode.GOING_AWAY,
-    "too slow": CloseCode.POLICY_VIOLATION,
-    "idle": CloseCode.POLICY_VIOLATION,
-    "no pong": CloseCode.POLICY_VIOLATION,
-}
-
-
-class WsConnection(asyncio.Protocol):
+class WsConnection(WsReceiver, asyncio.Protocol):
     """One WebSocket (or page request) socket; the service sees it as a ``Conn`` once its
     handshake is done and the registry admitted it. See the module docstring."""
 
     __slots__ = (
-        "_cfg",
         "_close_timer",
-        "_closed",
-        "_closing",
-        "_drainers",
-        "_fragments",
         "_going_away",
         "_hs_timer",
         "_lost",
-        "_message",
         "_opened_mono",
-        "_paused",
         "_pending_slot",
-        "_ping_due",
-        "_pong_wanted",
-        "_proto",
         "_screened",
-        "_seen",
-        "_seen_at",
-        "_slow",
-        "_slow_timer",
-        "_started",
-        "_traffic",
-        "_write_paused",
         "_ws_open",
         "bytes_read",
         "bytes_written",
         "close_reason",
+        "config",
         "group",
         "group_key",
+        "is_closed",
+        "is_closing",
         "options",
+        "protocol",
         "remote_address",
         "service",
+        "started",
         "state",
         "transport",
     )
 
     def __init__(self, cfg: WsConfig, *, screened: bool = False) -> None:
-        self._cfg = cfg
+        super().__init__()
+        #: What every connection of the gateway shares (service, registry, limits...).
+        self.config = cfg
         #: True when the accept path already checked room and access (the TLS acceptor).
         self._screened = screened
         self.service = cfg.service
@@ -202,29 +103,22 @@ class WsConnection(asyncio.Protocol):
         self.bytes_written = 0
         self.remote_address: Any = None
         self.transport: asyncio.Transport | None = None
-        self._proto: ServerProtocol | None = None
+        #: The websockets library's sans-I/O protocol (``None`` until the socket is accepted
+        #: and once it is gone).
+        self.protocol: ServerProtocol | None = None
         self._opened_mono = 0.0
-        self._closing = False
-        self._closed = False
-        self._started = False
+        #: True once :meth:`close` or :meth:`abort` was called or the peer is gone.
+        self.is_closing = False
+        #: True once the socket is gone.
+        self.is_closed = False
+        #: True once admitted: the service knows this connection (``on_connect`` ran).
+        self.started = False
         self._ws_open = False  # the handshake is done: writes are text frames
         self._pending_slot = False
-        self._paused = 0
-        self._write_paused = False
-        self._slow = False
-        self._slow_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._hs_timer: asyncio.TimerHandle | None = None
-        self._drainers: list[asyncio.Future[None]] | None = None
         self._lost: asyncio.Future[None] | None = None
-        self._message: bytearray | None = None  # the fragments of a message so far
-        self._fragments = 0
         self._going_away = False  # the server is shutting down: close with 1001
-        self._traffic = 0  # messages in and out: what the idle timeout watches
-        self._seen = 0
-        self._seen_at = 0.0
-        self._ping_due = 0.0
-        self._pong_wanted = False
         #: The write group (a chat room) and the key in it: see :mod:`twoway.net.groups`.
         self.group: Group | None = None
         self.group_key = 0
@@ -244,7 +138,7 @@ class WsConnection(asyncio.Protocol):
     @property
     def transport_kind(self) -> str:
         """``ws`` or ``wss``, for the metrics (see :func:`~twoway.net.registry.transport_of`)."""
-        return "wss" if self._cfg.secure else "ws"
+        return "wss" if self.config.secure else "ws"
 
     @property
     def opened_at(self) -> float:
@@ -262,25 +156,15 @@ class WsConnection(asyncio.Protocol):
         return b"\n"
 
     @property
-    def is_closing(self) -> bool:
-        """True once :meth:`close` or :meth:`abort` was called or the peer is gone."""
-        return self._closing
-
-    @property
-    def is_closed(self) -> bool:
-        """True once the socket is gone."""
-        return self._closed
-
-    @property
     def at_eof(self) -> bool:
         """True once the peer started the closing handshake (or went away)."""
-        proto = self._proto
-        return self._closed or (proto is not None and proto.close_rcvd is not None)
+        proto = self.protocol
+        return self.is_closed or (proto is not None and proto.close_rcvd is not None)
 
     @property
     def is_ended(self) -> bool:
         """True once closing (a WebSocket has no half-close)."""
-        return self._closing
+        return self.is_closing
 
     @property
     def write_buffer_size(self) -> int:
@@ -293,7 +177,7 @@ class WsConnection(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
         self._opened_mono = time.monotonic()
-        cfg = self._cfg
+        cfg = self.config
         if self.remote_address is None:  # preset by the TLS acceptor
             self.remote_address = transport.get_extra_info("peername")
         registry = cfg.registry
@@ -302,14 +186,14 @@ class WsConnection(asyncio.Protocol):
         if not self._screened and not (
             registry.accepting and registry.permits(self.remote_address)
         ):
-            self._closing = True
+            self.is_closing = True
             transport.abort()
             return
         registry.pending += 1  # a slot of max_connections, until admitted or gone
         self._pending_slot = True
         opts = self.options
         transport.set_write_buffer_limits(high=opts.write_high, low=opts.write_low)
-        self._proto = ServerProtocol(
+        self.protocol = ServerProtocol(
             max_size=opts.max_line, logger=_protocol_log, origins=None, subprotocols=None
         )
         self._hs_timer = asyncio.get_running_loop().call_later(
@@ -318,43 +202,43 @@ class WsConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.bytes_read += len(data)
-        proto = self._proto
-        if proto is None or self._closed:
+        proto = self.protocol
+        if proto is None or self.is_closed:
             return
         proto.receive_data(data)
         events = proto.events_received()
         if events:
-            self._call(self._handle, events)
+            self.run_callback(self._handle, events)
         if proto.parser_exc is not None:
             if self.close_reason is None:
-                self._protocol_failed(proto.parser_exc)
-        elif proto.handshake_exc is not None and not self._closing:
-            self._closing = True
-            self._cfg.log_refusal(self.remote_address, "not an HTTP request")
-        self._send_pending()
+                self.protocol_failed(proto.parser_exc)
+        elif proto.handshake_exc is not None and not self.is_closing:
+            self.is_closing = True
+            self.config.log_refusal(self.remote_address, "not an HTTP request")
+        self.send_pending()
 
     def eof_received(self) -> bool:
-        proto = self._proto
+        proto = self.protocol
         if proto is not None:
             proto.receive_eof()
-            self._send_pending()
-        self._closing = True
+            self.send_pending()
+        self.is_closing = True
         return False  # no half-open WebSocket: the transport closes
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = True
-        self._closing = True
-        for timer in (self._close_timer, self._slow_timer, self._hs_timer):
+        self.is_closed = True
+        self.is_closing = True
+        for timer in (self._close_timer, self._hs_timer):
             if timer is not None:
                 timer.cancel()
-        self._close_timer = self._slow_timer = self._hs_timer = None
-        self._wake_drainers()
-        cfg = self._cfg
+        self._close_timer = self._hs_timer = None
+        self.stop_flow()
+        cfg = self.config
         if self._pending_slot:
             self._pending_slot = False
             cfg.registry.pending -= 1
-        if self._started:
-            self._unwatch()
+        if self.started:
+            self.stop_watch()
             try:
                 self.service.on_close(self, exc)
             except Exception as err:
@@ -362,194 +246,61 @@ class WsConnection(asyncio.Protocol):
             cfg.registry.forget(self, exc)
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
-        self._proto = None
-        self._message = None
+        self.protocol = None
+        self.forget_message()
         self.transport = None
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-        self._pause(1)  # stop reading a tab that does not read its messages
-        grace = self.options.slow_grace
-        if grace is not None and self._slow_timer is None:
-            self._slow_timer = asyncio.get_running_loop().call_later(grace, self._too_slow)
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        if self._slow_timer is not None:
-            self._slow_timer.cancel()
-            self._slow_timer = None
-        self._resume(1)
-        self._wake_drainers()
 
     # ------------------------------------------------------------------ the handshake
 
     def _handle(self, _conn: WsConnection, events: list[Any]) -> None:
         for event in events:
-            if self._closing and not isinstance(event, Frame):
+            if self.is_closing and not isinstance(event, Frame):
                 return
             if isinstance(event, Frame):
-                self._frame(event)
+                self.receive_frame(event)
             elif isinstance(event, Request):
                 self._request(event)
 
     def _request(self, request: Request) -> None:
-        proto = self._proto
+        proto = self.protocol
         assert proto is not None
-        cfg = self._cfg
         if self._hs_timer is not None:
             self._hs_timer.cancel()
             self._hs_timer = None
-        headers = request.headers
-        if "websocket" not in headers.get("Upgrade", "").lower():
-            self._page(request)
-            return
-        why = cfg.origins.refusal(headers.get("Origin"), headers.get("Host"), cfg.secure)
-        if why is not None:
-            cfg.log_refusal(self.remote_address, why)
-            self._respond(proto.reject(403, f"Forbidden: {why}\n"))
-            return
-        response = proto.accept(request)
-        if response.status_code != 101:
-            exc = proto.handshake_exc
-            cfg.log_refusal(self.remote_address, f"bad handshake: {exc}")
-            self._respond(response)
-            return
+        response = answer_request(self.config, proto, request, self.remote_address)
         self._respond(response)
-        self._open()
-
-    def _page(self, request: Request) -> None:
-        proto = self._proto
-        assert proto is not None
-        path = request.path.split("?", 1)[0]
-        page = self._cfg.pages.get(path)
-        if page is None:
-            response = proto.reject(404, "Not Found\n")
-        else:
-            kind, body = page
-            response = proto.reject(200, "")
-            response.body = body
-            headers = response.headers
-            del headers["Content-Type"]
-            del headers["Content-Length"]
-            headers["Content-Type"] = kind
-            headers["Content-Length"] = str(len(body))
-            for name, value in _PAGE_HEADERS:
-                headers[name] = value
-        log.debug("%s: GET %s %d", self.peer, path, response.status_code)
-        self._respond(response)
+        if response.status_code == 101:
+            self._open()
 
     def _respond(self, response: Response) -> None:
-        proto = self._proto
+        proto = self.protocol
         assert proto is not None
         if response.status_code != 101:
-            self._closing = True
+            self.is_closing = True
         proto.send_response(response)
-        self._send_pending()  # before any frame the service writes
+        self.send_pending()  # before any frame the service writes
 
     def _open(self) -> None:
         """The handshake is done: a member like any other, if the registry admits it."""
-        cfg = self._cfg
+        cfg = self.config
         registry = cfg.registry
         self._pending_slot = False
         registry.pending -= 1
         self._ws_open = True
         if not registry.admit(self):
             return
-        self._started = True
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        self._seen_at = now
-        self._ping_due = now + (cfg.ping_interval or 0.0)
-        periods = [p for p in (self.options.idle_timeout, cfg.ping_interval) if p]
-        if periods:
-            sweeper_for(loop).watch(self, self._sweep, min(periods))
+        self.started = True
+        self.start_watch(asyncio.get_running_loop())
         self.service.on_connect(self)
 
     def _handshake_timeout(self) -> None:
         self._hs_timer = None
-        if self._closing or self._closed:
+        if self.is_closing or self.is_closed:
             return
-        self._cfg.log_refusal(
-            self.remote_address, f"no HTTP request within {self._cfg.handshake_timeout:g} s"
+        self.config.log_refusal(
+            self.remote_address, f"no HTTP request within {self.config.handshake_timeout:g} s"
         )
         self.abort()
-
-    # ------------------------------------------------------------------ messages
-
-    def _frame(self, frame: Frame) -> None:
-        opcode = frame.opcode
-        if opcode is Opcode.TEXT or opcode is Opcode.CONT:
-            if self._closing:
-                return
-            if opcode is Opcode.TEXT:
-                if frame.fin:
-                    self._text(bytes(frame.data))
-                    return
-                self._message = bytearray(frame.data)
-                self._fragments = 1
-                return
-            message = self._message
-            if message is None:
-                return  # the protocol refused the stray continuation already
-            message += frame.data
-            self._fragments += 1
-            if frame.fin:
-                self._message = None
-                self._text(bytes(message))
-            elif self._fragments > MAX_FRAGMENTS:
-                self._fail(
-                    CloseCode.MESSAGE_TOO_BIG, f"more than {MAX_FRAGMENTS} fragments in a message"
-                )
-        elif opcode is Opcode.BINARY:
-            if not self._closing:
-                self._fail(CloseCode.UNSUPPORTED_DATA, "binary message on a text service")
-        elif opcode is Opcode.PONG:
-            self._pong_wanted = False
-        elif opcode is Opcode.CLOSE:
-            self._closing = True
-            if self.close_reason is None:
-                self.close_reason = "closed by peer"
-
-    def _text(self, data: bytes) -> None:
-        try:
-            text = data.decode()
-        except UnicodeDecodeError as exc:
-            self._fail(CloseCode.INVALID_DATA, f"invalid UTF-8 at byte {exc.start}")
-            return
-        self._traffic += 1
-        service = self.service
-        if "\n" not in text:
-            deliver_line(service, self, text)
-            return
-        for line in text.split("\n"):
-            if self._closing:
-                return
-            deliver_line(service, self, line.removesuffix("\r"))
-
-    def _fail(self, code: CloseCode, reason: str) -> None:
-        """Close for a protocol violation: one log line, a close frame with ``reason``."""
-        complain(self.peer, f"WebSocket closed: {reason}")
-        if self.close_reason is None:
-            self.close_reason = reason
-        proto = self._proto
-        if proto is not None and proto.state is State.OPEN:
-            proto.fail(code, reason)
-            self._send_pending()
-        self._start_closing(self.options.close_timeout)
-
-    def _protocol_failed(self, exc: Exception) -> None:
-        """The library refused what the peer sent (and sent the close frame itself)."""
-        if isinstance(exc, PayloadTooBig):
-            reason = f"message too big (max {self.options.max_line} bytes)"
-        elif isinstance(exc, EOFError):
-            reason = "the peer went away without a close frame"
-        else:
-            reason = f"protocol error: {exc}"
-        if self._started:
-            complain(self.peer, f"WebSocket closed: {reason}")
-        if self.close_reason is None:
-            self.close_reason = reason
-        self._start_closing(self.options.close_timeout)
 
     # ------------------------------------------------------------------ writing
 
@@ -557,25 +308,24 @@ class WsConnection(asyncio.Protocol):
         """Send the lines in ``data`` as one text message (see the module docstring). Never
         blocks; dropped once closing; the awaitable completes below the low-water mark."""
         transport = self.transport
-        if self._closing or transport is None or not data or not self._ws_open:
-            return _READY
+        if self.is_closing or transport is None or not data or not self._ws_open:
+            return READY
         if transport.is_closing():
-            self._closing = True
-            return _READY
-        group = self.group
-        if group is not None and group.batch is not None:
-            # Lines its group queued for it before this write come first (see groups).
-            data = group.take(self.group_key, b"\n") + data
+            self.is_closing = True
+            return READY
+        if self.group is not None:
+            group = self.group
+            if group.batch is not None:
+                # Lines its group queued for it before this write come first (see groups).
+                data = group.take(self.group_key, b"\n") + data
         frame = text_frame(data)
         self.bytes_written += len(frame)
-        self._traffic += 1
+        self.traffic += 1
         transport.write(frame)
-        if self._write_paused:
-            limit = self.options.max_queued
-            if limit is not None and not self._slow and transport.get_write_buffer_size() > limit:
-                self._too_slow()
-            return self._drain_waiter()
-        return _READY
+        if self.write_paused:
+            self.check_queue(transport)
+            return self.drain_waiter()
+        return READY
 
     def send_line(self, text: str) -> Awaitable[None]:
         """Send ``text`` as one text message."""
@@ -583,25 +333,16 @@ class WsConnection(asyncio.Protocol):
 
     async def send(self, data: bytes | str) -> None:
         """Write and wait for the drain; raises ``ConnectionClosed`` once closed."""
-        if self._closing:
-            raise self._closed_error()
+        if self.is_closing:
+            raise self.closed_error()
         await self.write(data.encode() if isinstance(data, str) else data)
-        if self._closed:
-            raise self._closed_error()
+        if self.is_closed:
+            raise self.closed_error()
 
-    async def drain(self) -> None:
-        """Wait until the write buffer is below its low-water mark."""
-        if self._closed:
-            raise self._closed_error()
-        if self._write_paused:
-            await self._drain_waiter()
-        if self._closed:
-            raise self._closed_error()
-
-    def _send_pending(self) -> None:
+    def send_pending(self) -> None:
         """Hand what the protocol has to send (handshake, pongs, close) to the transport;
         the empty chunk that means "close the TCP connection" closes it."""
-        proto = self._proto
+        proto = self.protocol
         transport = self.transport
         if proto is None or transport is None:
             return
@@ -610,39 +351,9 @@ class WsConnection(asyncio.Protocol):
                 self.bytes_written += len(chunk)
                 transport.write(chunk)
             else:
-                self._closing = True
+                self.is_closing = True
                 transport.close()  # after what is buffered
                 return
-
-    # ------------------------------------------------------------------ reading control
-
-    def pause_reading(self) -> None:
-        """Stop reading from the peer until :meth:`resume_reading`."""
-        self._pause(2)
-
-    def resume_reading(self) -> None:
-        """Undo :meth:`pause_reading` (flow control may keep reading paused)."""
-        self._resume(2)
-
-    def hand_off_reading(self) -> None:
-        """Not for WebSockets (no zero-copy reader): reading just pauses."""
-        self._pause(4)
-
-    def take_back_reading(self) -> None:
-        """Undo :meth:`hand_off_reading`."""
-        self._resume(4)
-
-    def _pause(self, why: int) -> None:
-        if not self._paused and self.transport is not None and not self._closing:
-            self.transport.pause_reading()
-        self._paused |= why
-
-    def _resume(self, why: int) -> None:
-        if not self._paused & why:
-            return
-        self._paused &= ~why
-        if not self._paused and self.transport is not None and not self._closed:
-            self.transport.resume_reading()
 
     # ------------------------------------------------------------------ ending
 
@@ -653,43 +364,42 @@ class WsConnection(asyncio.Protocol):
     def close(self, timeout: float | None = None, reason: str | None = None) -> None:
         """Send a close frame (after what is queued) and close once the peer answers;
         abort after ``timeout`` seconds (default ``close_timeout``). Idempotent."""
-        if self._closing or self.transport is None:
+        if self.is_closing or self.transport is None:
             return
         if reason is not None and self.close_reason is None:
             self.close_reason = reason
-        proto = self._proto
+        proto = self.protocol
         if proto is not None and proto.state is State.OPEN:
-            code = _CLOSE_CODES.get(self.close_reason or "", CloseCode.NORMAL_CLOSURE)
-            if self._going_away:
-                code = CloseCode.GOING_AWAY
+            code = close_code(self.close_reason, self._going_away)
             proto.send_close(code, (self.close_reason or "")[:120])
-            self._send_pending()
+            self.send_pending()
         elif self.transport is not None:
             self.transport.close()
-        self._start_closing(self.options.close_timeout if timeout is None else timeout)
+        self.start_closing(self.options.close_timeout if timeout is None else timeout)
 
-    def _start_closing(self, timeout: float) -> None:
-        self._closing = True
-        self._message = None
+    def start_closing(self, timeout: float) -> None:
+        """Closing: no more lines, and abort after ``timeout`` seconds."""
+        self.is_closing = True
+        self.forget_message()
         # Keep reading: the peer's close frame (or its FIN) ends it cleanly.
-        self._paused = 0
-        if self.transport is not None and not self._closed:
+        self.forget_pauses()
+        if self.transport is not None and not self.is_closed:
             self.transport.resume_reading()
             if self._close_timer is None:
                 self._close_timer = asyncio.get_running_loop().call_later(timeout, self.abort)
 
     def abort(self, reason: str | None = None) -> None:
         """Drop the connection at once; queued data is discarded. Idempotent."""
-        if self._closed or self.transport is None:
+        if self.is_closed or self.transport is None:
             return
         if reason is not None and self.close_reason is None:
             self.close_reason = reason
-        self._closing = True
+        self.is_closing = True
         self.transport.abort()
 
     async def wait_closed(self) -> None:
         """Wait until the connection is gone."""
-        if self._closed:
+        if self.is_closed:
             return
         if self._lost is None:
             self._lost = asyncio.get_running_loop().create_future()
@@ -699,69 +409,33 @@ class WsConnection(asyncio.Protocol):
         """The server is shutting down: the service's ``on_shutdown`` (the reason, then
         close with 1001), as for a TCP connection."""
         self._going_away = True
-        if self._started:
-            self._call(lambda conn: self.service.on_shutdown(conn, reason))
+        if self.started:
+            self.run_callback(lambda conn: self.service.on_shutdown(conn, reason))
         else:
             self.abort()
 
-    # ------------------------------------------------------------------ protections
-
-    def _too_slow(self) -> None:
-        self._slow_timer = None
-        if self._slow or self._closed:
-            return
-        self._slow = True
-        if self.close_reason is None:
-            self.close_reason = "too slow"
-        log.info(
-            "%s: WebSocket too slow (%d bytes queued), disconnecting",
-            self.peer,
-            self.write_buffer_size,
-        )
-        self._cfg.registry.note("too slow")
-        self._call(self.service.on_slow)
-
-    def _sweep(self, now: float) -> None:
-        """The sweeper's callback: the idle timeout (on messages) and the pings."""
-        if self._closing:
-            return
-        timeout = self.options.idle_timeout
-        if timeout is not None:
-            if self._traffic != self._seen:
-                self._seen = self._traffic
-                self._seen_at = now
-            elif now - self._seen_at >= timeout:
-                if self.close_reason is None:
-                    self.close_reason = "idle"
-                self._cfg.registry.note("idle")
-                self._call(self.service.on_idle)
-                return
-        interval = self._cfg.ping_interval
-        if interval and now >= self._ping_due:
-            self._ping_due = now + interval
-            if self._pong_wanted:
-                log.info("%s: WebSocket closed: no pong within %g s", self.peer, interval)
-                self.close(reason="no pong")
-                return
-            proto = self._proto
-            if proto is not None and proto.state is State.OPEN:
-                self._pong_wanted = True
-                proto.send_ping(b"tw")
-                self._send_pending()
-
-    def _unwatch(self) -> None:
-        if self.options.idle_timeout or self._cfg.ping_interval:
-            sweeper_for(asyncio.get_running_loop()).unwatch(self)
-
     # ------------------------------------------------------------------ internals
 
-    def _call(self, callback: Callable[..., None], *args: Any) -> None:
-        """Run a service callback; an exception is the service's bug: logged, aborted."""
+    def run_callback(self, callback: Callable[..., None], *args: Any) -> None:
+        """Run ``callback(self, *args)``, a service callback (or this connection's own
+        handler of the protocol's events): an exception is the service's bug: handed to
+        its ``on_error``, then the connection is aborted."""
         try:
             callback(self, *args)
         except Exception as exc:
             self._report(exc)
             self.abort()
+
+    def give_reason(self, reason: str) -> None:
+        """Record why the connection closes, unless a reason was given first."""
+        if self.close_reason is None:
+            self.close_reason = reason
+
+    def close_received(self) -> None:
+        """The peer's close frame arrived (the library answers it): no more lines, and
+        writes are dropped."""
+        self.is_closing = True
+        self.give_reason("closed by peer")
 
     def _report(self, exc: Exception) -> None:
         try:
@@ -769,23 +443,10 @@ class WsConnection(asyncio.Protocol):
         except Exception:
             log.exception("%s: error while reporting an error", self.peer)
 
-    def _closed_error(self) -> ConnectionClosed:
+    def closed_error(self) -> ConnectionClosed:
+        """The error for an operation on a closed connection: :class:`ConnectionClosedLocally`
+        when this side closed it, :class:`ConnectionLost` when the peer closed it or went
+        away."""
         if self.close_reason is not None and self.close_reason != "closed by peer":
             return ConnectionClosedLocally(f"connection to {self.peer} is closed")
         return ConnectionLost(f"connection to {self.peer} was lost")
-
-    def _drain_waiter(self) -> asyncio.Future[None]:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self._drainers is None:
-            self._drainers = [fut]
-        else:
-            self._drainers.append(fut)
-        return fut
-
-    def _wake_drainers(self) -> None:
-        waiters = self._drainers
-        if waiters:
-            self._drainers = None
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
