@@ -171,3 +171,24 @@ def test_any_interleaving_keeps_each_members_lines_exact_and_in_order(
     ops: list[tuple[str, object, object]],
 ) -> None:
     asyncio.run(_run(ops))
+
+
+def test_lines_left_by_a_closed_loop_do_not_stop_the_next_loops_lines() -> None:
+    room = Group("#r", Tally())
+
+    async def say_and_leave(text: str) -> Peer:
+        p = open_peer(Quiet())
+        room.add(1, p.conn)
+        room.send(text)  # the loop ends before its flush runs
+        return p
+
+    asyncio.run(say_and_leave("lost with its loop"))
+
+    async def next_loop() -> list[str]:
+        p = open_peer(Quiet())
+        room.add(2, p.conn)
+        room.send("delivered")
+        await _settle()
+        return _lines(p)
+
+    assert asyncio.run(next_loop()) == ["delivered"]

@@ -59,6 +59,9 @@ class Flushable(Protocol):
     def deliver(self) -> None:
         """Write each member its share of the lines queued, and empty the batch."""
 
+    def discard(self) -> None:
+        """Forget the lines queued (their event loop is gone)."""
+
 
 class Coalescer:
     """The process's write coalescer; see the module docstring."""
@@ -124,6 +127,8 @@ class Coalescer:
         self.scheduled = False
         self.groups_due = False
         self.presence_timer = None
+        for group in self.groups:
+            group.discard()  # or the group would never be queued again
         self.groups = []
         self.group_chars = 0
 

@@ -133,6 +133,11 @@ class Group:
         self.tally.lines_out += count
         return data
 
+    def discard(self) -> None:
+        """Forget the queued lines: the coalescer's event loop was closed before they went
+        out (see :meth:`Coalescer.adopt <twoway.net.coalesce.Coalescer.adopt>`)."""
+        self.batch = None
+
     def deliver(self) -> None:
         """Write each member its share of the queued lines, one write each (called by the
         coalescer)."""
