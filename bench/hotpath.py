@@ -130,23 +130,19 @@ async def _chat(n: int, store: bool, commit_every: int, keep: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         service, conns = _open("chat", 100, data_dir=tmp, keep=str(keep))
         db = service.store
-        try:  # a loop iteration's lines handed over at its end, as the chat does
-            db.start(asyncio.get_running_loop().call_soon)
-        except TypeError:  # before the store took call_soon: one hand-over per line
-            db.start()
+        db.start()
         await asyncio.sleep(0.3)
         m = len(conns)
         commits = db.commits
-        for i in range(n):
-            conns[i % m].data_received(b"hello everyone\n")
-            await asyncio.sleep(0)
-            if (i + 1) % commit_every == 0:
+        for start in range(0, n, commit_every):
+            for i in range(start, min(n, start + commit_every)):  # chat's loop, as it is
+                conns[i % m].data_received(b"hello everyone\n")
                 await asyncio.sleep(0)
-                clock.gate.release()
-                commits += 1
-                # Blocking on purpose: the loop stands still while the writer commits.
-                while db.commits < commits and db.failed is None:
-                    time.sleep(0.001)  # noqa: ASYNC251
+            clock.gate.release()
+            commits += 1
+            # Blocking on purpose: the loop stands still while the writer commits.
+            while db.commits < commits and db.failed is None:
+                time.sleep(0.001)  # noqa: ASYNC251
         db.close()
         assert db.failed is None, db.failed
         assert db.lines_written >= n, (db.lines_written, n)

@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-.venv/bin/python}
+# One hash seed: dict probing (attribute and global look-ups) then costs the same every run.
+export PYTHONHASHSEED=${PYTHONHASHSEED:-0}
 ir() {
     valgrind --tool=callgrind --callgrind-out-file=/dev/null "$py" bench/hotpath.py --once \
         --n "$2" "$1" 2>&1 | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
