@@ -411,8 +411,9 @@ class SqliteStore:
             )
 
     def _trim(self, room: str, last: int) -> None:
-        """Delete the chunks of ``room`` wholly older than ``--keep``'s count, once that
-        moved by a tenth of the count (or at the first commit of the room in this run)."""
+        """Delete the chunks of ``room`` wholly older than ``--keep``'s count, once the
+        oldest line kept moved by a tenth of the count since the last trim (since 0 in this
+        run: a room with a long past is trimmed at its first commit)."""
         count = self.keep.lines
         if count is None or last <= count:
             return
