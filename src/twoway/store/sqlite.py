@@ -6,15 +6,26 @@ start-up instead of interleaving its numbers with ours).
 
 **Threads.** :meth:`SqliteStore.open` and the loading methods run at start-up, on the caller's
 thread, before the event loop serves anyone. From then on one *writer thread* owns the
-connection: the event loop only queues (:meth:`journal`, :meth:`put`, :meth:`delete`: a
-``SimpleQueue.put``, never a wait for the disk), and the writer takes everything queued,
-writes it in one transaction and commits — *group commit*. Commits are at least
-:data:`COMMIT_INTERVAL` apart, so a line acknowledged (delivered to the room) is in the
-database file within about that long after it was said, and a server saying thousands of
-lines a second commits at most 1 / COMMIT_INTERVAL times a second (the disk write rate is
-bounded by the lines, not by their count). ``synchronous=NORMAL`` in WAL mode: a committed
-transaction survives the process being killed (``kill -9``: what is on disk is an exact
-prefix of what was said); a power cut may lose the last commits, never corrupt the file.
+connection, and the event loop never waits for it: :meth:`journal`, :meth:`put` and
+:meth:`delete` append to a list the two threads share
+(:class:`~twoway.store.linequeue.LineQueue`: one ``append`` per line, no lock, the writer
+woken once per commit). The writer takes everything in the list at once, writes it in one
+transaction and commits — *group commit*. Commits are at least :data:`COMMIT_INTERVAL`
+apart, so a line acknowledged (delivered to the room) is in the database file within about
+that long after it was said, and a server saying thousands of lines a second commits at most
+1 / COMMIT_INTERVAL times a second (the disk write rate is bounded by the lines, not by their
+count). ``synchronous=NORMAL`` in WAL mode: a committed transaction survives the process
+being killed (``kill -9``: what is on disk is an exact prefix of what was said, records
+included: one list keeps their order); a power cut may lose the last commits, never corrupt
+the file.
+
+**Rows.** A room's lines are stored as *chunks*: one row per room per commit holding that
+commit's run of consecutive lines, joined by newlines (``first`` and ``last`` number its
+ends; a chat line never holds a newline: the chat escapes control characters, and so does
+the writer if one ever came). A busy room costs one row per commit, not one per line, and
+``--keep`` deletes whole chunks (at least a tenth of the count at once): the store holds a
+room's newest ``--keep`` lines and at most that tenth plus one commit's lines more, which
+loading leaves out.
 
 **Failures.** At start-up a corrupt, locked, read-only or full database raises
 :class:`~twoway.errors.ServiceError` with one line (the server does not start). At run time
@@ -33,13 +44,14 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from twoway.errors import ServiceError
 from twoway.sansio.chat.keep import KeepPolicy
+from twoway.sansio.chat.state import Journal
+from twoway.store.linequeue import LineQueue, Run
 from twoway.store.records import JSONValue
 
 __all__ = ["COMMIT_INTERVAL", "MIGRATIONS", "SCHEMA_VERSION", "SavedRoom", "SqliteStore"]
@@ -51,12 +63,15 @@ COMMIT_INTERVAL = 0.05
 #: Bytes of lines queued for the writer at most (as much as the default history budget): a
 #: chat that says more than the disk takes (a flood of long lines) would otherwise pile them
 #: up in memory. Past it, lines are not written (counted, one error line); the disk then has
-#: a gap, and what is loaded at the next start is the newest unbroken run.
+#: a gap, and what is loaded at the next start is the newest unbroken run. (Measured every
+#: 16 lines: it may be passed by 16 lines.)
 MAX_BACKLOG = 4 * 1024 * 1024
 #: How long start-up waits for a lock another process holds before refusing (seconds).
 _BUSY_TIMEOUT_MS = 500
 #: How often the writer deletes lines older than ``--keep``'s age (seconds).
 _AGE_SWEEP = 60.0
+#: JSON without the spaces.
+_TIGHT = (",", ":")
 
 
 def _v1(db: sqlite3.Connection) -> None:
@@ -74,8 +89,24 @@ def _v1(db: sqlite3.Connection) -> None:
     )
 
 
+def _v2(db: sqlite3.Connection) -> None:
+    # Lines in chunks, one row per room per commit (see the module docstring). A rowid table:
+    # a chunk may be far bigger than a page. Each line of version 1 becomes a chunk of one
+    # (escaped as the chat escapes it: a newline, which the chat never stores, reads ^J).
+    db.execute(
+        "CREATE TABLE chunks (room TEXT NOT NULL, first INTEGER NOT NULL, "
+        "last INTEGER NOT NULL, ts REAL NOT NULL, texts TEXT NOT NULL, "
+        "PRIMARY KEY (room, first))"
+    )
+    db.execute(
+        "INSERT INTO chunks SELECT room, seq, seq, ts, replace(text, char(10), '^J') "
+        "FROM lines ORDER BY room, seq"
+    )
+    db.execute("DROP TABLE lines")
+
+
 #: Schema migrations: ``MIGRATIONS[n]`` takes a database at version ``n`` to ``n + 1``.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _v1}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _v1, 1: _v2}
 #: The version this code writes.
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -120,17 +151,18 @@ class SqliteStore:
         #: When the first and the last commit were made (monotonic seconds; 0: none yet).
         self.first_commit = 0.0
         self.last_commit = 0.0
-        #: Lines not written because the writer was too far behind (see MAX_BACKLOG).
-        self.lines_dropped = 0
-        # Bytes queued (added by the event loop only) and taken (by the writer only): each
-        # counter has one writer, so the backlog needs no lock.
-        self._queued_bytes = 0
-        self._taken_bytes = 0
         self.on_failure: Callable[[str], None] = lambda message: None
         self._db = db
-        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        # Wakes the writer (True) or stops it (None).
+        self._wake: queue.SimpleQueue[bool | None] = queue.SimpleQueue()
+        self._lines = LineQueue(lambda: self._wake.put(True), self._behind, MAX_BACKLOG)
+        #: Line ``seq`` of ``room`` in numbering ``epoch`` (see ChatCore.set_journal): kept
+        #: for the writer (the event loop's hot path: the queue's own method, no call between).
+        self.journal: Journal = self._lines.journal
         self._thread: threading.Thread | None = None
         self._epochs: dict[str, str] = {}
+        # The oldest line kept of each room after its last trim (see _trim).
+        self._trimmed: dict[str, int] = {}
         self._closed = False
 
     # -- start-up (caller's thread) --------------------------------------------------------
@@ -189,24 +221,31 @@ class SqliteStore:
 
     def load_rooms(self, tail: int) -> list[SavedRoom]:
         """Every room the store knows, with its newest ``tail`` lines (a run of consecutive
-        numbers ending at the room's last). Start-up only."""
+        numbers ending at the room's last; no more than ``--keep`` keeps). Start-up only."""
+        limit = tail if self.keep.lines is None else min(tail, self.keep.lines)
         out = []
         try:
             rows = self._db.execute("SELECT name, epoch, last FROM rooms ORDER BY name")
             for name, epoch, last in rows.fetchall():
                 self._epochs[name] = epoch
-                got = self._db.execute(
-                    "SELECT seq, text FROM lines WHERE room = ? AND seq > ? ORDER BY seq",
-                    (name, last - tail),
-                ).fetchall()
-                # Only the run that ends at ``last`` with no gap: the numbers must hold.
-                expected = last
+                chunks = self._db.execute(
+                    "SELECT first, texts FROM chunks WHERE room = ? ORDER BY first DESC",
+                    (name,),
+                )
+                # Newest first, only the run that ends at ``last`` with no gap: the numbers
+                # must hold.
                 run: list[str] = []
-                for seq, text in reversed(got):
-                    if seq != expected:
+                expected = last
+                for first, texts in chunks:
+                    if len(run) >= limit:
                         break
-                    run.append(text)
-                    expected -= 1
+                    got = texts.split("\n")
+                    if first + len(got) - 1 < expected:
+                        break
+                    run.extend(reversed(got[: expected - first + 1]))
+                    expected = first - 1
+                chunks.close()
+                del run[limit:]
                 run.reverse()
                 out.append(SavedRoom(name, epoch, last, run))
         except sqlite3.Error as exc:
@@ -222,33 +261,26 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise ServiceError(f"history store {self.path}: {_describe(exc)}") from None
 
-    # -- the event loop: queue only --------------------------------------------------------
+    # -- the event loop: append only -------------------------------------------------------
 
-    def journal(self, room: str, epoch: str, seq: int, text: str) -> None:
-        """Line ``seq`` of ``room`` in numbering ``epoch`` (see ChatCore.set_journal)."""
-        if self.failed is not None:
-            return  # in memory only now (said once, by the writer)
-        size = len(text)
-        if self._queued_bytes - self._taken_bytes > MAX_BACKLOG:
-            self.lines_dropped += 1
-            if self.lines_dropped == 1:
-                self.on_failure(
-                    f"history store {self.path}: the disk cannot keep up with the chat "
-                    f"(over {MAX_BACKLOG >> 20} MiB queued): lines said now are not written"
-                )
-            return
-        self._queued_bytes += size
-        # Stamped by the writer (one clock read per batch, within COMMIT_INTERVAL): the age
-        # of a line only matters to --keep's days.
-        self._queue.put(("line", room, epoch, seq, text))
+    @property
+    def lines_dropped(self) -> int:
+        """Lines not written because the writer was too far behind (see MAX_BACKLOG)."""
+        return self._lines.lines_dropped
 
     def put(self, kind: str, key: str, value: JSONValue) -> None:
         """Create or replace one record (written by the writer thread)."""
-        self._queue.put(("put", kind, key, json.dumps(value, separators=(",", ":"))))
+        self._lines.record(kind, key, json.dumps(value, separators=_TIGHT))
 
     def delete(self, kind: str, key: str) -> None:
         """Remove one record, if it is there (written by the writer thread)."""
-        self._queue.put(("del", kind, key))
+        self._lines.record(kind, key, "")
+
+    def _behind(self) -> None:
+        self.on_failure(
+            f"history store {self.path}: the disk cannot keep up with the chat "
+            f"(over {MAX_BACKLOG >> 20} MiB queued): lines said now are not written"
+        )
 
     # -- the writer thread -----------------------------------------------------------------
 
@@ -259,15 +291,18 @@ class SqliteStore:
             self._thread.start()
 
     def close(self, timeout: float = 5.0) -> None:
-        """Write what is queued, stop the writer and close the database (idempotent)."""
+        """Write what is queued, stop the writer and close the database (idempotent). Call
+        it once nothing is said any more (it may run on another thread than the loop)."""
         if self._closed:
             return
         self._closed = True
-        self._queue.put(None)
+        self._wake.put(None)
         if self._thread is not None:
             self._thread.join(timeout)
-        else:
-            self._drain_unstarted()
+        elif self.failed is None:
+            runs, records = self._lines.take()
+            if runs or records:
+                self._write(runs, records)
         if self._thread is None or not self._thread.is_alive():
             self._db.close()
 
@@ -287,108 +322,75 @@ class SqliteStore:
             text += f"; {self.lines_dropped} lines not written (the disk fell behind)"
         return text
 
-    def _drain_unstarted(self) -> None:
-        items = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                items.append(item)
-        if items and self.failed is None:
-            self._write(items)
-
     def _run(self) -> None:
-        q = self._queue
+        wake = self._wake
         last_commit = 0.0
         last_sweep = time.monotonic()
         stopping = False
         while not stopping:
-            first = q.get()
+            signal = wake.get()
             wait = last_commit + COMMIT_INTERVAL - time.monotonic()
-            if wait > 0 and first is not None:
+            if wait > 0 and signal is not None:
                 time.sleep(wait)  # gather what comes meanwhile: one commit for all of it
-            items: list[tuple[Any, ...]] = []
-            item: tuple[Any, ...] | None = first
-            while True:
-                if item is None:
-                    stopping = True
-                else:
-                    items.append(item)
-                    if item[0] == "line":
-                        self._taken_bytes += len(item[4])
+            # Every wake-up so far is answered by the take below (a later one by the next).
+            while signal is not None:
                 try:
-                    item = q.get_nowait()
+                    signal = wake.get_nowait()
                 except queue.Empty:
                     break
+            stopping = signal is None
+            runs, records = self._lines.take()
             if self.failed is not None:
                 continue  # in memory only from now on: drop what is queued
             now = time.monotonic()
             sweep = self.keep.age is not None and now - last_sweep > _AGE_SWEEP
-            if items or sweep:
-                self._write(items, sweep=sweep)
+            if runs or records or sweep:
+                self._write(runs, records, sweep=sweep)
                 last_commit = time.monotonic()
                 if sweep:
                     last_sweep = now
         self._db.close()
 
-    def _insert(self, lines: list[tuple[str, int, str]], ts: float) -> int:
-        """Insert ``lines`` (room, seq, text) stamped ``ts``, in one statement: the rows go
-        as one JSON array, so SQLite runs one step for the batch. (``executemany`` releases
-        the GIL around every row's step, and with the event loop wanting it back each
-        release costs the writer up to a switch interval, 5 ms: a batch of thousands of
-        lines would take seconds.)"""
-        self._db.execute(
-            "INSERT OR REPLACE INTO lines (room, seq, ts, text) SELECT "
-            "json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?, "
-            "json_extract(value, '$[2]') FROM json_each(?)",
-            (ts, json.dumps(lines, ensure_ascii=False, separators=(",", ":"))),
-        )
-        return len(lines)
-
-    def _write(self, items: Iterable[tuple[Any, ...]], *, sweep: bool = False) -> None:
-        """One transaction for ``items``; on failure, report once and stop writing."""
+    def _write(
+        self, runs: list[Run], records: list[tuple[str, str, str]], *, sweep: bool = False
+    ) -> None:
+        """One transaction for ``runs`` and ``records``; on failure, report once and stop
+        writing."""
         db = self._db
-        lines: list[tuple[str, int, str]] = []
-        written = 0
         lasts: dict[str, int] = {}
+        written = 0
         ts = time.time()
         try:
             db.execute("BEGIN IMMEDIATE")
-            for item in items:
-                kind = item[0]
-                if kind == "line":
-                    _, room, epoch, seq, text = item
-                    if self._epochs.get(room) != epoch:
-                        # A new numbering: the old lines belong to a history that was lost.
-                        if lines:
-                            written += self._insert(lines, ts)
-                            lines = []
-                        db.execute("DELETE FROM lines WHERE room = ?", (room,))
-                        db.execute(
-                            "INSERT OR REPLACE INTO rooms VALUES (?,?,?)", (room, epoch, seq - 1)
-                        )
-                        self._epochs[room] = epoch
-                    lines.append((room, seq, text))
-                    lasts[room] = seq
-                elif kind == "put":
-                    db.execute("INSERT OR REPLACE INTO records VALUES (?,?,?)", item[1:])
+            # Records and lines are in tables of their own: within one transaction their
+            # order does not matter, only each one's own.
+            for kind, key, value in records:
+                if value:
+                    db.execute("INSERT OR REPLACE INTO records VALUES (?,?,?)", (kind, key, value))
                 else:
-                    db.execute("DELETE FROM records WHERE kind = ? AND key = ?", item[1:])
-            if lines:
-                written += self._insert(lines, ts)
-            keep = self.keep
+                    db.execute("DELETE FROM records WHERE kind = ? AND key = ?", (kind, key))
+            for room, epoch, first, count, chunk in runs:
+                if self._epochs.get(room) != epoch:
+                    # A new numbering: the old lines belong to a history that was lost.
+                    db.execute("DELETE FROM chunks WHERE room = ?", (room,))
+                    db.execute(
+                        "INSERT OR REPLACE INTO rooms VALUES (?,?,?)", (room, epoch, first - 1)
+                    )
+                    self._epochs[room] = epoch
+                    self._trimmed.pop(room, None)
+                last = first + count - 1
+                db.execute(
+                    "INSERT OR REPLACE INTO chunks VALUES (?,?,?,?,?)",
+                    (room, first, last, ts, chunk),
+                )
+                lasts[room] = last
+                written += count
             for room, last in lasts.items():
                 db.execute("UPDATE rooms SET last = ? WHERE name = ?", (last, room))
-                if keep.lines is not None and last > keep.lines:
-                    db.execute(
-                        "DELETE FROM lines WHERE room = ? AND seq < ?",
-                        (room, keep.oldest_seq(last)),
-                    )
-            oldest = keep.oldest_time(time.time())
+                self._trim(room, last)
+            oldest = self.keep.oldest_time(time.time())
             if sweep and oldest is not None:
-                db.execute("DELETE FROM lines WHERE ts < ?", (oldest,))
+                db.execute("DELETE FROM chunks WHERE ts < ?", (oldest,))
             db.execute("COMMIT")
             self.lines_written += written
             self.commits += 1
@@ -397,6 +399,7 @@ class SqliteStore:
                 self.first_commit = self.last_commit
         except sqlite3.Error as exc:
             self.failed = _describe(exc)
+            self._lines.closed = True
             try:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
@@ -406,3 +409,18 @@ class SqliteStore:
                 f"history store {self.path}: {self.failed}: chat goes on in memory, history "
                 "said from now on will not survive a restart"
             )
+
+    def _trim(self, room: str, last: int) -> None:
+        """Delete the chunks of ``room`` wholly older than ``--keep``'s count, once the
+        oldest line kept moved by a tenth of the count since the last trim (since 0 in this
+        run: a room with a long past is trimmed at its first commit)."""
+        count = self.keep.lines
+        if count is None or last <= count:
+            return
+        oldest = self.keep.oldest_seq(last)
+        if oldest - self._trimmed.get(room, 0) < max(1, count // 10):
+            return
+        self._trimmed[room] = oldest
+        self._db.execute(
+            "DELETE FROM chunks WHERE room = ? AND first < ? AND last < ?", (room, oldest, oldest)
+        )
