@@ -252,3 +252,32 @@ def test_a_server_that_joins_late_shows_recent_history(cluster: Cluster) -> None
     bob.send("/join dev11")
     bob.expect("[history] alice11: in dev")
     alice.expect("* bob11 joined #dev11")
+
+
+def test_since_with_another_servers_epoch_says_the_history_was_reset(pair: Pair) -> None:
+    """Numbers and epochs are each server's own: another server's epoch is not taken for
+    this one's (which could replay the wrong lines), it reads as a reset."""
+    c, a, b = pair
+    alice = c.client(a, "alice9")
+    bob = c.client(b, "bob9")
+    alice.ask("/join t9", "* you are in #t9")
+    bob.ask("/join t9", "* you are in #t9")
+    alice.expect("* bob9 joined #t9")
+    for text in ("one", "two", "three"):
+        alice.send(text)
+        bob.expect(f"alice9: {text}")
+    seen_on_a = re.search(r"seq (\d+) epoch (\S+)", alice.ask("/seq", "at #t9 seq"))
+    seen_on_b = re.search(r"seq (\d+) epoch (\S+)", bob.ask("/seq", "at #t9 seq"))
+    assert seen_on_a is not None and seen_on_b is not None
+    assert seen_on_a.group(2) != seen_on_b.group(2)
+    bob.ask(f"/since 1 {seen_on_a.group(2)}", "*** history of #t9 was reset")
+    summary = bob.expect("*** replayed")
+    replay = [*bob.skipped, summary]
+    assert replay == [
+        "[history] alice9: one",
+        "[history] alice9: two",
+        "[history] alice9: three",
+        "*** replayed 3 lines; 0 missed",
+    ]
+    bob.ask(f"/since 1 {seen_on_b.group(2)}", "[history] alice9: two")  # its own: exact
+    assert bob.expect("*** replayed") == "*** replayed 2 lines; 0 missed"
