@@ -103,16 +103,18 @@ def log_listening(server: Server, name: str, tag: str) -> None:
         )
 
 
-def log_gateway(server: Server, gateway: WsGateway, name: str) -> None:
-    """The ready lines of a started ``--ws`` ``gateway`` of ``server``: one per address."""
+def log_gateway(server: Server, gateway: WsGateway, name: str, worker: str = "") -> None:
+    """The ready lines of a started ``--ws`` ``gateway`` of ``server``: one per address,
+    ending with ``worker`` (`` (worker 1, pid 123)`` in a worker of ``--workers``)."""
     for host, port in gateway.addresses:
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         plog.info(
-            "%s %s WebSocket gateway on %s://%s/ (the web chat page at /)",
+            "%s %s WebSocket gateway on %s://%s/ (the web chat page at /)%s",
             name,
             server.service.name,
             gateway.scheme,
             where,
+            worker,
             extra={"event": "listening_ws", "host": host, "port": port},
         )
 

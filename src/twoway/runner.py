@@ -92,6 +92,7 @@ async def run_server(
     progress: bool = False,
     gateways: Sequence[WsGateway] = (),
     notify: Notifier | None = None,
+    worker: str = "",
 ) -> int:
     """Start ``server``, log the ready line, serve until a stop signal, shut down gracefully.
     With ``progress``, a service that reports it shows its transfers on a terminal (see
@@ -167,7 +168,7 @@ async def run_server(
             except BaseException:
                 await server.shutdown(0)
                 raise
-            log_gateway(server, gateway, name)
+            log_gateway(server, gateway, name, worker)
         if notify is not None:
             notify.ready(systemd_status(server))
         await stop.wait()

@@ -137,8 +137,8 @@ def serve_settings(
             fit=lambda n: fit_max_conns(n, limit),
             verbose=verbose,
         )
-        tag = f" (worker {index + 1}, pid {os.getpid()})" if index is not None else ""
-        tag += where.describe() + door.describe()
+        worker = f" (worker {index + 1}, pid {os.getpid()})" if index is not None else ""
+        tag = worker + where.describe() + door.describe()
         if index is not None:
             log_context(worker=index + 1)
         report = None
@@ -150,7 +150,7 @@ def serve_settings(
         if settings.ws is not None:
             from twoway.wsgate import build_gateway
 
-            gateways.append(build_gateway(settings, server, door))
+            gateways.append(build_gateway(settings, server, door, reuse_port=index is not None))
         main = run_server(
             server,
             settings.grace,
@@ -159,6 +159,7 @@ def serve_settings(
             progress=index is None,  # workers would draw over each other
             gateways=gateways,
             notify=notifier if index is None else None,
+            worker=worker,
         )
         with asyncio.Runner(loop_factory=loop_factory(loop_name)) as runner:
             return runner.run(

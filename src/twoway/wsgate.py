@@ -38,9 +38,13 @@ def check_ws(settings: Settings) -> None:
         if settings.ws_origin:
             raise ConfigError("--ws-origin needs --ws HOST:PORT")
         return
-    parse_ws_address(settings.ws, settings.host)
-    if settings.workers > 1:
-        raise ConfigError("--ws with --workers is not supported yet: run one process")
+    _host, port = parse_ws_address(settings.ws, settings.host)
+    if settings.workers > 1 and port == 0:
+        # Each worker binds the gateway's port with SO_REUSEPORT: port 0 would give each
+        # its own port, and a page could reach only one worker's.
+        raise ConfigError(
+            f"--ws {settings.ws!r} with --workers needs a fixed port (the workers share it)"
+        )
     from twoway.sansio.origin import OriginPolicy
 
     try:
@@ -49,8 +53,12 @@ def check_ws(settings: Settings) -> None:
         raise ConfigError(f"--ws-origin {exc}") from None
 
 
-def build_gateway(settings: Settings, server: Server, door: FrontDoor) -> WsGateway:
-    """The gateway for ``server`` (not started): same service, registry, options, TLS."""
+def build_gateway(
+    settings: Settings, server: Server, door: FrontDoor, *, reuse_port: bool = False
+) -> WsGateway:
+    """The gateway for ``server`` (not started): same service, registry, options, TLS.
+    ``reuse_port``: a worker of ``--workers``, which shares the port with the others (the
+    kernel spreads the connections, as for the TCP port)."""
     from twoway.net.service import LineService
     from twoway.net.ws import WsGateway
     from twoway.net.wsconfig import WsConfig
@@ -77,4 +85,5 @@ def build_gateway(settings: Settings, server: Server, door: FrontDoor) -> WsGate
         port,
         ssl_context=door.tls.context if door.tls is not None else None,
         ssl_handshake_timeout=settings.tls_handshake_timeout,
+        reuse_port=reuse_port,
     )

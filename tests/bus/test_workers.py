@@ -59,3 +59,43 @@ def test_worker_killed_is_restarted_and_its_users_leave(cluster: Cluster) -> Non
     watcher.knows("late")
     newcomer.send("hi all")
     watcher.expect("late: hi all")
+
+
+def test_browsers_and_line_clients_share_rooms_across_workers(cluster: Cluster) -> None:
+    """``--ws`` with ``--workers``: every worker listens on the gateway's port too; tabs on
+    either worker and an ``nc``-style client are in one room."""
+    from net.ws.wskit import RawWs, free_port
+
+    port = free_port()
+    srv = cluster.server("--workers", "2", "--ws", f"127.0.0.1:{port}", ready=False)
+    gateway = rf"WebSocket gateway on ws://127\.0\.0\.1:{port}/ .*\(worker \d, pid (\d+)\)"
+    srv.wait_for(gateway, 15 * UNIT, count=2)
+    srv.wait_ready()
+    pids = [int(m.group(1)) for m in re.finditer(gateway, srv.stderr)]
+    assert len(set(pids)) == 2, srv.stderr
+    tabs: list[RawWs] = []
+    owners: set[int | None] = set()
+    try:
+        for i in range(40):  # until both workers have a tab (the kernel hashes connections)
+            tab = RawWs(port)
+            tabs.append(tab)
+            tab.expect("type /help for commands")
+            tab.send_text(f"/nick tab{i}")
+            tab.expect(f"is now known as tab{i}")
+            owners.add(owner_pid(tab.sock.getsockname()[1], pids))
+            if owners == set(pids):
+                break
+        assert owners == set(pids), owners
+        liner = cluster.client(srv.port, "liner")
+        for tab in tabs:
+            tab.expect("is now known as liner")
+        liner.send("hello from nc")
+        for tab in tabs:
+            tab.expect("liner: hello from nc")
+        tabs[-1].send_text("hello from a tab")
+        liner.expect(f"tab{len(tabs) - 1}: hello from a tab")
+        for tab in tabs[:-1]:
+            tab.expect(f"tab{len(tabs) - 1}: hello from a tab")
+    finally:
+        for tab in tabs:
+            tab.close()

@@ -349,7 +349,7 @@ def test_ws_from_the_environment_and_toml(servers: list[CliServer], tmp_path: Pa
         (["--ws", "nonsense"], "--ws 'nonsense': expected HOST:PORT"),
         (["--ws-origin", "https://a.example"], "--ws-origin needs --ws HOST:PORT"),
         (["--ws", ":0", "--ws-origin", "a.example/x"], "is not an origin"),
-        (["--ws", ":0", "--workers", "2", "--bus", "redis://127.0.0.1:1/0"], "--workers"),
+        (["--ws", ":0", "--workers", "2", "--bus", "redis://127.0.0.1:1/0"], "needs a fixed port"),
     ],
 )
 def test_ws_mistakes_are_one_line(args: list[str], message: str) -> None:
