@@ -86,4 +86,6 @@ def build_gateway(
         ssl_context=door.tls.context if door.tls is not None else None,
         ssl_handshake_timeout=settings.tls_handshake_timeout,
         reuse_port=reuse_port,
+        proxy_from=door.proxy_from,
+        proxy_timeout=settings.proxy_timeout,
     )

@@ -6,7 +6,9 @@ the **same registry** as the TCP :class:`~twoway.net.server.Server` (one connect
 one set of allow/deny rules, one count per address). With TLS (``wss://``) it accepts
 through the TCP server's :class:`~twoway.net.accept.Acceptor`, so handshakes are bounded,
 counted and logged the same way, and the ``SSLContext`` is the server's own (its certificate
-reload on SIGHUP applies). A plain HTTP GET of a path in ``pages`` gets that file (the web
+reload on SIGHUP applies). Behind a proxy that sends the PROXY protocol (``proxy_from``), the
+acceptor reads the header first, as for TCP, and the client's real address is the one the
+connection, the registry and the logs see. A plain HTTP GET of a path in ``pages`` gets that file (the web
 chat page); any other path is 404.
 
 Importing this module imports ``websockets``: the runner imports it only for ``--ws``.
@@ -24,6 +26,7 @@ from twoway.errors import ListenError, describe_oserror
 from twoway.net.accept import Acceptor
 from twoway.net.wsconfig import WsConfig
 from twoway.net.wsconn import WsConnection
+from twoway.sansio.access import AddressSet
 
 __all__ = ["WsGateway"]
 
@@ -44,6 +47,8 @@ class WsGateway:
         ssl_handshake_timeout: float = 10.0,
         backlog: int = 1024,
         reuse_port: bool = False,
+        proxy_from: AddressSet | None = None,
+        proxy_timeout: float = 5.0,
     ) -> None:
         self.config = config
         self.host = host
@@ -52,6 +57,9 @@ class WsGateway:
         self.ssl_handshake_timeout = ssl_handshake_timeout
         self.backlog = backlog
         self.reuse_port = reuse_port
+        #: Proxies trusted to send a PROXY header first (``--proxy-protocol``), or None.
+        self.proxy_from = proxy_from
+        self.proxy_timeout = proxy_timeout
         config.secure = ssl_context is not None
         self._listeners: list[asyncio.Server | Acceptor] = []
 
@@ -102,13 +110,13 @@ class WsGateway:
         self, loop: asyncio.AbstractEventLoop, sock: socket.socket
     ) -> asyncio.Server | Acceptor:
         config = self.config
-        if self.ssl_context is None:
+        if self.ssl_context is None and self.proxy_from is None:
             return await loop.create_server(
                 lambda: WsConnection(config), sock=sock, backlog=self.backlog
             )
         sock.listen(self.backlog)
-        # The acceptor checks room and access and runs the TLS handshake before the
-        # connection exists: the connection is told it was screened.
+        # The acceptor checks room and access, reads the PROXY header and runs the TLS
+        # handshake before the connection exists: the connection is told it was screened.
         factory = cast(Callable[[], Any], lambda: WsConnection(config, screened=True))
         acceptor = Acceptor(
             sock,
@@ -116,6 +124,8 @@ class WsGateway:
             config.registry,
             context=self.ssl_context,
             handshake_timeout=self.ssl_handshake_timeout,
+            proxy_from=self.proxy_from,
+            proxy_timeout=self.proxy_timeout,
         )
         acceptor.start()
         return acceptor
