@@ -200,3 +200,24 @@ def test_lines_left_by_a_closed_loop_do_not_stop_the_next_loops_lines() -> None:
 
     assert asyncio.run(next_loop()) == ["delivered"]
     assert room.batch is None  # the stale lines were dropped with their loop
+
+
+async def test_a_member_removed_during_delivery_does_not_break_it() -> None:
+    room = Group("#r", Tally())
+    peers = [open_peer(Quiet()) for _ in range(3)]
+    for i, p in enumerate(peers):
+        room.add(i, p.conn)
+    transport = peers[0].transport
+    write = transport.write
+
+    def write_then_drop_a_member(data: bytes | bytearray | memoryview) -> None:
+        room.remove(2)  # what a slow-consumer policy may do from inside a write
+        transport.write = write  # type: ignore[method-assign]
+        write(data)
+
+    transport.write = write_then_drop_a_member  # type: ignore[method-assign]
+    room.send("x")
+    await _settle()
+    # Every member of the moment the line was sent gets it, the one that left meanwhile too.
+    assert [_lines(p) for p in peers] == [["x"], ["x"], ["x"]]
+    assert len(room) == 2

@@ -151,7 +151,9 @@ class Group:
         full, special = batch.plain()
         lines = len(batch)
         sent = 0
-        for key, conn in members.items():
+        # A copy: a write may find a member too slow, and a service may take it out of the
+        # group there and then.
+        for key, conn in list(members.items()):
             transport = conn.transport
             if transport is None or transport.is_closing():
                 # Lost (reset, say) but not yet told: a write would only fail, and on
