@@ -33,6 +33,7 @@ from twoway.errors import (
 )
 from twoway.net.client import connect
 from twoway.net.connection import Connection
+from twoway.net.groups import Group
 from twoway.net.options import ConnectionOptions, Keepalive
 from twoway.net.server import Server, serve
 from twoway.net.service import LineService, Service
@@ -45,6 +46,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionOptions",
     "FatalConnectError",
+    "Group",
     "Keepalive",
     "LineService",
     "ListenError",

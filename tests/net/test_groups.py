@@ -6,11 +6,14 @@ Real connections over in-memory transports (twoway.testing), no sockets."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from dataclasses import dataclass, field
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import twoway
+from helpers import wait_until
 from twoway.net.coalesce import coalescer
 from twoway.net.conn import Conn
 from twoway.net.groups import Group
@@ -221,3 +224,45 @@ async def test_a_member_removed_during_delivery_does_not_break_it() -> None:
     # Every member of the moment the line was sent gets it, the one that left meanwhile too.
     assert [_lines(p) for p in peers] == [["x"], ["x"], ["x"]]
     assert len(room) == 2
+
+
+class Broadcast(LineService):
+    """The README's broadcast service, verbatim."""
+
+    name = "broadcast"
+
+    def __init__(self) -> None:
+        self.everyone = twoway.Group("everyone")
+        self.ids = itertools.count()
+
+    def on_connect(self, conn: Conn) -> None:
+        self.everyone.add(next(self.ids), conn)
+
+    def on_line(self, conn: Conn, line: str) -> None:
+        self.everyone.send(f"{conn.peer}: {line}", exclude=conn.group_key)
+
+    def on_close(self, conn: Conn, exc: BaseException | None) -> None:
+        self.everyone.remove(conn.group_key)
+
+
+async def test_a_broadcast_service_over_real_sockets() -> None:
+    server = await twoway.serve(Broadcast(), "127.0.0.1", 0).start()
+    port = server.sockets[0].getsockname()[1]
+    try:
+        clients = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+        await wait_until(lambda: server.connection_count == 3)
+        (r0, w0), (r1, w1), (r2, w2) = clients
+        w0.write(b"hello\nworld\n")
+        me = f"127.0.0.1:{w0.get_extra_info('sockname')[1]}"
+        for r in (r1, r2):
+            assert await asyncio.wait_for(r.readline(), 5) == f"{me}: hello\n".encode()
+            assert await asyncio.wait_for(r.readline(), 5) == f"{me}: world\n".encode()
+        w2.close()
+        await w2.wait_closed()
+        w1.write(b"still here\n")
+        you = f"127.0.0.1:{w1.get_extra_info('sockname')[1]}"
+        assert await asyncio.wait_for(r0.readline(), 5) == f"{you}: still here\n".encode()
+        for _, w in clients[:2]:
+            w.close()
+    finally:
+        await server.shutdown(0)

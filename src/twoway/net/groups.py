@@ -66,12 +66,27 @@ class Tally(Protocol):
 class Group:
     """Connections that share their writes; see the module docstring.
 
-    ``tally.lines_out`` counts the lines delivered to members. ``name`` is for the logs.
+    ``tally.lines_out``, if a tally is given, counts the lines delivered to members. ``name``
+    is for the logs. A broadcast service in a few lines::
+
+        class Broadcast(twoway.LineService):
+            def __init__(self) -> None:
+                self.everyone = twoway.Group("everyone")
+                self.ids = itertools.count()
+
+            def on_connect(self, conn: twoway.Connection) -> None:
+                self.everyone.add(next(self.ids), conn)
+
+            def on_line(self, conn: twoway.Connection, line: str) -> None:
+                self.everyone.send(f"{conn.peer}: {line}", exclude=conn.group_key)
+
+            def on_close(self, conn: twoway.Connection, exc: BaseException | None) -> None:
+                self.everyone.remove(conn.group_key)
     """
 
     __slots__ = ("batch", "members", "name", "tally")
 
-    def __init__(self, name: str, tally: Tally) -> None:
+    def __init__(self, name: str, tally: Tally | None = None) -> None:
         self.name = name
         self.tally = tally
         #: The members by key.
@@ -130,7 +145,8 @@ class Group:
         if batch is None:
             return b""
         data, count = batch.take(key, newline)
-        self.tally.lines_out += count
+        if self.tally is not None:
+            self.tally.lines_out += count
         return data
 
     def discard(self) -> None:
@@ -168,7 +184,8 @@ class Group:
             if count:
                 conn.write(data)
                 sent += count
-        self.tally.lines_out += sent
+        if self.tally is not None:
+            self.tally.lines_out += sent
 
 
 def _gone(conn: Member) -> bool:
