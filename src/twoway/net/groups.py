@@ -84,7 +84,7 @@ class Group:
                 self.everyone.remove(conn.group_key)
     """
 
-    __slots__ = ("batch", "members", "name", "tally")
+    __slots__ = ("batch", "delivering", "members", "name", "tally")
 
     def __init__(self, name: str, tally: Tally | None = None) -> None:
         self.name = name
@@ -94,6 +94,10 @@ class Group:
         #: The lines of this loop iteration, or None when nothing is queued: what a
         #: member's ``write`` tests before taking its share.
         self.batch: RoomBatch | None = None
+        #: True while :meth:`deliver` iterates :attr:`members`: a change meanwhile (a write
+        #: may find a member too slow, and a service take it out there and then) goes to a
+        #: copy, so the delivery goes on over the members of the moment the lines were sent.
+        self.delivering = False
 
     def __len__(self) -> int:
         return len(self.members)
@@ -103,6 +107,8 @@ class Group:
         sent from now on."""
         if conn.group is not None:
             conn.group.remove(conn.group_key)
+        if self.delivering:
+            self._copy_members()
         self.members[key] = conn
         conn.group = self
         conn.group_key = key
@@ -111,6 +117,8 @@ class Group:
 
     def remove(self, key: int) -> None:
         """Member ``key`` leaves: it gets what was queued for it before it goes."""
+        if self.delivering:
+            self._copy_members()
         conn = self.members.pop(key, None)
         if conn is None:
             return
@@ -167,9 +175,8 @@ class Group:
         full, special = batch.plain()
         lines = len(batch)
         sent = 0
-        # A copy: a write may find a member too slow, and a service may take it out of the
-        # group there and then.
-        for key, conn in list(members.items()):
+        self.delivering = True
+        for key, conn in members.items():
             transport = conn.transport
             if transport is None or transport.is_closing():
                 # Lost (reset, say) but not yet told: a write would only fail, and on
@@ -184,8 +191,13 @@ class Group:
             if count:
                 conn.write(data)
                 sent += count
+        self.delivering = False
         if self.tally is not None:
             self.tally.lines_out += sent
+
+    def _copy_members(self) -> None:
+        self.members = dict(self.members)  # deliver() goes on over the one it holds
+        self.delivering = False
 
 
 def _gone(conn: Member) -> bool:

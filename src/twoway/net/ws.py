@@ -8,8 +8,8 @@ through the TCP server's :class:`~twoway.net.accept.Acceptor`, so handshakes are
 counted and logged the same way, and the ``SSLContext`` is the server's own (its certificate
 reload on SIGHUP applies). Behind a proxy that sends the PROXY protocol (``proxy_from``), the
 acceptor reads the header first, as for TCP, and the client's real address is the one the
-connection, the registry and the logs see. A plain HTTP GET of a path in ``pages`` gets that file (the web
-chat page); any other path is 404.
+connection, the registry and the logs see. A plain HTTP GET of a path in ``pages`` gets that
+file (the web chat page); any other path is 404.
 
 Importing this module imports ``websockets``: the runner imports it only for ``--ws``.
 """
