@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -596,3 +597,51 @@ def proc_status_kib(pid: int, field: str = "VmRSS") -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise KeyError(field)
+
+
+# -- HAProxy (Debian package haproxy), the real sender of the PROXY protocol --------------
+
+HAPROXY = shutil.which("haproxy") or (
+    "/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None
+)
+
+
+@contextlib.contextmanager
+def run_haproxy(tmp_path: Path, config: str) -> Iterator[subprocess.Popen[bytes]]:
+    """HAProxy in the foreground in mode tcp with ``config`` (frontends and backends) after
+    the common defaults; stopped (and its pipe closed) on exit."""
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(
+        "global\n    maxconn 200\n"
+        "defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n"
+        "    timeout server 30s\n" + config
+    )
+    assert HAPROXY is not None
+    proc = subprocess.Popen(
+        [HAPROXY, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5 * UNIT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
+
+
+# -- client mistakes in the log (net/complaints.py) ----------------------------------------
+
+#: The summary of the client-mistake lines the log budget held back.
+COMPLAINTS_SUMMARY = re.compile(r"suppressed (\d+) similar client errors in the last [\d.]+ s$")
+
+
+def complaints_accounted(lines: Sequence[str], mine: str, bad: int) -> bool:
+    """Whether each of ``bad`` mistakes is in ``lines``: logged (a line matching ``mine``)
+    or counted in a summary."""
+    logged = sum(1 for line in lines if re.search(mine, line))
+    held = sum(int(m.group(1)) for line in lines if (m := COMPLAINTS_SUMMARY.search(line)))
+    return logged + held == bad

@@ -14,20 +14,18 @@ import contextlib
 import shutil
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from helpers import UNIT, wait_until
+from helpers import HAPROXY, UNIT, wait_until
+from helpers import run_haproxy as haproxy
 from twoway.errors import ProxyProtocolError
 from twoway.sansio.proxy import Command, Family, ProxyHeader, ProxyReader, parse_header
 
-HAPROXY = shutil.which("haproxy") or (
-    "/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None
-)
 pytestmark = pytest.mark.skipif(
     HAPROXY is None, reason="needs haproxy (Debian package haproxy; test.sh installs it)"
 )
@@ -99,31 +97,6 @@ def listening(port: int) -> bool:
                 if (fields[1] + " ").endswith(want) and fields[3] == "0A":
                     return True
     return False
-
-
-@contextlib.contextmanager
-def haproxy(tmp_path: Path, config: str) -> Iterator[subprocess.Popen[bytes]]:
-    cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(
-        "global\n    maxconn 200\n"
-        "defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n"
-        "    timeout server 30s\n" + config
-    )
-    assert HAPROXY is not None
-    proc = subprocess.Popen(
-        [HAPROXY, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5 * UNIT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        assert proc.stderr is not None
-        proc.stderr.close()
 
 
 async def through(

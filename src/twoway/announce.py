@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from twoway.logs import PROCESS_LOGGER
 from twoway.metrics.figures import read_figures
 from twoway.metrics.summary import exit_summary
+from twoway.net.address import format_address
 from twoway.net.registry import format_size
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ def log_listening(server: Server, name: str, tag: str) -> None:
     :func:`describe_limits`. ``name`` starts each line (``twoway``); ``tag`` follows the
     address (`` (worker 2, pid 4711)``)."""
     for host, port in server.addresses:
-        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        where = format_address((host, port))
         plog.info(
             "%s %s listening on %s%s; %s",
             name,
@@ -107,7 +108,7 @@ def log_gateway(server: Server, gateway: WsGateway, name: str, worker: str = "")
     """The ready lines of a started ``--ws`` ``gateway`` of ``server``: one per address,
     ending with ``worker`` (`` (worker 1, pid 123)`` in a worker of ``--workers``)."""
     for host, port in gateway.addresses:
-        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        where = format_address((host, port))
         plog.info(
             "%s %s WebSocket gateway on %s://%s/ (the web chat page at /)%s",
             name,
@@ -170,7 +171,7 @@ def log_metrics(sock: Any, more: str = "") -> None:
     """The line saying where the metrics endpoint listens on ``sock``; ``more`` ends it
     (`` for 4 workers``)."""
     host, port = sock.getsockname()[:2]
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    where = format_address((host, port))
     plog.info(
         "metrics on http://%s/ (/metrics, /healthz, /readyz, status page)%s",
         where,

@@ -13,7 +13,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from helpers import READ_TIMEOUT, UNIT, connect, recv_line, start_cli
+from helpers import (
+    COMPLAINTS_SUMMARY,
+    READ_TIMEOUT,
+    UNIT,
+    complaints_accounted,
+    connect,
+    recv_line,
+    start_cli,
+)
 from twoway.net.complaints import (
     COMPLAINT_BURST,
     COMPLAINT_RATE,
@@ -185,8 +193,6 @@ def test_the_process_wide_complaints_log_on_their_own_logger() -> None:
 
 # --------------------------------------------------------------------------- the process
 
-_SUMMARY = re.compile(r"suppressed (\d+) similar client errors in the last [\d.]+ s$")
-
 
 def _peer(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
@@ -233,17 +239,18 @@ def test_a_flood_of_bad_lines_logs_a_bounded_number_and_loses_nothing(loop: str)
                 goods += 1
         assert (errors, goods) == (bad, bad // every)
 
-        def accounted(lines: list[str]) -> bool:
-            logged = sum(1 for line in lines if re.search(mine, line))
-            held = sum(int(m.group(1)) for line in lines if (m := _SUMMARY.search(line)))
-            return logged + held == bad
-
         # Every bad line is logged or counted in a summary (the last one from the timer,
         # a second after the flood, with no further complaint).
-        assert server.wait_lines(accounted, 10 * UNIT), server.tail()
+        assert server.wait_lines(lambda lines: complaints_accounted(lines, mine, bad), 10 * UNIT), (
+            server.tail()
+        )
         window = time.monotonic() - started
-        lines = [line for line in server.lines if re.search(mine, line) or _SUMMARY.search(line)]
-        summaries = [line for line in lines if _SUMMARY.search(line)]
+        lines = [
+            line
+            for line in server.lines
+            if re.search(mine, line) or COMPLAINTS_SUMMARY.search(line)
+        ]
+        summaries = [line for line in lines if COMPLAINTS_SUMMARY.search(line)]
         assert summaries, server.tail()
         assert all(" WARNING " in line for line in summaries)
         # The bound: the burst plus the rate over the time it all took (an over-estimate of

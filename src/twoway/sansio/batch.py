@@ -81,12 +81,7 @@ class RoomBatch:
         """The whole batch with LF endings, and the members who get something else (they
         joined or took lines during the batch, or authored a line): for the fan-out loop,
         so that every other LF member costs a set lookup instead of a :meth:`share`."""
-        own_lines = self._own
-        if own_lines is None:
-            own_lines = self._own = {}
-            for i, ex in enumerate(self.excludes):
-                if ex is not None:
-                    own_lines.setdefault(ex, []).append(i)
+        own_lines = self._own_lines()
         full = self._full.get(b"\n")
         if full is None:
             full = self._full[b"\n"] = b"".join(self._lf)
@@ -96,13 +91,7 @@ class RoomBatch:
         """What member ``cid`` gets when the batch is delivered, encoded with ``newline``,
         and how many lines that is."""
         start = self.start.get(cid, 0)
-        own_lines = self._own
-        if own_lines is None:
-            own_lines = self._own = {}
-            for i, ex in enumerate(self.excludes):
-                if ex is not None:
-                    own_lines.setdefault(ex, []).append(i)
-        own = own_lines.get(cid)
+        own = self._own_lines().get(cid)
         if start == 0 and own is None:
             full = self._full.get(newline)
             if full is None:
@@ -111,6 +100,16 @@ class RoomBatch:
         if start >= len(self.texts):
             return b"", 0
         return self._join(start, [i for i in own if i >= start] if own else [], newline)
+
+    def _own_lines(self) -> dict[int, list[int]]:
+        """Each author's line indexes (built once per batch, when first delivered)."""
+        own_lines = self._own
+        if own_lines is None:
+            own_lines = self._own = {}
+            for i, ex in enumerate(self.excludes):
+                if ex is not None:
+                    own_lines.setdefault(ex, []).append(i)
+        return own_lines
 
     def _join(self, start: int, own: list[int], newline: bytes) -> tuple[bytes, int]:
         """Lines ``start`` to the end but those at the indexes ``own`` (sorted), joined."""

@@ -6,24 +6,18 @@ from a proxy not trusted, or none, is refused in one line. The real sender is HA
 from __future__ import annotations
 
 import contextlib
-import shutil
 import socket
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from helpers import UNIT, CliServer
+from helpers import HAPROXY, UNIT, CliServer, run_haproxy
 
 from .wskit import RawWs, free_port, start_ws
 
 pytestmark = pytest.mark.timeout(60)
 
-HAPROXY = shutil.which("haproxy") or (
-    "/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None
-)
 PROXY = ("--proxy-protocol", "--proxy-from", "127.0.0.1")
 
 
@@ -57,33 +51,6 @@ def test_no_header_is_refused_in_one_line(servers: list[CliServer]) -> None:
     tab.close()
 
 
-@contextlib.contextmanager
-def haproxy(tmp_path: Path, listen: int, backend: int) -> Iterator[None]:
-    cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(
-        "global\n    maxconn 200\n"
-        "defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n"
-        "    timeout server 30s\n"
-        f"frontend web\n    bind 127.0.0.1:{listen}\n    default_backend twoway\n"
-        f"backend twoway\n    server ws1 127.0.0.1:{backend} send-proxy-v2\n"
-    )
-    assert HAPROXY is not None
-    proc = subprocess.Popen(
-        [HAPROXY, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5 * UNIT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        assert proc.stderr is not None
-        proc.stderr.close()
-
-
 @pytest.mark.skipif(
     HAPROXY is None, reason="needs haproxy (Debian package haproxy; test.sh installs it)"
 )
@@ -92,7 +59,11 @@ def test_behind_haproxy_the_browsers_address_is_seen(
 ) -> None:
     server, port = start_ws(servers, "chat", *PROXY)
     front = free_port()
-    with haproxy(tmp_path, front, port):
+    config = (
+        f"frontend web\n    bind 127.0.0.1:{front}\n    default_backend twoway\n"
+        f"backend twoway\n    server ws1 127.0.0.1:{port} send-proxy-v2\n"
+    )
+    with run_haproxy(tmp_path, config):
         deadline = time.monotonic() + 10 * UNIT
         while True:  # until HAProxy listens
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", front)):

@@ -7,11 +7,10 @@ from __future__ import annotations
 import re
 import time
 
+from helpers import COMPLAINTS_SUMMARY, complaints_accounted
 from twoway.net.complaints import COMPLAINT_BURST, COMPLAINT_RATE
 
 from .chatkit import UNIT, ChatServer, Client, Harness
-
-_SUMMARY = re.compile(r"suppressed (\d+) similar client errors in the last [\d.]+ s$")
 
 
 def _peer(c: Client) -> str:
@@ -76,16 +75,13 @@ def test_a_flood_of_bad_commands_is_logged_within_bounds_and_loses_nothing(
     assert len(errors) == bad
     assert errors[-1] == 'error: unknown command "/frob999" (type /help)'
 
-    def accounted(lines: list[str]) -> bool:
-        logged = sum(1 for line in lines if re.search(mine, line))
-        held = sum(int(m.group(1)) for line in lines if (m := _SUMMARY.search(line)))
-        return logged + held == bad
-
     # Each bad line is logged or counted in a summary, the last one a second after the flood.
-    assert srv.wait_lines(accounted, 10 * UNIT), srv.tail()
+    assert srv.wait_lines(lambda lines: complaints_accounted(lines, mine, bad), 10 * UNIT), (
+        srv.tail()
+    )
     window = time.monotonic() - started
-    lines = [line for line in srv.lines if re.search(mine, line) or _SUMMARY.search(line)]
-    assert any(_SUMMARY.search(line) for line in lines), srv.tail()
+    lines = [line for line in srv.lines if re.search(mine, line) or COMPLAINTS_SUMMARY.search(line)]
+    assert any(COMPLAINTS_SUMMARY.search(line) for line in lines), srv.tail()
     assert len(lines) <= COMPLAINT_BURST + COMPLAINT_RATE * window, (len(lines), window)
     b.send("and after?")
     assert a.expect(f"{b.nick}:") == f"{b.nick}: and after?"
