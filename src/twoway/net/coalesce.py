@@ -135,8 +135,9 @@ class Coalescer:
     def group_queued(self, group: Flushable, soon: bool) -> None:
         """``group`` has its first line of the iteration queued: deliver it at the end of
         the iteration (``soon``), or after the presence delay."""
-        if self.loop is not asyncio.get_running_loop():
-            self.adopt(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop:
+            self.adopt(loop)
         self.groups.append(group)
         self.wake_groups(soon)
 
